@@ -1,0 +1,126 @@
+"""``sanitize_dataset``: the whole pipeline in-process, for use as a pre-training hook."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from sanitize import stages
+from sanitize.config import SanitizeConfig
+from sanitize.paths import (
+    CLEAN_FILE,
+    OUTPUT_FILES,
+    QUARANTINE_FILE,
+    REPORT_JSON,
+    SCORES_FILE,
+    RunPaths,
+)
+
+
+@dataclass(frozen=True)
+class SanitizeResult:
+    """What a run produced.
+
+    Attributes
+    ----------
+    out : Path
+        The output directory.
+    counts : dict
+        ``rows``, ``kept``, ``removed`` and the other counts of ``report.json``.
+    report : dict
+        The whole ``report.json``.
+    """
+
+    out: Path
+    counts: dict[str, Any]
+    report: dict[str, Any]
+
+    @property
+    def clean_path(self) -> Path:
+        return self.out / CLEAN_FILE
+
+    @property
+    def quarantine_path(self) -> Path:
+        return self.out / QUARANTINE_FILE
+
+    @property
+    def scores_path(self) -> Path:
+        return self.out / SCORES_FILE
+
+    @property
+    def report_path(self) -> Path:
+        return self.out / REPORT_JSON
+
+    @classmethod
+    def load(cls, out: str | Path) -> SanitizeResult:
+        """Read the result of a finished run from its output directory."""
+        out = Path(out)
+        report = json.loads((out / REPORT_JSON).read_text())
+        return cls(out=out, counts=report["counts"], report=report)
+
+    def summary(self) -> str:
+        c = self.counts
+        return (
+            f"{c['rows']:,} rows: kept {c['kept']:,}, removed {c['removed']:,} "
+            f"({100 * c['removed_fraction']:.1f}%); outputs in {self.out}"
+        )
+
+
+def run_stages(source: str, config: SanitizeConfig, paths: RunPaths) -> dict[str, dict]:
+    """Run every stage in order in this process; returns each stage's result by name."""
+    results: dict[str, dict] = {}
+    results["read"] = stages.read_stage(source, config, paths)
+    results["bootstrap"] = stages.bootstrap_stage(config, paths)
+    results["embed"] = stages.embed_stage(config, paths)
+    if "cbd" in config.detectors:
+        results["clean_model"] = stages.clean_model_stage(config, paths)
+    for name in config.detectors:
+        results[f"detect_{name}"] = stages.detect_stage(name, config, paths)
+    results["decide"] = stages.decide_stage(config, paths)
+    results["export"] = stages.export_stage(source, config, paths, results)
+    return results
+
+
+def sanitize_dataset(
+    source: str | Path,
+    out: str | Path,
+    config: SanitizeConfig | None = None,
+    *,
+    keep_work: bool = False,
+) -> SanitizeResult:
+    """Find likely poisons in ``source`` and write the filtered dataset to ``out``.
+
+    Parameters
+    ----------
+    source : str or Path
+        HF-layout Parquet file or directory, image folder, or ``.npz``; a local path or an
+        fsspec URI. Never modified.
+    out : str or Path
+        Output directory; receives ``clean.parquet``, ``quarantine.parquet``,
+        ``scores.parquet`` and ``report.json`` (see DESIGN.md, "Outputs").
+    config : SanitizeConfig, optional
+        Defaults to ``SanitizeConfig()``.
+    keep_work : bool, default=False
+        Keep the stage files (decoded images, features, models) under ``out/.work``.
+
+    Returns
+    -------
+    SanitizeResult
+
+    Examples
+    --------
+    >>> result = sanitize_dataset("sample_data/digits_poisoned.parquet", "out")  # doctest: +SKIP
+    >>> result.counts["removed"]  # doctest: +SKIP
+    """
+    config = config or SanitizeConfig()
+    paths = RunPaths.at(out)
+    run_stages(str(source), config, paths)
+    if not keep_work:
+        shutil.rmtree(paths.work, ignore_errors=True)
+    return SanitizeResult.load(paths.out)
+
+
+__all__ = ["OUTPUT_FILES", "SanitizeResult", "run_stages", "sanitize_dataset"]

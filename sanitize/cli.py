@@ -1,0 +1,225 @@
+"""The ``sanitize`` command.
+
+Exit status: 0 success; 2 bad input, config or usage (one line on stderr names the
+problem); 3 the output directory cannot be written; 1 an unexpected failure.
+
+``sanitize run`` runs the Prefect flow from ``flows/`` on an embedded (ephemeral) Prefect
+server unless ``PREFECT_API_URL`` points to one; Prefect's own logs stay quiet unless
+``--verbose``. This module is the only one in ``sanitize`` that may reach Prefect.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from sanitize.config import KNOWN_DETECTORS, SanitizeConfig
+from sanitize.errors import ConfigError, InputError, OutputError, SanitizeError
+
+EXIT_OK, EXIT_FAILURE, EXIT_BAD_INPUT, EXIT_OUTPUT = 0, 1, 2, 3
+
+
+def _config_from_args(args: argparse.Namespace) -> SanitizeConfig:
+    raw: dict = {}
+    if args.config:
+        raw = SanitizeConfig.from_toml(args.config).to_dict()
+    sections = {
+        "data": {
+            "image_column": args.image_column,
+            "label_column": args.label_column,
+            "id_column": args.id_column,
+            "image_size": args.image_size,
+            "channels": args.channels,
+        },
+        "bootstrap": {
+            "checkpoint": args.checkpoint,
+            "epochs": args.epochs,
+            "clean_epochs": args.clean_epochs,
+            "device": args.device,
+        },
+        "decision": {"max_removal_fraction": args.max_removal},
+    }
+    for section, values in sections.items():
+        for key, value in values.items():
+            if value is not None:
+                raw.setdefault(section, {})[key] = value
+    if args.detectors:
+        raw["detectors"] = [d.strip() for d in args.detectors.split(",") if d.strip()]
+        raw["detector_params"] = {
+            k: v for k, v in raw.get("detector_params", {}).items() if k in raw["detectors"]
+        }
+    if args.seed is not None:
+        raw["seed"] = args.seed
+    return SanitizeConfig.from_dict(raw)
+
+
+def _prepare_prefect(verbose: bool) -> None:
+    """Prefect settings must be in the environment before Prefect is imported."""
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
+    os.environ.setdefault("PREFECT_LOGGING_LEVEL", "INFO" if verbose else "CRITICAL")
+    os.environ.setdefault("PREFECT_LOGGING_INTERNAL_LEVEL", "WARNING" if verbose else "CRITICAL")
+    os.environ.setdefault("PREFECT_SERVER_LOGGING_LEVEL", "WARNING" if verbose else "CRITICAL")
+
+
+def _check_out(out: Path) -> None:
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=out):
+            pass
+    except OSError as exc:
+        raise OutputError(f"cannot write to output directory {out}: {exc.strerror}") from None
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    config = _config_from_args(args)
+    out = Path(args.out)
+    _check_out(out)
+    start = time.perf_counter()
+    if args.local:
+        from sanitize.api import sanitize_dataset
+
+        result = sanitize_dataset(args.source, out, config, keep_work=args.keep_work)
+        counts = result.counts
+    else:
+        _prepare_prefect(args.verbose)
+        from flows import sanitize_flow
+
+        counts = sanitize_flow(
+            source=str(args.source), out=str(out), config=config.to_dict(), keep_work=args.keep_work
+        )
+    seconds = time.perf_counter() - start
+    print(
+        f"{counts['rows']:,} rows: kept {counts['kept']:,}, removed {counts['removed']:,} "
+        f"({100 * counts['removed_fraction']:.1f}%) in {seconds:.1f} s -> {out}"
+    )
+    return EXIT_OK
+
+
+def cmd_metrics(args: argparse.Namespace) -> int:
+    from sanitize.evaluate import evaluate_run
+
+    metrics = evaluate_run(args.out, args.truth)
+    if args.json:
+        print(json.dumps(metrics, indent=2))
+        return EXIT_OK
+    print(f"{'':24s} {'TPR':>6s} {'FPR':>6s} {'AUROC':>6s} {'removed':>8s}")
+    for name, m in metrics.items():
+        print(f"{name:24s} {m['tpr']:6.3f} {m['fpr']:6.3f} {m['auroc']:6.3f} {m['removed']:8d}")
+    return EXIT_OK
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="sanitize",
+        description="Find backdoor poisons in an image-classification training set.",
+        epilog="Exit status: 0 success, 1 unexpected failure, 2 bad input or config, "
+        "3 output directory not writable.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser(
+        "run",
+        help="sanitize a dataset (runs the Prefect flow)",
+        description="Write clean.parquet, quarantine.parquet, scores.parquet and report.json "
+        "for SOURCE into --out.",
+    )
+    run.add_argument(
+        "source",
+        help="HF Parquet file or directory, image folder, or .npz; "
+        "a local path or an fsspec URI (file://, s3://, ...)",
+    )
+    run.add_argument("--out", required=True, help="output directory")
+    run.add_argument(
+        "--config",
+        help="TOML file with [data], [bootstrap], [decision] sections; "
+        "command-line options override it",
+    )
+    data = run.add_argument_group("data")
+    data.add_argument("--image-column", help="image column (default: image)")
+    data.add_argument("--label-column", help="label column (default: label)")
+    data.add_argument(
+        "--id-column",
+        help="row identity column, kept as sample_id "
+        "(default: sample_id; the row ordinal when absent)",
+    )
+    data.add_argument(
+        "--image-size", type=int, help="resize images to N x N (default: first image's)"
+    )
+    data.add_argument(
+        "--channels", type=int, choices=(1, 3), help="1 grey or 3 RGB (default: first image's)"
+    )
+    model = run.add_argument_group("bootstrap model")
+    model.add_argument(
+        "--checkpoint",
+        help="weights of the bootstrap network (.safetensors or a "
+        "torch state dict, loaded with weights_only=True) instead of training it",
+    )
+    model.add_argument("--epochs", type=int, help="bootstrap training epochs (default: 6)")
+    model.add_argument(
+        "--clean-epochs", type=int, help="epochs of CBD's deconfounded model (default: 6)"
+    )
+    model.add_argument("--device", help="auto (default), cpu, cuda or cuda:N")
+    model.add_argument("--seed", type=int, help="seed of every random step (default: 0)")
+    detect = run.add_argument_group("detection")
+    detect.add_argument(
+        "--detectors",
+        help="comma-separated, from: " + ", ".join(KNOWN_DETECTORS) + " (default: all)",
+    )
+    detect.add_argument(
+        "--max-removal", type=float, help="cap on the share of rows removed (default: 0.25)"
+    )
+    run.add_argument(
+        "--local",
+        action="store_true",
+        help="run the stages in this process, without Prefect (same outputs, faster start)",
+    )
+    run.add_argument("--keep-work", action="store_true", help="keep stage files in OUT/.work")
+    run.add_argument("-v", "--verbose", action="store_true", help="show Prefect's logs too")
+    run.add_argument("-q", "--quiet", action="store_true", help="no per-stage progress lines")
+    run.set_defaults(func=cmd_run)
+
+    metrics = sub.add_parser("metrics", help="TPR/FPR/AUROC of a finished run against ground truth")
+    metrics.add_argument("out", help="output directory of a finished run")
+    metrics.add_argument("--truth", required=True, help="CSV with columns sample_id,poisoned")
+    metrics.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    metrics.set_defaults(func=cmd_metrics, quiet=False)
+    return parser
+
+
+def _setup_logging(quiet: bool) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    logger = logging.getLogger("sanitize")
+    logger.handlers[:] = [handler]
+    logger.setLevel(logging.WARNING if quiet else logging.INFO)
+    logger.propagate = False
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    _setup_logging(args.quiet)
+    try:
+        return args.func(args)
+    except (InputError, ConfigError) as exc:
+        print(f"sanitize: error: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except OutputError as exc:
+        print(f"sanitize: error: {exc}", file=sys.stderr)
+        return EXIT_OUTPUT
+    except SanitizeError as exc:
+        print(f"sanitize: error: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
+    except KeyboardInterrupt:
+        print("sanitize: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,251 @@
+"""One validated, frozen configuration object for a sanitize run.
+
+The config is split in sections that follow the data flow (``data``, ``bootstrap``,
+``detectors``, ``decision``). Every section is a frozen dataclass, so a config is
+hashable and its :meth:`SanitizeConfig.fingerprint` can key cached stage outputs. The
+whole config is written next to every output (``report.json``) with the code version.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from sanitize.errors import ConfigError
+
+KNOWN_DETECTORS = ("activation_clustering", "spectral", "cbd")
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """How the source is read and decoded.
+
+    image_column : str, default="image"
+        Column holding the image (HF ``struct<bytes, path>``, raw bytes, or a path string).
+    label_column : str, default="label"
+        Column holding the class label (integers, or strings mapped to sorted class indices).
+    id_column : str, default="sample_id"
+        Column used as the row identity when present; otherwise the row ordinal is the id.
+    image_size : int or None, default=None
+        Side in pixels that every image is resized to; None takes the first readable image's size.
+    channels : int or None, default=None
+        1 (grey) or 3 (RGB); None takes the first readable image's mode.
+    batch_rows : int, default=2048
+        Rows read and decoded at a time (bounds memory of the read stage).
+    """
+
+    image_column: str = "image"
+    label_column: str = "label"
+    id_column: str = "sample_id"
+    image_size: int | None = None
+    channels: int | None = None
+    batch_rows: int = 2048
+
+    def validate(self) -> None:
+        if self.image_size is not None and not 4 <= self.image_size <= 512:
+            raise ConfigError(f"data.image_size must be in [4, 512], got {self.image_size}")
+        if self.channels not in (None, 1, 3):
+            raise ConfigError(f"data.channels must be 1, 3 or None, got {self.channels}")
+        if self.batch_rows < 1:
+            raise ConfigError(f"data.batch_rows must be >= 1, got {self.batch_rows}")
+
+
+@dataclass(frozen=True)
+class BootstrapConfig:
+    """The bootstrap model f_B, trained briefly on the set itself so it learns the backdoor.
+
+    Dirty-label backdoors are learned within the first epochs, well before the hard clean
+    samples (Li et al. 2021, "Anti-Backdoor Learning", Sec. 3); Adam without flip
+    augmentation keeps a corner trigger in place, so the shortcut is learned fast.
+
+    checkpoint : str or None, default=None
+        Path to trained weights (``.safetensors`` or a ``torch.save`` state dict, loaded with
+        ``weights_only=True``) of the built-in network; skips training of f_B.
+    epochs : int, default=6
+        Epochs of f_B training. Per-sample losses of every epoch are recorded.
+    clean_epochs : int, default=6
+        Epochs of the deconfounded model f_C used by the CBD detector (0 disables f_C).
+    batch_size : int, default=128
+    lr : float, default=2e-3
+        Adam learning rate.
+    width : int, default=32
+        Channels of the first conv block; blocks double it (32-64-128-256).
+    device : str, default="auto"
+        "auto" (CUDA when present, else CPU), "cpu", "cuda" or "cuda:N".
+    max_train_rows : int, default=50000
+        Cap on rows used to train (a stratified sample above it); embedding covers every row.
+    """
+
+    checkpoint: str | None = None
+    epochs: int = 6
+    clean_epochs: int = 6
+    batch_size: int = 128
+    lr: float = 2e-3
+    width: int = 32
+    device: str = "auto"
+    max_train_rows: int = 50000
+
+    def validate(self) -> None:
+        if self.epochs < 1:
+            raise ConfigError(f"bootstrap.epochs must be >= 1, got {self.epochs}")
+        if self.clean_epochs < 0:
+            raise ConfigError(f"bootstrap.clean_epochs must be >= 0, got {self.clean_epochs}")
+        if self.batch_size < 2:
+            raise ConfigError(f"bootstrap.batch_size must be >= 2, got {self.batch_size}")
+        if not 0 < self.lr < 1:
+            raise ConfigError(f"bootstrap.lr must be in (0, 1), got {self.lr}")
+        if self.width < 4:
+            raise ConfigError(f"bootstrap.width must be >= 4, got {self.width}")
+        if self.max_train_rows < 100:
+            raise ConfigError(f"bootstrap.max_train_rows must be >= 100, got {self.max_train_rows}")
+        dev = self.device
+        if not (dev in ("auto", "cpu", "cuda") or dev.startswith("cuda:")):
+            raise ConfigError(f"bootstrap.device must be auto, cpu, cuda or cuda:N, got {dev!r}")
+
+
+@dataclass(frozen=True)
+class DecisionConfig:
+    """How detector scores become one poison_score, flags and sample weights.
+
+    min_votes : int or None, default=1
+        Detectors that must flag a row for it to be removed; None means a strict majority of
+        the detectors that ran. Rule for the default: every detector's own threshold is
+        calibrated to flag nothing on clean data, and each sees signals the others miss
+        (a cluster, a direction, a loss gap), so one calibrated flag is enough evidence;
+        the removal cap bounds the cost of a detector gone wrong.
+    max_removal_fraction : float, default=0.25
+        Cap on the share of rows removed; above it the highest poison scores are kept first.
+    weight_clip : tuple of float, default=(0.05, 1.0)
+        Clip range of the raw CBD weight w = l_B / (l_B + l_C) before it is normalised.
+    """
+
+    min_votes: int | None = 1
+    max_removal_fraction: float = 0.25
+    weight_clip: tuple[float, float] = (0.05, 1.0)
+
+    def validate(self) -> None:
+        if self.min_votes is not None and self.min_votes < 1:
+            raise ConfigError(f"decision.min_votes must be >= 1, got {self.min_votes}")
+        if not 0 < self.max_removal_fraction <= 1:
+            raise ConfigError(
+                f"decision.max_removal_fraction must be in (0, 1], got {self.max_removal_fraction}"
+            )
+        lo, hi = self.weight_clip
+        if not 0 < lo < hi <= 1:
+            raise ConfigError(
+                f"decision.weight_clip must satisfy 0 < lo < hi <= 1, got {self.weight_clip}"
+            )
+
+
+@dataclass(frozen=True)
+class SanitizeConfig:
+    """Everything a run depends on, besides the source.
+
+    detectors : tuple of str
+        Detector names to run, in order; each writes a ``score_<name>`` column.
+    detector_params : tuple of (str, tuple of (str, value)) pairs
+        Keyword arguments per detector, e.g. ``(("spectral", (("z_threshold", 4.0),)),)``.
+        Stored as tuples so the config stays hashable; :meth:`params_for` returns a dict.
+    seed : int
+        Seeds model initialisation, data order and every randomised detector.
+    """
+
+    data: DataConfig = field(default_factory=DataConfig)
+    bootstrap: BootstrapConfig = field(default_factory=BootstrapConfig)
+    decision: DecisionConfig = field(default_factory=DecisionConfig)
+    detectors: tuple[str, ...] = KNOWN_DETECTORS
+    detector_params: tuple[tuple[str, tuple[tuple[str, Any], ...]], ...] = ()
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        self.data.validate()
+        self.bootstrap.validate()
+        self.decision.validate()
+        if not self.detectors:
+            raise ConfigError(
+                "at least one detector is needed; known: " + ", ".join(KNOWN_DETECTORS)
+            )
+        for name in self.detectors:
+            if name not in KNOWN_DETECTORS:
+                raise ConfigError(f"unknown detector {name!r}; known: {', '.join(KNOWN_DETECTORS)}")
+        if len(set(self.detectors)) != len(self.detectors):
+            raise ConfigError(f"detectors listed twice: {list(self.detectors)}")
+        for name, _ in self.detector_params:
+            if name not in self.detectors:
+                raise ConfigError(
+                    f"parameters given for detector {name!r}, which is not in detectors"
+                )
+        if "cbd" in self.detectors and self.bootstrap.clean_epochs == 0:
+            raise ConfigError("detector 'cbd' needs bootstrap.clean_epochs >= 1")
+
+    def params_for(self, name: str) -> dict[str, Any]:
+        """Keyword arguments for detector ``name`` (empty when none were given)."""
+        for key, params in self.detector_params:
+            if key == name:
+                return dict(params)
+        return {}
+
+    def to_dict(self) -> dict[str, Any]:
+        out = dataclasses.asdict(self)
+        out["detectors"] = list(self.detectors)
+        out["detector_params"] = {k: dict(v) for k, v in self.detector_params}
+        out["decision"]["weight_clip"] = list(self.decision.weight_clip)
+        return out
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any]) -> SanitizeConfig:
+        """Build a config from nested plain data (a parsed TOML or JSON file)."""
+        raw = dict(raw)
+        sections = {"data": DataConfig, "bootstrap": BootstrapConfig, "decision": DecisionConfig}
+        kwargs: dict[str, Any] = {}
+        for key, section_cls in sections.items():
+            values = dict(raw.pop(key, {}) or {})
+            known = {f.name for f in dataclasses.fields(section_cls)}
+            unknown = set(values) - known
+            if unknown:
+                known_list = ", ".join(sorted(known))
+                message = f"unknown option(s) {sorted(unknown)} in [{key}]; known: {known_list}"
+                raise ConfigError(message)
+            if "weight_clip" in values:
+                values["weight_clip"] = tuple(values["weight_clip"])
+            kwargs[key] = section_cls(**values)
+        if "detectors" in raw:
+            kwargs["detectors"] = tuple(raw.pop("detectors"))
+        if "detector_params" in raw:
+            params = raw.pop("detector_params") or {}
+            kwargs["detector_params"] = tuple(
+                (name, tuple(sorted(dict(p).items()))) for name, p in params.items()
+            )
+        if "seed" in raw:
+            kwargs["seed"] = int(raw.pop("seed"))
+        if raw:
+            raise ConfigError(f"unknown config key(s) {sorted(raw)}")
+        return cls(**kwargs)
+
+    @classmethod
+    def from_toml(cls, path: str | Path) -> SanitizeConfig:
+        try:
+            with open(path, "rb") as fh:
+                raw = tomllib.load(fh)
+        except FileNotFoundError:
+            raise ConfigError(f"config file not found: {path}") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
+        return cls.from_dict(raw)
+
+    def replace(self, **sections: Any) -> SanitizeConfig:
+        """A copy with top-level fields replaced (``cfg.replace(seed=1)``)."""
+        return dataclasses.replace(self, **sections)
+
+    def fingerprint(self, *, sections: tuple[str, ...] | None = None) -> str:
+        """Stable hex digest of the config, or of the named top-level fields only."""
+        payload = self.to_dict()
+        if sections is not None:
+            payload = {k: payload[k] for k in sections}
+        text = json.dumps(payload, sort_keys=True, default=str)
+        return hashlib.sha256(text.encode()).hexdigest()[:16]

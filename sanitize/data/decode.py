@@ -1,0 +1,147 @@
+"""Decode one image cell into a fixed-shape uint8 array.
+
+Nothing here raises :class:`~sanitize.errors.InputError`: a cell that cannot be turned into
+an image raises ``ValueError`` and the read stage sets the row aside as unreadable.
+"""
+
+from __future__ import annotations
+
+import io
+import posixpath
+import warnings
+from typing import Any
+
+import fsspec
+import numpy as np
+from PIL import Image
+
+# Modes Pillow uses for single-band images; everything else is treated as colour.
+GREY_MODES = frozenset({"1", "L", "LA", "La", "I", "I;16", "I;16L", "I;16B", "I;16N", "F"})
+_WIDE_MODES = frozenset({"I", "I;16", "I;16L", "I;16B", "I;16N", "F"})
+
+
+def decode_image(data: bytes, size: int, channels: int) -> np.ndarray:
+    """Decode encoded image bytes (PNG, JPEG, ...) into a (channels, size, size) uint8 array.
+
+    Parameters
+    ----------
+    data : bytes
+        An encoded image file.
+    size : int
+        Side of the output; images of another shape are resized (bilinear) to size x size,
+        so non-square images are stretched.
+    channels : int
+        1 (converted to Pillow mode "L") or 3 (mode "RGB"). Alpha is dropped; palette,
+        CMYK and other modes are converted.
+
+    Returns
+    -------
+    ndarray of shape (channels, size, size), dtype uint8
+
+    Raises
+    ------
+    ValueError
+        The bytes are not a decodable image.
+    """
+    if channels not in (1, 3):
+        raise ValueError(f"channels must be 1 or 3, got {channels}")
+    image = _open(data)
+    try:
+        image = _convert(image, "L" if channels == 1 else "RGB")
+        if image.size != (size, size):
+            image = image.resize((size, size), Image.Resampling.BILINEAR)
+        array = np.asarray(image, dtype=np.uint8)
+    except Exception as exc:  # noqa: BLE001 - Pillow codecs raise many types
+        raise ValueError(f"cannot decode image: {exc}") from None
+    if channels == 1:
+        return array[None, :, :].copy()
+    return np.ascontiguousarray(array.transpose(2, 0, 1))
+
+
+def probe_image(data: bytes) -> tuple[int, int]:
+    """(channels, size) an image suggests: 1 for grey modes else 3, and max(width, height).
+
+    Raises
+    ------
+    ValueError
+        The bytes are not a decodable image.
+    """
+    image = _open(data)
+    return (1 if image.mode in GREY_MODES else 3), max(image.size)
+
+
+def image_bytes(
+    cell: Any,
+    *,
+    filesystem: fsspec.AbstractFileSystem | None = None,
+    base_dir: str | None = None,
+) -> bytes:
+    """Encoded bytes of one cell of an image column.
+
+    Parameters
+    ----------
+    cell : dict, bytes or str
+        A Hugging Face image struct ``{"bytes": ..., "path": ...}`` (the path is read only
+        when bytes are null), raw bytes, or a path string.
+    filesystem : fsspec.AbstractFileSystem, optional
+        Filesystem of the source; relative paths resolve on it against ``base_dir``.
+        Paths with a URI scheme open through fsspec; without a filesystem, the local one.
+    base_dir : str, optional
+        Directory relative paths are resolved against (the Parquet file's directory).
+
+    Raises
+    ------
+    ValueError
+        The cell is null, holds neither bytes nor a path, or its path cannot be read.
+    """
+    if isinstance(cell, dict):
+        if cell.get("bytes") is not None:
+            return bytes(cell["bytes"])
+        cell = cell.get("path")
+    if isinstance(cell, (bytes, bytearray, memoryview)):
+        return bytes(cell)
+    if isinstance(cell, str) and cell:
+        return _read_path(cell, filesystem, base_dir)
+    raise ValueError("image cell holds neither bytes nor a path")
+
+
+def _read_path(path: str, fs: fsspec.AbstractFileSystem | None, base_dir: str | None) -> bytes:
+    try:
+        if "://" in path:
+            with fsspec.open(path, "rb") as fh:
+                return fh.read()
+        fs = fs or fsspec.filesystem("file")
+        if not posixpath.isabs(path) and base_dir is not None:
+            path = posixpath.join(base_dir, path)
+        return fs.cat_file(path)
+    except Exception as exc:  # noqa: BLE001 - any filesystem error makes the row unreadable
+        raise ValueError(f"cannot read image path {path!r}: {exc}") from None
+
+
+def _open(data: bytes) -> Image.Image:
+    try:
+        with warnings.catch_warnings():
+            # A bomb warning would go to stderr for every large image; the error stays.
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            image = Image.open(io.BytesIO(data))
+            image.load()
+    except Exception as exc:  # noqa: BLE001 - Pillow raises OSError, SyntaxError, ...
+        raise ValueError(f"cannot decode image: {exc}") from None
+    return image
+
+
+def _convert(image: Image.Image, mode: str) -> Image.Image:
+    if image.mode in _WIDE_MODES:
+        # Pillow's I/F -> L conversion clips at 255, which would saturate 16-bit images;
+        # values above 255 are taken as 16-bit, a float image with max <= 1 as [0, 1].
+        values = np.asarray(image, dtype=np.float64)
+        peak = float(values.max()) if values.size else 0.0
+        if peak > 255:
+            values = values * (255.0 / 65535.0)
+        elif image.mode == "F" and peak <= 1.0:
+            values = values * 255.0
+        grey = np.clip(np.rint(values), 0, 255).astype(np.uint8)
+        image = Image.fromarray(grey)
+    elif image.mode == "P" and "transparency" in image.info:
+        image = image.convert("RGBA")
+    return image if image.mode == mode else image.convert(mode)

@@ -1,0 +1,32 @@
+"""Detectors of poisoned rows, one module each, and the vote that combines them.
+
+Importing this package registers every built-in detector; build one by name with
+:func:`get_detector` and combine results with :func:`decide`.
+"""
+
+from sanitize.detect.activation_clustering import ActivationClustering
+from sanitize.detect.base import (
+    Detector,
+    DetectorContext,
+    DetectorResult,
+    available_detectors,
+    get_detector,
+    register,
+)
+from sanitize.detect.cbd import CBD
+from sanitize.detect.decision import Decision, decide
+from sanitize.detect.spectral import SpectralSignature
+
+__all__ = [
+    "CBD",
+    "ActivationClustering",
+    "Decision",
+    "Detector",
+    "DetectorContext",
+    "DetectorResult",
+    "SpectralSignature",
+    "available_detectors",
+    "decide",
+    "get_detector",
+    "register",
+]

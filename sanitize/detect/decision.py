@@ -1,0 +1,151 @@
+"""Turn the detectors' results into one poison score, flags and sample weights per row."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from sanitize.config import DecisionConfig
+from sanitize.detect.base import DetectorResult
+from sanitize.errors import ConfigError
+
+_BELOW_HALF = np.nextafter(np.float32(0.5), np.float32(0.0))
+
+
+@dataclass
+class Decision:
+    """The per-row verdict of the ensemble.
+
+    Attributes
+    ----------
+    poison_score : ndarray of shape (n_rows,)
+        float32 in [0, 1]; ``>= 0.5`` exactly where ``flagged``.
+    flagged : ndarray of shape (n_rows,)
+        bool; the rows to remove.
+    sample_weight : ndarray of shape (n_rows,)
+        float32; 0 where flagged, > 0 on kept rows with mean exactly 1 over them (up to
+        float32 rounding).
+    reasons : list of list of str
+        For a flagged row, the sorted names of the detectors that flagged it; empty for a
+        kept row.
+    votes : ndarray of shape (n_rows,)
+        int32 number of detectors that flagged the row.
+    info : dict
+        JSON-serialisable: votes needed, counts before and after the removal cap, the cap,
+        per-detector flag counts.
+    """
+
+    poison_score: np.ndarray
+    flagged: np.ndarray
+    sample_weight: np.ndarray
+    reasons: list[list[str]]
+    votes: np.ndarray
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+def decide(results: dict[str, DetectorResult], n_rows: int, config: DecisionConfig) -> Decision:
+    """Combine detector results by vote into one poison score, flags and weights.
+
+    A row is flagged when at least ``k`` detectors flagged it, ``k`` being
+    ``config.min_votes`` or else a strict majority of the detectors that ran (1 of 1, 2 of
+    2, 2 of 3, 3 of 4). Its ``poison_score`` is the k-th largest of its detector scores, so
+    that, each detector keeping ``score >= 0.5 <=> flagged``, ``poison_score >= 0.5``
+    exactly when ``k`` detectors flagged it. When more than
+    ``floor(config.max_removal_fraction * n_rows)`` rows are flagged, only that many, those
+    of highest poison score, stay flagged; the scores of the others are lowered to just
+    below 0.5 so the contract holds.
+
+    Kept rows are weighted by the raw training weight of the results that carry one (the
+    product when several do; only CBD does), clipped to ``config.weight_clip`` and divided
+    by their mean over the kept rows; without such a result every kept row weighs 1.
+    Removed rows weigh 0.
+
+    Parameters
+    ----------
+    results : dict of str to DetectorResult
+        Results by detector name, each over the same ``n_rows`` rows.
+    n_rows : int
+        Number of rows scored.
+    config : DecisionConfig
+        ``min_votes``, ``max_removal_fraction`` and ``weight_clip``.
+
+    Returns
+    -------
+    Decision
+
+    Raises
+    ------
+    ConfigError
+        No results, or ``min_votes`` larger than the number of detectors that ran.
+    ValueError
+        A result does not cover ``n_rows`` rows.
+    """
+    if not results:
+        raise ConfigError("no detector results to decide on; run at least one detector")
+    names = sorted(results)
+    for name in names:
+        got = results[name].score.shape[0]
+        if got != n_rows:
+            raise ValueError(f"detector {name!r} scored {got} rows, expected {n_rows}")
+    m = len(names)
+    k = config.min_votes if config.min_votes is not None else m // 2 + 1
+    if k > m:
+        raise ConfigError(f"decision.min_votes={k} exceeds the {m} detector(s) that ran")
+
+    scores = np.stack([results[nm].score for nm in names]).astype(np.float32)
+    flags = np.stack([results[nm].flagged for nm in names])
+    votes = flags.sum(axis=0).astype(np.int32)
+    # k-th largest per row: the (m - k)-th smallest.
+    poison_score = np.partition(scores, m - k, axis=0)[m - k].astype(np.float32)
+    flagged = votes >= k
+
+    n_before = int(flagged.sum())
+    limit = int(np.floor(config.max_removal_fraction * n_rows))
+    capped = n_before > limit
+    if capped:
+        cand = np.flatnonzero(flagged)
+        # Highest scores first; ties broken by row order so the cut is deterministic.
+        order = cand[np.lexsort((cand, -poison_score[cand].astype(np.float64)))]
+        flagged = np.zeros(n_rows, dtype=bool)
+        flagged[order[:limit]] = True
+        poison_score = np.where(flagged, poison_score, np.minimum(poison_score, _BELOW_HALF))
+    poison_score = poison_score.astype(np.float32)
+
+    weighted = [nm for nm in names if results[nm].weight is not None]
+    kept = ~flagged
+    sample_weight = np.zeros(n_rows, dtype=np.float64)
+    if kept.any():
+        raw = np.ones(n_rows, dtype=np.float64)
+        for nm in weighted:
+            raw *= results[nm].weight
+        lo, hi = config.weight_clip
+        w = np.clip(raw[kept], lo, hi)
+        sample_weight[kept] = w / w.mean()
+
+    reasons: list[list[str]] = [[] for _ in range(n_rows)]
+    for i in np.flatnonzero(flagged):
+        reasons[i] = [names[j] for j in np.flatnonzero(flags[:, i])]
+
+    info = {
+        "detectors": names,
+        "min_votes": int(k),
+        "min_votes_from": "config" if config.min_votes is not None else "majority",
+        "n_rows": int(n_rows),
+        "n_flagged_before_cap": n_before,
+        "n_flagged": int(flagged.sum()),
+        "removal_cap": limit,
+        "cap_applied": bool(capped),
+        "flags_per_detector": {nm: int(flags[j].sum()) for j, nm in enumerate(names)},
+        "weights_from": weighted,
+        "weight_clip": [float(x) for x in config.weight_clip],
+    }
+    return Decision(
+        poison_score=poison_score,
+        flagged=flagged,
+        sample_weight=sample_weight.astype(np.float32),
+        reasons=reasons,
+        votes=votes,
+        info=info,
+    )

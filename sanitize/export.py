@@ -1,0 +1,179 @@
+"""Atomic writes of the run's outputs, with every source column carried unchanged.
+
+Each file is written under a temporary name in the output directory and renamed into
+place only once all of them are complete (``os.replace`` is atomic on one filesystem), so a
+crash leaves no half-written file under a final name. ``report.json`` is renamed last: its
+presence says the run finished.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import uuid
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from sanitize.data.schema import FLAGGED, POISON_SCORE, REASONS, SAMPLE_ID, SAMPLE_WEIGHT
+from sanitize.paths import CLEAN_FILE, QUARANTINE_FILE, SCORES_FILE
+
+HF_METADATA_KEY = b"huggingface"
+PROVENANCE_KEY = b"sanitize"
+
+
+class StagedOutputs:
+    """Files written under temporary names, renamed to their final names on :meth:`commit`.
+
+    Used as a context manager: leaving the block without a commit (an exception) removes
+    the temporary files and leaves any earlier outputs untouched.
+    """
+
+    def __init__(self, out: Path):
+        self.out = Path(out)
+        self.out.mkdir(parents=True, exist_ok=True)
+        self._token = uuid.uuid4().hex[:8]
+        self._staged: list[tuple[Path, Path]] = []
+
+    def path(self, name: str) -> Path:
+        """A temporary path for output ``name``; renamed to ``out/name`` on commit."""
+        tmp = self.out / f".{name}.{self._token}.tmp"
+        self._staged.append((tmp, self.out / name))
+        return tmp
+
+    def write_json(self, name: str, payload: dict[str, Any]) -> None:
+        with open(self.path(name), "w") as fh:
+            json.dump(payload, fh, indent=2, sort_keys=False, default=str)
+            fh.flush()
+            os.fsync(fh.fileno())
+
+    def commit(self) -> None:
+        for tmp, final in self._staged:
+            os.replace(tmp, final)
+        self._staged = []
+
+    def __enter__(self) -> StagedOutputs:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        for tmp, _ in self._staged:
+            tmp.unlink(missing_ok=True)
+
+
+def _added_fields(schema: pa.Schema, added: list[pa.Field]) -> pa.Schema:
+    """``schema`` plus ``added`` (a source column of the same name is replaced in place)."""
+    for field in added:
+        index = schema.get_field_index(field.name)
+        schema = schema.set(index, field) if index >= 0 else schema.append(field)
+    return schema
+
+
+def _hf_features(arrow_type: pa.DataType) -> dict[str, Any]:
+    if pa.types.is_list(arrow_type):
+        return {"feature": _hf_features(arrow_type.value_type), "_type": "Sequence"}
+    dtype = {pa.string(): "string", pa.large_string(): "string", pa.bool_(): "bool"}.get(
+        arrow_type, str(arrow_type)
+    )
+    return {"dtype": dtype, "_type": "Value"}
+
+
+def _with_metadata(schema: pa.Schema, added: list[pa.Field], provenance: dict) -> pa.Schema:
+    """Keep the source metadata, describe the added columns in the HF features too.
+
+    Hugging Face ``datasets`` trusts the ``huggingface`` metadata only when it names every
+    column, so the added columns are declared there; otherwise the image column would load
+    as a plain struct instead of an Image.
+    """
+    metadata = dict(schema.metadata or {})
+    if HF_METADATA_KEY in metadata:
+        hf = json.loads(metadata[HF_METADATA_KEY])
+        features = hf.setdefault("info", {}).setdefault("features", {})
+        for field in added:
+            features.setdefault(field.name, _hf_features(field.type))
+        metadata[HF_METADATA_KEY] = json.dumps(hf).encode()
+    metadata[PROVENANCE_KEY] = json.dumps(provenance).encode()
+    return schema.with_metadata(metadata)
+
+
+def _set_columns(
+    batch: pa.RecordBatch, schema: pa.Schema, part: pa.Table, names: list[str]
+) -> pa.RecordBatch:
+    """``batch`` with the ``names`` columns of ``part`` (same rows) set, in ``schema``'s order."""
+    columns = {name: batch.column(name) for name in batch.schema.names}
+    columns.update({name: part.column(name).combine_chunks() for name in names})
+    return pa.record_batch([columns[name] for name in schema.names], schema=schema)
+
+
+def write_tables(
+    source_batches,
+    source_schema: pa.Schema,
+    decision: pa.Table,
+    staged: StagedOutputs,
+    provenance: dict[str, Any],
+) -> dict[str, int]:
+    """Split the source rows into clean and quarantine files; write the scores file.
+
+    Parameters
+    ----------
+    source_batches : iterable of pyarrow.RecordBatch
+        The source, every row in source order (the order of ``decision``).
+    decision : pyarrow.Table
+        One row a source row, in source order: ``sample_id``, ``poison_score``,
+        ``sample_weight``, ``flagged``, ``reasons`` and the per-detector scores.
+
+    Returns
+    -------
+    dict with ``kept`` and ``removed`` row counts.
+    """
+    # A source sample_id column is the identity and stays exactly as it is.
+    id_fields = [] if SAMPLE_ID in source_schema.names else [decision.schema.field(SAMPLE_ID)]
+    clean_added = id_fields + [
+        pa.field(SAMPLE_WEIGHT, pa.float32()),
+        pa.field(POISON_SCORE, pa.float32()),
+    ]
+    quarantine_added = id_fields + [
+        pa.field(POISON_SCORE, pa.float32()),
+        pa.field(REASONS, pa.list_(pa.string())),
+    ]
+    clean_schema = _with_metadata(
+        _added_fields(source_schema, clean_added), clean_added, provenance
+    )
+    quarantine_schema = _with_metadata(
+        _added_fields(source_schema, quarantine_added), quarantine_added, provenance
+    )
+    flagged_all = decision.column(FLAGGED).to_numpy(zero_copy_only=False)
+    kept = removed = offset = 0
+    with (
+        pq.ParquetWriter(staged.path(CLEAN_FILE), clean_schema, compression="zstd") as clean_w,
+        pq.ParquetWriter(
+            staged.path(QUARANTINE_FILE), quarantine_schema, compression="zstd"
+        ) as quarantine_w,
+    ):
+        for batch in source_batches:
+            n = batch.num_rows
+            part = decision.slice(offset, n)
+            flagged = flagged_all[offset : offset + n]
+            offset += n
+            keep_idx = pa.array(np.flatnonzero(~flagged))
+            drop_idx = pa.array(np.flatnonzero(flagged))
+            clean_part = _set_columns(batch, clean_schema, part, [f.name for f in clean_added])
+            quarantine_part = _set_columns(
+                batch, quarantine_schema, part, [f.name for f in quarantine_added]
+            )
+            if len(keep_idx):
+                clean_w.write_batch(clean_part.take(keep_idx))
+            if len(drop_idx):
+                quarantine_w.write_batch(quarantine_part.take(drop_idx))
+            kept += len(keep_idx)
+            removed += len(drop_idx)
+    if offset != decision.num_rows:
+        raise RuntimeError(
+            f"source has {offset} rows now but {decision.num_rows} when it was read; "
+            "was it modified during the run?"
+        )
+    scores = decision.replace_schema_metadata({PROVENANCE_KEY: json.dumps(provenance).encode()})
+    pq.write_table(scores, staged.path(SCORES_FILE), compression="zstd")
+    return {"kept": kept, "removed": removed}

@@ -1,0 +1,195 @@
+"""Training loop of the bootstrap model f_B and the deconfounded model f_C.
+
+Sections follow airbench's reading order: data on the device, network, training. The
+training images sit on the device as uint8 once and are normalised batch by batch;
+shuffling is a seeded ``torch.randperm``; there is no per-sample Python in the loop.
+
+No augmentation on purpose: the bootstrap model must learn the backdoor shortcut fast,
+and random flips or crops move a corner trigger (a probe: a 4-block CNN learned a 3x3
+patch within one epoch with Adam and no flips, and nothing in 8 epochs with SGD and flips).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from sanitize.model.device import autocast, memory_format
+from sanitize.model.net import BootstrapNet, NetSpec
+
+
+@dataclass(frozen=True)
+class Normalizer:
+    """Per-channel mean and std of the training images, in uint8 units (0..255)."""
+
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+
+    def apply(self, batch_u8: torch.Tensor) -> torch.Tensor:
+        mean = torch.tensor(self.mean, device=batch_u8.device).view(1, -1, 1, 1)
+        std = torch.tensor(self.std, device=batch_u8.device).view(1, -1, 1, 1)
+        return (batch_u8.float() - mean) / std
+
+    def to_dict(self) -> dict[str, list[float]]:
+        return {"mean": list(self.mean), "std": list(self.std)}
+
+    @classmethod
+    def from_dict(cls, raw: dict) -> Normalizer:
+        return cls(mean=tuple(raw["mean"]), std=tuple(raw["std"]))
+
+    @classmethod
+    def fit(cls, images: np.ndarray, rows: np.ndarray, chunk: int = 4096) -> Normalizer:
+        """Streaming per-channel moments over ``images[rows]`` (uint8, (n, C, H, W))."""
+        channels = images.shape[1]
+        total = np.zeros(channels)
+        total_sq = np.zeros(channels)
+        count = 0
+        for start in range(0, len(rows), chunk):
+            block = images[rows[start : start + chunk]].astype(np.float64)
+            total += block.sum(axis=(0, 2, 3))
+            total_sq += (block**2).sum(axis=(0, 2, 3))
+            count += block.shape[0] * block.shape[2] * block.shape[3]
+        mean = total / count
+        std = np.sqrt(np.maximum(total_sq / count - mean**2, 1.0))
+        return cls(mean=tuple(float(m) for m in mean), std=tuple(float(s) for s in std))
+
+
+@dataclass
+class TrainResult:
+    """A trained network and what was recorded while training it.
+
+    loss_history : ndarray of shape (n_rows, epochs)
+        Cross-entropy of every trained row at each epoch, measured in the training forward
+        pass (before that batch's update); NaN for rows that were not trained on.
+    """
+
+    model: BootstrapNet
+    normalizer: Normalizer
+    loss_history: np.ndarray
+    epoch_seconds: list[float]
+
+
+def stratified_sample(labels: np.ndarray, rows: np.ndarray, cap: int, seed: int) -> np.ndarray:
+    """At most ``cap`` of ``rows``, each class keeping its share; sorted, seeded.
+
+    Keeping class shares means a target class that holds the poisons keeps them in the same
+    proportion, so the bootstrap model still learns the shortcut from the sample.
+    """
+    if len(rows) <= cap:
+        return np.sort(rows)
+    rng = np.random.default_rng(seed)
+    keep = []
+    row_labels = labels[rows]
+    for cls in np.unique(row_labels):
+        members = rows[row_labels == cls]
+        take = max(1, int(round(cap * len(members) / len(rows))))
+        keep.append(rng.choice(members, size=min(take, len(members)), replace=False))
+    return np.sort(np.concatenate(keep))
+
+
+def train_model(
+    images: np.ndarray,
+    labels: np.ndarray,
+    rows: np.ndarray,
+    spec: NetSpec,
+    *,
+    epochs: int,
+    batch_size: int,
+    lr: float,
+    seed: int,
+    device: torch.device,
+    reference_loss: np.ndarray | None = None,
+    normalizer: Normalizer | None = None,
+    on_epoch: Callable[[int, float, float], None] | None = None,
+) -> TrainResult:
+    """Train a fresh :class:`BootstrapNet` on ``images[rows]`` with Adam.
+
+    Parameters
+    ----------
+    images : ndarray of shape (n_rows, C, H, W), uint8
+        All rows (memory-mapped is fine); only ``rows`` are read.
+    labels : ndarray of shape (n_rows,), int
+        Class indices; only ``labels[rows]`` are used.
+    rows : ndarray of int
+        Rows to train on.
+    reference_loss : ndarray of shape (n_rows,), optional
+        When given, train the deconfounded model f_C of CBD (Zhang et al., CVPR 2023,
+        Eq. 6): each sample's cross-entropy is weighted by w = l_B / (l_B + l_C), with
+        l_B the frozen bootstrap loss from ``reference_loss`` and l_C the current loss of
+        the model being trained, so samples that f_B fits far better than f_C (the
+        backdoor's shortcut) barely move f_C.
+    on_epoch : callable(epoch, seconds, mean_loss), optional
+        Called after each epoch (progress display).
+    """
+    torch.manual_seed(seed)
+    generator = torch.Generator().manual_seed(seed)
+    rows = np.asarray(rows, dtype=np.int64)
+    normalizer = normalizer or Normalizer.fit(images, rows)
+    fmt = memory_format(device)
+
+    # Data: uint8 on the device once, normalised per batch.
+    x_all = torch.from_numpy(np.ascontiguousarray(images[rows])).to(device)
+    y_all = torch.from_numpy(labels[rows].astype(np.int64)).to(device)
+    ref_all = None
+    if reference_loss is not None:
+        ref_all = torch.from_numpy(reference_loss[rows].astype(np.float32)).to(device)
+
+    model = BootstrapNet(spec).to(device=device, memory_format=fmt)
+    optimizer = torch.optim.Adam(model.parameters(), lr=lr)
+    steps_per_epoch = max(1, -(-len(rows) // batch_size))
+    scheduler = torch.optim.lr_scheduler.OneCycleLR(
+        optimizer, max_lr=lr, total_steps=epochs * steps_per_epoch, pct_start=0.15
+    )
+
+    history = np.full((images.shape[0], epochs), np.nan, dtype=np.float32)
+    epoch_seconds: list[float] = []
+    model.train()
+    for epoch in range(epochs):
+        timer = _Timer(device)
+        order = torch.randperm(len(rows), generator=generator).to(device)
+        epoch_loss = torch.full((len(rows),), float("nan"), device=device)
+        for start in range(0, len(rows), batch_size):
+            idx = order[start : start + batch_size]
+            if len(idx) < 2:  # BatchNorm needs two samples; that row's loss stays NaN this epoch
+                continue
+            x = normalizer.apply(x_all[idx]).contiguous(memory_format=fmt)
+            with autocast(device):
+                logits = model(x)
+            loss = F.cross_entropy(logits.float(), y_all[idx], reduction="none")
+            if ref_all is not None:
+                ref = ref_all[idx]
+                weight = ref / (ref + loss.detach() + 1e-12)
+                objective = (weight * loss).sum() / weight.sum().clamp_min(1e-12)
+            else:
+                objective = loss.mean()
+            optimizer.zero_grad(set_to_none=True)
+            objective.backward()
+            optimizer.step()
+            scheduler.step()
+            epoch_loss[idx] = loss.detach()
+        losses = epoch_loss.cpu().numpy()
+        history[rows, epoch] = losses
+        seconds = timer.stop()
+        epoch_seconds.append(seconds)
+        if on_epoch is not None:
+            on_epoch(epoch, seconds, float(np.nanmean(losses)))
+    model.eval()
+    return TrainResult(model, normalizer, history, epoch_seconds)
+
+
+class _Timer:
+    """Wall time of a block; synchronises CUDA so queued kernels are counted."""
+
+    def __init__(self, device: torch.device):
+        self._device = device
+        self._start = time.perf_counter()
+
+    def stop(self) -> float:
+        if self._device.type == "cuda":
+            torch.cuda.synchronize(self._device)
+        return time.perf_counter() - self._start

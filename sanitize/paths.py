@@ -1,0 +1,98 @@
+"""Where a run keeps its files: final outputs in ``out``, stage outputs in ``out/.work``.
+
+Stages exchange files, never arrays, so each stage can run in a separate task, process
+or machine, and a later stage only needs the paths below.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from sanitize.data.schema import CLASSES_FILE, IMAGES_FILE, ROWS_FILE
+
+CLEAN_FILE = "clean.parquet"
+QUARANTINE_FILE = "quarantine.parquet"
+SCORES_FILE = "scores.parquet"
+REPORT_JSON = "report.json"
+OUTPUT_FILES = (CLEAN_FILE, QUARANTINE_FILE, SCORES_FILE, REPORT_JSON)
+
+
+@dataclass(frozen=True)
+class RunPaths:
+    """Paths of one run, all derived from the output directory."""
+
+    out: Path
+
+    @classmethod
+    def at(cls, out: str | Path) -> RunPaths:
+        return cls(Path(out).resolve())
+
+    @property
+    def work(self) -> Path:
+        return self.out / ".work"
+
+    def prepare(self) -> RunPaths:
+        self.work.mkdir(parents=True, exist_ok=True)
+        return self
+
+    # read stage
+    @property
+    def images(self) -> Path:
+        return self.work / IMAGES_FILE
+
+    @property
+    def rows(self) -> Path:
+        return self.work / ROWS_FILE
+
+    @property
+    def classes(self) -> Path:
+        return self.work / CLASSES_FILE
+
+    # model stages
+    @property
+    def model_bootstrap(self) -> Path:
+        return self.work / "model_bootstrap.safetensors"
+
+    @property
+    def loss_history(self) -> Path:
+        return self.work / "loss_history.npy"
+
+    @property
+    def features(self) -> Path:
+        return self.work / "features.npy"
+
+    @property
+    def loss_bootstrap(self) -> Path:
+        return self.work / "loss_bootstrap.npy"
+
+    @property
+    def model_clean(self) -> Path:
+        return self.work / "model_clean.safetensors"
+
+    @property
+    def loss_clean(self) -> Path:
+        return self.work / "loss_clean.npy"
+
+    @property
+    def train_rows(self) -> Path:
+        return self.work / "train_rows.npy"
+
+    # detection and decision
+    def detector_scores(self, name: str) -> Path:
+        return self.work / f"detector_{name}.npz"
+
+    def detector_info(self, name: str) -> Path:
+        return self.work / f"detector_{name}.json"
+
+    @property
+    def decision(self) -> Path:
+        return self.work / "decision.parquet"
+
+    @property
+    def decision_info(self) -> Path:
+        return self.work / "decision.json"
+
+    # final outputs
+    def output(self, name: str) -> Path:
+        return self.out / name

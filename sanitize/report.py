@@ -1,0 +1,125 @@
+"""report.json: what a run did, in figures a person or a dashboard can read."""
+
+from __future__ import annotations
+
+import platform
+import time
+from collections import Counter
+from importlib import metadata
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+from sanitize.config import SanitizeConfig
+from sanitize.data.schema import FLAGGED, REASONS
+from sanitize.data.schema import LABEL as LABEL_COLUMN
+
+REPORT_VERSION = 1
+_VERSIONED = ("sanitize", "torch", "numpy", "pyarrow", "scikit-learn", "pillow")
+
+
+def versions() -> dict[str, str]:
+    """Versions of Python and the packages whose behaviour the results depend on."""
+    found = {"python": platform.python_version()}
+    for name in _VERSIONED:
+        try:
+            found[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            found[name] = "not installed"
+    return found
+
+
+def provenance_of(source: str, config: SanitizeConfig, stage_results: dict[str, dict]) -> dict:
+    """The small record stamped into every output file's metadata."""
+    return {
+        "sanitize_version": versions()["sanitize"],
+        "source": source,
+        "source_fingerprint": stage_results.get("read", {}).get("source_fingerprint"),
+        "config_fingerprint": config.fingerprint(),
+    }
+
+
+def build_report(
+    *,
+    source: str,
+    config: SanitizeConfig,
+    decision: pa.Table,
+    detector_info: dict[str, dict],
+    decision_info: dict,
+    classes: dict,
+    stage_results: dict[str, dict],
+) -> dict[str, Any]:
+    """Counts, per-class and per-detector figures, thresholds, timings, versions, config.
+
+    Parameters
+    ----------
+    decision : pyarrow.Table
+        The scores table (one row a source row) with ``label``, ``flagged``, ``reasons``.
+    detector_info, decision_info : dict
+        The ``info`` the detectors and the decision returned (thresholds actually used).
+    classes : dict
+        The read stage's ``classes.json``.
+    stage_results : dict
+        Each stage's returned dict (``seconds``, ``rows``, ...), keyed by stage name.
+    """
+    flagged = decision.column(FLAGGED).to_numpy(zero_copy_only=False)
+    reasons = decision.column(REASONS).to_pylist()
+    labels = decision.column(LABEL_COLUMN).to_pylist()
+    reason_counts = Counter(r for row, f in zip(reasons, flagged, strict=True) if f for r in row)
+
+    names_by_value = dict(zip(map(str, classes["values"]), classes["names"], strict=True))
+    per_class: dict[str, dict[str, Any]] = {}
+    for label, is_flagged in zip(labels, flagged, strict=True):
+        key = str(label)
+        entry = per_class.setdefault(
+            key, {"name": names_by_value.get(key, key), "rows": 0, "removed": 0}
+        )
+        entry["rows"] += 1
+        entry["removed"] += int(is_flagged)
+    for entry in per_class.values():
+        entry["removed_fraction"] = entry["removed"] / entry["rows"]
+
+    per_detector = {
+        name: {"flagged": int(reason_counts.get(name, 0)), "info": info}
+        for name, info in detector_info.items()
+    }
+    n = decision.num_rows
+    removed = int(np.sum(flagged))
+    read = stage_results.get("read", {})
+    return {
+        "report_version": REPORT_VERSION,
+        "created_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "source": {
+            "uri": source,
+            "kind": read.get("source_kind"),
+            "fingerprint": read.get("source_fingerprint"),
+            "rows": n,
+        },
+        "counts": {
+            "rows": n,
+            "kept": n - removed,
+            "removed": removed,
+            "removed_fraction": removed / n if n else 0.0,
+            "unreadable": int(read.get("n_unreadable", 0)),
+            "missing_label": int(read.get("n_missing_label", 0)),
+            "by_reason": dict(sorted(reason_counts.items())),
+        },
+        "per_class": per_class,
+        "per_detector": per_detector,
+        "decision": decision_info,
+        "stage_timings": {
+            name: {
+                "seconds": round(float(res.get("seconds", 0.0)), 3),
+                "rows": int(res.get("rows", 0)),
+                "rows_per_second": round(
+                    res.get("rows", 0) / max(res.get("seconds", 0.0), 1e-9), 1
+                ),
+            }
+            for name, res in stage_results.items()
+        },
+        "device": stage_results.get("bootstrap", {}).get("device"),
+        "versions": versions(),
+        "config": config.to_dict(),
+        "config_fingerprint": config.fingerprint(),
+    }

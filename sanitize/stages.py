@@ -1,0 +1,313 @@
+"""The pipeline's stages, each a function from files to files.
+
+Every stage reads what earlier stages wrote under :class:`~sanitize.paths.RunPaths` and
+returns a small JSON-able dict (counts, seconds), so the same functions serve the plain
+Python entry point (:func:`sanitize.sanitize_dataset`) and the Prefect tasks in ``flows/``
+without moving arrays between tasks.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from sanitize.config import SanitizeConfig
+from sanitize.data import open_source, read_source
+from sanitize.data.schema import (
+    FLAGGED,
+    LABEL,
+    POISON_SCORE,
+    REASONS,
+    SAMPLE_ID,
+    SAMPLE_WEIGHT,
+    score_column,
+)
+from sanitize.detect import DetectorContext, DetectorResult, decide, get_detector
+from sanitize.export import StagedOutputs, write_tables
+from sanitize.model import (
+    NetSpec,
+    embed_rows,
+    load_checkpoint,
+    resolve_device,
+    save_checkpoint,
+    stratified_sample,
+    train_model,
+)
+from sanitize.paths import REPORT_JSON, RunPaths
+from sanitize.report import build_report, provenance_of
+
+log = logging.getLogger("sanitize")
+
+
+def _rate(rows: int, seconds: float) -> str:
+    return f"{rows:,} rows in {seconds:.1f} s ({rows / max(seconds, 1e-9):,.0f} rows/s)"
+
+
+def _usable(paths: RunPaths) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
+    """Row indices that can be scored, class index of every row, and classes.json."""
+    table = pq.read_table(paths.rows, columns=["y", "ok"])
+    ok = table.column("ok").to_numpy(zero_copy_only=False)
+    y = table.column("y").to_numpy().astype(np.int64)
+    classes = json.loads(paths.classes.read_text())
+    return np.flatnonzero(ok), y, classes
+
+
+def _images(paths: RunPaths) -> np.ndarray:
+    return np.load(paths.images, mmap_mode="r")
+
+
+def read_stage(source: str, config: SanitizeConfig, paths: RunPaths) -> dict[str, Any]:
+    """Read and validate the source; decode every image (see ``sanitize.data.schema``)."""
+    start = time.perf_counter()
+    paths.prepare()
+    src = open_source(source, config.data)
+    summary = read_source(src, config.data, paths.work)
+    seconds = time.perf_counter() - start
+    log.info(
+        "read      %s; %d classes, %dx%d px, %d channel(s); %d unreadable, %d without label",
+        _rate(summary.n_rows, seconds),
+        summary.n_classes,
+        summary.image_size,
+        summary.image_size,
+        summary.channels,
+        summary.n_unreadable,
+        summary.n_missing_label,
+    )
+    return {
+        "seconds": seconds,
+        "rows": summary.n_rows,
+        "n_ok": summary.n_ok,
+        "n_unreadable": summary.n_unreadable,
+        "n_missing_label": summary.n_missing_label,
+        "n_classes": summary.n_classes,
+        "source_kind": src.kind,
+        "source_fingerprint": src.fingerprint(),
+    }
+
+
+def bootstrap_stage(config: SanitizeConfig, paths: RunPaths) -> dict[str, Any]:
+    """Train the bootstrap model f_B (or load the given checkpoint); record per-epoch losses."""
+    start = time.perf_counter()
+    boot = config.bootstrap
+    device = resolve_device(boot.device)
+    usable, y, classes = _usable(paths)
+    images = _images(paths)
+    spec = NetSpec(channels=classes["channels"], n_classes=len(classes["names"]), width=boot.width)
+    train_rows = stratified_sample(y, usable, boot.max_train_rows, config.seed)
+    np.save(paths.train_rows, train_rows)
+    if boot.checkpoint:
+        model, normalizer = load_checkpoint(boot.checkpoint, spec=spec, device=device)
+        if normalizer is None:
+            from sanitize.model import Normalizer
+
+            normalizer = Normalizer.fit(images, train_rows)
+        history = np.full((images.shape[0], 0), np.nan, dtype=np.float32)
+        log.info("bootstrap loaded %s", boot.checkpoint)
+    else:
+
+        def on_epoch(epoch: int, seconds: float, loss: float) -> None:
+            log.info(
+                "bootstrap epoch %d/%d: %s, mean loss %.3f",
+                epoch + 1,
+                boot.epochs,
+                _rate(len(train_rows), seconds),
+                loss,
+            )
+
+        result = train_model(
+            images,
+            y,
+            train_rows,
+            spec,
+            epochs=boot.epochs,
+            batch_size=boot.batch_size,
+            lr=boot.lr,
+            seed=config.seed,
+            device=device,
+            on_epoch=on_epoch,
+        )
+        model, normalizer, history = result.model, result.normalizer, result.loss_history
+    save_checkpoint(model, normalizer, paths.model_bootstrap)
+    np.save(paths.loss_history, history)
+    return {
+        "seconds": time.perf_counter() - start,
+        "rows": int(len(train_rows)) * max(1, history.shape[1]),
+        "train_rows": int(len(train_rows)),
+        "device": str(device),
+        "from_checkpoint": bool(boot.checkpoint),
+    }
+
+
+def embed_stage(config: SanitizeConfig, paths: RunPaths) -> dict[str, Any]:
+    """Penultimate features and final loss of f_B for every usable row."""
+    start = time.perf_counter()
+    device = resolve_device(config.bootstrap.device)
+    usable, y, classes = _usable(paths)
+    spec = NetSpec(classes["channels"], len(classes["names"]), config.bootstrap.width)
+    model, normalizer = load_checkpoint(paths.model_bootstrap, spec=spec, device=device)
+    _, loss = embed_rows(
+        model, normalizer, _images(paths), y, usable, device=device, features_out=paths.features
+    )
+    np.save(paths.loss_bootstrap, loss)
+    seconds = time.perf_counter() - start
+    log.info("embed     %s, %d features a row", _rate(len(usable), seconds), model.feature_dim)
+    return {"seconds": seconds, "rows": int(len(usable)), "feature_dim": model.feature_dim}
+
+
+def clean_model_stage(config: SanitizeConfig, paths: RunPaths) -> dict[str, Any]:
+    """Train CBD's deconfounded model f_C, weighting each sample by l_B / (l_B + l_C)."""
+    start = time.perf_counter()
+    boot = config.bootstrap
+    device = resolve_device(boot.device)
+    usable, y, classes = _usable(paths)
+    images = _images(paths)
+    spec = NetSpec(classes["channels"], len(classes["names"]), boot.width)
+    train_rows = np.load(paths.train_rows)
+    loss_b = np.load(paths.loss_bootstrap)
+    result = train_model(
+        images,
+        y,
+        train_rows,
+        spec,
+        epochs=boot.clean_epochs,
+        batch_size=boot.batch_size,
+        lr=boot.lr,
+        seed=config.seed + 1,
+        device=device,
+        reference_loss=loss_b,
+        on_epoch=lambda e, s, loss: log.info(
+            "clean-model epoch %d/%d: %s, weighted loss %.3f",
+            e + 1,
+            boot.clean_epochs,
+            _rate(len(train_rows), s),
+            loss,
+        ),
+    )
+    save_checkpoint(result.model, result.normalizer, paths.model_clean)
+    _, loss_c = embed_rows(result.model, result.normalizer, images, y, usable, device=device)
+    np.save(paths.loss_clean, loss_c)
+    return {
+        "seconds": time.perf_counter() - start,
+        "rows": int(len(train_rows)) * boot.clean_epochs,
+    }
+
+
+def detect_stage(name: str, config: SanitizeConfig, paths: RunPaths) -> dict[str, Any]:
+    """Run one detector on the usable rows; write its scores and info."""
+    start = time.perf_counter()
+    usable, y, classes = _usable(paths)
+    features = np.load(paths.features, mmap_mode="r")
+    context = DetectorContext(
+        n_classes=len(classes["names"]),
+        seed=config.seed,
+        loss_history=_optional_rows(paths.loss_history, usable),
+        loss_bootstrap=_optional_rows(paths.loss_bootstrap, usable),
+        loss_clean=_optional_rows(paths.loss_clean, usable),
+    )
+    detector = get_detector(name, **config.params_for(name))
+    result = detector.score(np.asarray(features[usable]), y[usable], context)
+    arrays = {"score": result.score, "flagged": result.flagged}
+    if result.weight is not None:
+        arrays["weight"] = result.weight
+    np.savez(paths.detector_scores(name), **arrays)
+    paths.detector_info(name).write_text(json.dumps(result.info, default=_json_default))
+    seconds = time.perf_counter() - start
+    log.info(
+        "detect    %-21s %s; %d flagged", name, _rate(len(usable), seconds), result.flagged.sum()
+    )
+    return {"seconds": seconds, "rows": int(len(usable)), "flagged": int(result.flagged.sum())}
+
+
+def decide_stage(config: SanitizeConfig, paths: RunPaths) -> dict[str, Any]:
+    """Combine the detectors into poison_score, flagged, sample_weight and reasons per row."""
+    start = time.perf_counter()
+    rows = pq.read_table(paths.rows)
+    usable = np.flatnonzero(rows.column("ok").to_numpy(zero_copy_only=False))
+    results = {}
+    for name in config.detectors:
+        saved = np.load(paths.detector_scores(name))
+        info = json.loads(paths.detector_info(name).read_text())
+        weight = saved["weight"] if "weight" in saved.files else None
+        results[name] = DetectorResult(
+            score=saved["score"], flagged=saved["flagged"], info=info, weight=weight
+        )
+    decision = decide(results, len(usable), config.decision)
+
+    n = rows.num_rows
+    poison_score = np.ones(n, dtype=np.float32)  # rows that could not be scored are removed
+    sample_weight = np.zeros(n, dtype=np.float32)
+    flagged = np.ones(n, dtype=bool)
+    reasons: list[list[str]] = [[r] for r in rows.column("reason").to_pylist()]
+    poison_score[usable] = decision.poison_score
+    sample_weight[usable] = decision.sample_weight
+    flagged[usable] = decision.flagged
+    for i, row in enumerate(usable):
+        reasons[row] = decision.reasons[i]
+    columns: dict[str, Any] = {SAMPLE_ID: rows.column("sample_id"), LABEL: rows.column("label")}
+    for name, result in results.items():
+        full = np.full(n, np.nan, dtype=np.float32)
+        full[usable] = result.score
+        columns[score_column(name)] = pa.array(full)
+    columns[POISON_SCORE] = pa.array(poison_score)
+    columns[SAMPLE_WEIGHT] = pa.array(sample_weight)
+    columns[FLAGGED] = pa.array(flagged)
+    columns[REASONS] = pa.array(reasons, type=pa.list_(pa.string()))
+    pq.write_table(pa.table(columns), paths.decision)
+    paths.decision_info.write_text(json.dumps(decision.info, default=_json_default))
+    seconds = time.perf_counter() - start
+    log.info("decide    %d of %d rows removed", int(flagged.sum()), n)
+    return {"seconds": seconds, "rows": n, "removed": int(flagged.sum())}
+
+
+def export_stage(
+    source: str, config: SanitizeConfig, paths: RunPaths, stage_results: dict[str, dict]
+) -> dict[str, Any]:
+    """Write clean / quarantine / scores Parquet and report.json, all renamed into place at once."""
+    start = time.perf_counter()
+    src = open_source(source, config.data)
+    decision = pq.read_table(paths.decision)
+    provenance = provenance_of(source, config, stage_results)
+    with StagedOutputs(paths.out) as staged:
+        counts = write_tables(
+            src.iter_batches(config.data.batch_rows), src.schema, decision, staged, provenance
+        )
+        seconds = time.perf_counter() - start
+        export_result = {"seconds": seconds, "rows": decision.num_rows, **counts}
+        report = build_report(
+            source=source,
+            config=config,
+            decision=decision,
+            detector_info={
+                name: json.loads(paths.detector_info(name).read_text()) for name in config.detectors
+            },
+            decision_info=json.loads(paths.decision_info.read_text()),
+            classes=json.loads(paths.classes.read_text()),
+            stage_results={**stage_results, "export": export_result},
+        )
+        staged.write_json(REPORT_JSON, report)
+        staged.commit()
+    log.info("export    %s -> %s", _rate(decision.num_rows, seconds), paths.out)
+    return export_result
+
+
+def _optional_rows(path, usable: np.ndarray) -> np.ndarray | None:
+    if not path.exists():
+        return None
+    values = np.load(path)
+    if values.ndim == 2 and values.shape[1] == 0:
+        return None
+    return values[usable]
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    raise TypeError(f"not JSON-serialisable: {type(value).__name__}")

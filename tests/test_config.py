@@ -1,0 +1,59 @@
+import pytest
+
+from sanitize.config import BootstrapConfig, DataConfig, SanitizeConfig
+from sanitize.errors import ConfigError
+
+
+def test_defaults_are_valid_and_hashable():
+    cfg = SanitizeConfig()
+    assert hash(cfg) == hash(SanitizeConfig())
+    assert cfg.fingerprint() == SanitizeConfig().fingerprint()
+    assert cfg.fingerprint() != cfg.replace(seed=1).fingerprint()
+
+
+def test_round_trip_through_dict():
+    cfg = SanitizeConfig(
+        data=DataConfig(image_size=32),
+        detectors=("spectral", "cbd"),
+        detector_params=(("spectral", (("z_threshold", 5.0),)),),
+    )
+    again = SanitizeConfig.from_dict(cfg.to_dict())
+    assert again == cfg
+    assert again.params_for("spectral") == {"z_threshold": 5.0}
+    assert again.params_for("cbd") == {}
+
+
+def test_from_toml(tmp_path):
+    path = tmp_path / "c.toml"
+    path.write_text('seed = 3\ndetectors = ["spectral"]\n[bootstrap]\nepochs = 2\n')
+    cfg = SanitizeConfig.from_toml(path)
+    assert cfg.seed == 3 and cfg.bootstrap.epochs == 2 and cfg.detectors == ("spectral",)
+
+
+@pytest.mark.parametrize(
+    "make, message",
+    [
+        (lambda: SanitizeConfig(detectors=("nope",)), "unknown detector 'nope'; known: "),
+        (lambda: SanitizeConfig(detectors=()), "at least one detector"),
+        (lambda: SanitizeConfig(bootstrap=BootstrapConfig(epochs=0)), "bootstrap.epochs"),
+        (lambda: SanitizeConfig(bootstrap=BootstrapConfig(device="tpu")), "bootstrap.device"),
+        (lambda: SanitizeConfig(data=DataConfig(channels=2)), "data.channels"),
+        (
+            lambda: SanitizeConfig.from_dict({"data": {"colour": 1}}),
+            r"unknown option\(s\) \['colour'\]",
+        ),
+        (lambda: SanitizeConfig.from_dict({"sed": 1}), "unknown config key"),
+        (
+            lambda: SanitizeConfig(bootstrap=BootstrapConfig(clean_epochs=0)),
+            "'cbd' needs bootstrap.clean_epochs",
+        ),
+    ],
+)
+def test_invalid_configs_name_the_problem(make, message):
+    with pytest.raises(ConfigError, match=message):
+        make()
+
+
+def test_missing_toml_file(tmp_path):
+    with pytest.raises(ConfigError, match="config file not found"):
+        SanitizeConfig.from_toml(tmp_path / "none.toml")

@@ -1,0 +1,120 @@
+"""The vote that turns detector results into one poison score, flags and weights."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from sanitize.config import DecisionConfig
+from sanitize.detect import DetectorResult, decide
+from sanitize.errors import ConfigError
+
+
+def result(score, weight=None) -> DetectorResult:
+    score = np.asarray(score, dtype=np.float32)
+    return DetectorResult(score=score, flagged=score >= 0.5, weight=weight)
+
+
+def random_results(rng, n: int, m: int, p_flag: float = 0.1) -> dict[str, DetectorResult]:
+    out = {}
+    for j in range(m):
+        flagged = rng.random(n) < p_flag
+        score = np.where(flagged, rng.uniform(0.5, 1.0, n), rng.uniform(0.0, 0.49, n))
+        out[f"d{j}"] = result(score)
+    return out
+
+
+def test_majority_of_three_needs_two_votes():
+    results = {
+        "a": result([0.9, 0.9, 0.1, 0.1]),
+        "b": result([0.8, 0.2, 0.2, 0.1]),
+        "c": result([0.1, 0.3, 0.6, 0.1]),
+    }
+    d = decide(results, 4, DecisionConfig(min_votes=None))
+    assert d.info["min_votes"] == 2
+    assert d.flagged.tolist() == [True, False, False, False]
+    assert d.votes.tolist() == [2, 1, 1, 0]
+    # The second-largest score of each row.
+    assert d.poison_score.tolist() == pytest.approx([0.8, 0.3, 0.2, 0.1])
+    assert d.reasons == [["a", "b"], [], [], []]
+    json.dumps(d.info)
+
+
+@pytest.mark.parametrize(("m", "k"), [(1, 1), (2, 2), (3, 2), (4, 3), (5, 3)])
+def test_strict_majority_and_kth_largest_score(m, k):
+    rng = np.random.default_rng(m)
+    results = random_results(rng, 500, m, p_flag=0.4)
+    d = decide(results, 500, DecisionConfig(min_votes=None, max_removal_fraction=1.0))
+    assert d.info["min_votes"] == k
+    scores = np.stack([r.score for r in results.values()])
+    assert np.array_equal(d.poison_score, np.sort(scores, axis=0)[::-1][k - 1])
+    assert np.array_equal(d.flagged, d.votes >= k)
+    assert np.array_equal(d.poison_score >= 0.5, d.flagged)
+
+
+def test_min_votes_from_config():
+    results = {"a": result([0.9, 0.1]), "b": result([0.2, 0.1]), "c": result([0.1, 0.1])}
+    d = decide(results, 2, DecisionConfig(min_votes=1, max_removal_fraction=1.0))
+    assert d.flagged.tolist() == [True, False]
+    assert d.info["min_votes_from"] == "config"
+    with pytest.raises(ConfigError, match="min_votes=4 exceeds the 3"):
+        decide(results, 2, DecisionConfig(min_votes=4))
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_contract_holds_with_and_without_cap(seed):
+    rng = np.random.default_rng(seed)
+    m = int(rng.integers(1, 6))
+    for fraction in (1.0, 0.25, 0.05, 0.001):
+        results = random_results(rng, 400, m, p_flag=float(rng.uniform(0.05, 0.8)))
+        d = decide(results, 400, DecisionConfig(max_removal_fraction=fraction))
+        assert d.poison_score.dtype == np.float32
+        assert np.all((d.poison_score >= 0) & (d.poison_score <= 1))
+        assert np.array_equal(d.poison_score >= 0.5, d.flagged)
+        assert d.flagged.sum() <= int(np.floor(fraction * 400))
+
+
+def test_cap_keeps_the_highest_scores():
+    n = 100
+    score = np.full(n, 0.1)
+    score[:40] = np.linspace(0.6, 0.99, 40)
+    d = decide({"a": result(score)}, n, DecisionConfig(max_removal_fraction=0.25))
+    assert d.info["cap_applied"] and d.info["n_flagged_before_cap"] == 40
+    assert d.info["n_flagged"] == 25 == d.flagged.sum()
+    assert np.array_equal(np.flatnonzero(d.flagged), np.arange(15, 40))
+    assert np.all(d.poison_score[:15] < 0.5)
+    assert d.votes[:15].tolist() == [1] * 15
+    assert all(r == [] for r in d.reasons[:15]) and d.reasons[20] == ["a"]
+
+
+def test_weights_are_clipped_and_normalised_over_kept_rows():
+    rng = np.random.default_rng(0)
+    n = 1000
+    w = rng.uniform(0.001, 0.7, n).astype(np.float32)
+    score = np.where(rng.random(n) < 0.1, 0.8, 0.2)
+    cfg = DecisionConfig(weight_clip=(0.05, 1.0))
+    d = decide({"cbd": result(score, weight=w), "spectral": result(score)}, n, cfg)
+    kept = ~d.flagged
+    assert d.sample_weight.dtype == np.float32
+    assert np.all(d.sample_weight[d.flagged] == 0)
+    assert np.all(d.sample_weight[kept] > 0)
+    assert float(d.sample_weight[kept].astype(np.float64).mean()) == pytest.approx(1.0, abs=1e-6)
+    ratio = d.sample_weight[kept].max() / d.sample_weight[kept].min()
+    assert ratio <= 1.0 / 0.05 + 1e-3
+    # Ordering of the raw weights is kept.
+    assert np.all(np.diff(d.sample_weight[kept][np.argsort(w[kept])]) >= -1e-6)
+    assert d.info["weights_from"] == ["cbd"]
+
+
+def test_weights_are_one_without_a_weighting_detector():
+    d = decide({"a": result([0.9, 0.1, 0.2])}, 3, DecisionConfig(max_removal_fraction=0.5))
+    assert d.sample_weight.tolist() == [0.0, 1.0, 1.0]
+
+
+def test_bad_inputs():
+    with pytest.raises(ConfigError, match="no detector results"):
+        decide({}, 3, DecisionConfig())
+    with pytest.raises(ValueError, match="scored 2 rows, expected 3"):
+        decide({"a": result([0.1, 0.2])}, 3, DecisionConfig())

@@ -1,0 +1,275 @@
+"""Detectors on seeded synthetic features with a planted poison cluster."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from sanitize.detect import (
+    CBD,
+    ActivationClustering,
+    DetectorContext,
+    DetectorResult,
+    SpectralSignature,
+    available_detectors,
+    get_detector,
+)
+from sanitize.errors import ConfigError, InputError
+
+N_CLASSES = 10
+PLANT_CLASS = 3
+
+
+def make_features(
+    seed: int = 0,
+    *,
+    per_class: int = 300,
+    dim: int = 64,
+    n_plant: int = 40,
+    shift: float = 10.0,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Gaussian classes with anisotropic covariance, plus a compact cluster in one class.
+
+    Each class has its own mean and a randomly rotated covariance with a power-law
+    spectrum (standard deviations 2 / sqrt(j), as in penultimate-layer features). The plant
+    is ``n_plant`` rows around the class mean shifted by ``shift`` along a random
+    direction, with a spread of 0.3, labelled ``PLANT_CLASS``.
+
+    Returns features (float32), labels, and the poison mask.
+    """
+    rng = np.random.default_rng(seed)
+    sd = 2.0 * np.arange(1, dim + 1) ** -0.5
+    xs, ys = [], []
+    for c in range(N_CLASSES):
+        rotation, _ = np.linalg.qr(rng.normal(size=(dim, dim)))
+        mean = rng.normal(scale=3.0, size=dim)
+        xs.append(mean + (rng.normal(size=(per_class, dim)) * sd) @ rotation.T)
+        ys.append(np.full(per_class, c))
+    poison = np.zeros(N_CLASSES * per_class, dtype=bool)
+    if n_plant:
+        u = rng.normal(size=dim)
+        u /= np.linalg.norm(u)
+        centre = xs[PLANT_CLASS].mean(axis=0) + shift * u
+        xs.append(centre + rng.normal(scale=0.3, size=(n_plant, dim)))
+        ys.append(np.full(n_plant, PLANT_CLASS))
+        poison = np.concatenate([poison, np.ones(n_plant, dtype=bool)])
+    return np.concatenate(xs).astype(np.float32), np.concatenate(ys), poison
+
+
+@pytest.fixture(scope="module")
+def planted():
+    return make_features(0)
+
+
+@pytest.fixture(scope="module")
+def clean():
+    return make_features(0, n_plant=0)
+
+
+@pytest.fixture(scope="module")
+def heavy():
+    # 245 of 545 rows: the class is 45% poisoned.
+    return make_features(1, n_plant=245)
+
+
+CTX = DetectorContext(n_classes=N_CLASSES, seed=0)
+
+
+def rates(result: DetectorResult, poison: np.ndarray) -> tuple[float, float]:
+    return float(result.flagged[poison].mean()), float(result.flagged[~poison].mean())
+
+
+def check_result(result: DetectorResult, n: int) -> None:
+    assert result.score.shape == (n,) and result.score.dtype == np.float32
+    assert np.array_equal(result.score >= 0.5, result.flagged)
+    json.dumps(result.info)
+
+
+# --- activation clustering ---------------------------------------------------------------
+
+
+def test_activation_clustering_flags_planted_cluster(planted):
+    x, y, poison = planted
+    result = ActivationClustering().score(x, y, CTX)
+    check_result(result, len(y))
+    tpr, fpr = rates(result, poison)
+    assert tpr >= 0.95 and fpr <= 0.02
+    assert result.info["classes_flagged"] == [PLANT_CLASS]
+    figures = result.info["per_class"][str(PLANT_CLASS)]
+    assert figures["flagged"] and figures["relative_size"] <= 0.35
+    assert figures["reclassification_own_share"] is not None
+
+
+@pytest.mark.parametrize("reduction", ["pca", "ica"])
+def test_activation_clustering_flags_no_class_when_clean(clean, reduction):
+    x, y, _ = clean
+    result = ActivationClustering(reduction=reduction).score(x, y, CTX)
+    check_result(result, len(y))
+    # Every class has a smaller cluster; none of them may be flagged.
+    assert all(v["relative_size"] <= 0.5 for v in result.info["per_class"].values())
+    assert result.info["classes_flagged"] == []
+    assert not result.flagged.any()
+
+
+def test_activation_clustering_skips_small_classes_and_too_few_classes(planted):
+    x, y, _ = planted
+    keep = (y != 5) | (np.arange(len(y)) < 5 + np.flatnonzero(y == 5)[0])
+    result = ActivationClustering().score(x[keep], y[keep], CTX)
+    assert result.info["classes_skipped"] == [5]
+    assert np.all(result.score[y[keep] == 5] == 0.0)
+
+    two = y < 2
+    result = ActivationClustering().score(x[two], y[two], CTX)
+    assert not result.flagged.any() and "nothing flagged" in result.info["note"]
+
+
+# --- spectral signatures -----------------------------------------------------------------
+
+
+def test_spectral_flags_planted_cluster(planted):
+    x, y, poison = planted
+    result = SpectralSignature().score(x, y, CTX)
+    check_result(result, len(y))
+    tpr, fpr = rates(result, poison)
+    assert tpr >= 0.95 and fpr <= 0.02
+    assert result.info["classes_flagged"] == [PLANT_CLASS]
+    figures = result.info["per_class"][str(PLANT_CLASS)]
+    assert figures["group"] and figures["separation"] >= 4.0 and figures["minor_weight"] < 0.5
+
+
+def test_spectral_flags_at_most_one_percent_when_clean(clean):
+    x, y, _ = clean
+    result = SpectralSignature().score(x, y, CTX)
+    check_result(result, len(y))
+    assert result.flagged.mean() <= 0.01
+    assert not any(v["group"] for v in result.info["per_class"].values())
+
+
+def test_spectral_catches_a_class_45_percent_poisoned(heavy):
+    x, y, poison = heavy
+    assert poison[y == PLANT_CLASS].mean() == pytest.approx(0.45, abs=0.01)
+    result = SpectralSignature().score(x, y, CTX)
+    tpr, fpr = rates(result, poison)
+    assert tpr >= 0.95 and fpr <= 0.02
+
+
+def _projection(x: np.ndarray) -> np.ndarray:
+    xc = x.astype(np.float64) - x.mean(axis=0)
+    _, vecs = np.linalg.eigh(xc.T @ xc)
+    return xc @ vecs[:, -1]
+
+
+def test_spectral_score_is_monotone_in_the_projection(planted):
+    x, y, _ = planted
+    result = SpectralSignature().score(x, y, CTX)
+    # Split class: monotone in the projection oriented toward the flagged group.
+    rows = np.flatnonzero(y == PLANT_CLASS)
+    p = _projection(x[rows])
+    p = p if p[result.flagged[rows]].mean() > 0 else -p
+    s = result.score[rows][np.argsort(p)]
+    assert np.all(np.diff(s) >= -1e-5)
+    # Class without a group: monotone in the robust deviation |p - median|.
+    rows = np.flatnonzero(y == 0)
+    p = _projection(x[rows])
+    s = result.score[rows][np.argsort(np.abs(p - np.median(p)))]
+    assert np.all(np.diff(s) >= -1e-5)
+
+
+# --- CBD ---------------------------------------------------------------------------------
+
+
+def make_losses(seed: int = 0, n: int = 2000, n_poison: int = 60):
+    rng = np.random.default_rng(seed)
+    l_b = rng.lognormal(np.log(0.3), 0.8, size=n)
+    l_c = l_b * rng.lognormal(0.0, 0.3, size=n)
+    poison = np.zeros(n, dtype=bool)
+    poison[rng.choice(n, n_poison, replace=False)] = True
+    l_b[poison] = rng.uniform(1e-4, 1e-2, size=n_poison)
+    l_c[poison] = rng.uniform(2.0, 6.0, size=n_poison)
+    labels = rng.integers(0, N_CLASSES, size=n)
+    features = rng.normal(size=(n, 8)).astype(np.float32)
+    context = DetectorContext(
+        n_classes=N_CLASSES,
+        loss_bootstrap=l_b.astype(np.float32),
+        loss_clean=l_c.astype(np.float32),
+    )
+    return features, labels, context, poison
+
+
+def test_cbd_flags_rows_fit_by_bootstrap_only_and_weights_them_down():
+    x, y, context, poison = make_losses()
+    result = CBD().score(x, y, context)
+    check_result(result, len(y))
+    tpr, fpr = rates(result, poison)
+    assert tpr >= 0.95 and fpr <= 0.02
+    assert result.weight is not None and result.weight.dtype == np.float32
+    assert np.all((result.weight > 0) & (result.weight <= 1))
+    assert result.weight[poison].max() < 0.05
+    assert abs(np.median(result.weight[~poison]) - 0.5) < 0.05
+    # The score decreases with the weight.
+    order = np.argsort(result.weight)
+    assert np.all(np.diff(result.score[order].astype(np.float64)) <= 1e-6)
+    assert result.info["threshold_weight"] <= 0.2
+
+
+def test_cbd_flags_nothing_when_models_agree():
+    x, y, context, poison = make_losses(n_poison=0)
+    result = CBD().score(x, y, context)
+    assert result.flagged.mean() <= 0.01
+
+
+# --- errors and registry -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["activation_clustering", "spectral", "cbd"])
+@pytest.mark.parametrize("bad", [np.nan, np.inf])
+def test_non_finite_features_are_refused_naming_detector_and_row(name, bad):
+    x, y, context, _ = make_losses(n=200, n_poison=5)
+    x[7, 3] = bad
+    with pytest.raises(InputError, match=rf"'{name}'.*row 7"):
+        get_detector(name).score(x, y, context)
+
+
+def test_bad_labels_are_refused():
+    x, y, context, _ = make_losses(n=200, n_poison=5)
+    y = y.copy()
+    y[11] = N_CLASSES
+    with pytest.raises(InputError, match="row 11"):
+        SpectralSignature().score(x, y, context)
+    with pytest.raises(InputError, match="integer"):
+        SpectralSignature().score(x, y.astype(float), context)
+    with pytest.raises(InputError, match="shape"):
+        SpectralSignature().score(x, y[:-1], context)
+
+
+def test_missing_context_is_named():
+    x, y, context, _ = make_losses(n=200, n_poison=5)
+    partial = DetectorContext(n_classes=N_CLASSES, loss_bootstrap=context.loss_bootstrap)
+    with pytest.raises(InputError, match="'cbd' requires context field.*loss_clean"):
+        CBD().score(x, y, partial)
+    short = DetectorContext(
+        n_classes=N_CLASSES, loss_bootstrap=context.loss_bootstrap, loss_clean=np.ones(3)
+    )
+    with pytest.raises(InputError, match="loss_clean has shape"):
+        CBD().score(x, y, short)
+
+
+def test_registry():
+    assert available_detectors() == ("activation_clustering", "cbd", "spectral")
+    with pytest.raises(ConfigError) as err:
+        get_detector("x")
+    assert str(err.value) == "unknown detector 'x'; known: activation_clustering, cbd, spectral"
+    assert isinstance(get_detector("spectral", z_threshold=5.0), SpectralSignature)
+    with pytest.raises(ConfigError, match="no parameter"):
+        get_detector("spectral", bogus=1)
+    with pytest.raises(ConfigError, match="max_relative_size"):
+        get_detector("activation_clustering", max_relative_size=0.9)
+
+
+def test_result_contract_is_enforced():
+    with pytest.raises(ValueError, match="contract"):
+        DetectorResult(score=np.array([0.7, 0.2]), flagged=np.array([False, False]))
+    with pytest.raises(ValueError, match="weight"):
+        DetectorResult(score=np.array([0.1]), flagged=np.array([False]), weight=np.array([0.0]))

@@ -1,0 +1,148 @@
+"""The output contract of DESIGN.md, checked on real runs of the whole pipeline."""
+
+from __future__ import annotations
+
+import io
+import json
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from PIL import Image
+
+from sanitize import sanitize_dataset
+from sanitize.paths import CLEAN_FILE, QUARANTINE_FILE, REPORT_JSON, SCORES_FILE
+from tests.conftest import SAMPLE_SOURCE
+
+
+def _png(value: int) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(np.full((12, 12), value, dtype=np.uint8)).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+@pytest.fixture(scope="module")
+def source_with_bad_rows(tmp_path_factory):
+    """Sample data plus one corrupt image and one null label, with an extra user column."""
+    table = pq.read_table(SAMPLE_SOURCE)
+    n = table.num_rows
+    images = table.column("image").to_pylist()
+    images[5] = {"bytes": b"not an image", "path": "broken.png"}
+    labels = table.column("label").to_pylist()
+    labels[9] = None
+    table = table.set_column(
+        table.schema.get_field_index("image"),
+        table.schema.field("image"),
+        pa.array(images, type=table.schema.field("image").type),
+    )
+    table = table.set_column(
+        table.schema.get_field_index("label"), "label", pa.array(labels, type=pa.int64())
+    )
+    table = table.append_column("note", pa.array([f"n{i}" for i in range(n)]))
+    path = tmp_path_factory.mktemp("src") / "source.parquet"
+    pq.write_table(table, path, row_group_size=700)
+    return path
+
+
+@pytest.fixture(scope="module")
+def run(source_with_bad_rows, tmp_path_factory, fast_config):
+    out = tmp_path_factory.mktemp("out")
+    result = sanitize_dataset(source_with_bad_rows, out, fast_config)
+    return source_with_bad_rows, out, result
+
+
+def test_four_outputs_and_no_leftovers(run):
+    _, out, result = run
+    names = sorted(p.name for p in out.iterdir())
+    assert names == sorted([CLEAN_FILE, QUARANTINE_FILE, SCORES_FILE, REPORT_JSON])
+    assert result.counts["rows"] == 3000
+
+
+def test_rows_are_neither_lost_nor_duplicated(run):
+    source, out, _ = run
+    src = pq.read_table(source)
+    clean = pq.read_table(out / CLEAN_FILE)
+    quarantine = pq.read_table(out / QUARANTINE_FILE)
+    scores = pq.read_table(out / SCORES_FILE)
+    assert clean.num_rows + quarantine.num_rows == src.num_rows == scores.num_rows
+    ids = clean.column("sample_id").to_pylist() + quarantine.column("sample_id").to_pylist()
+    assert sorted(ids) == sorted(src.column("sample_id").to_pylist())
+    for table in (clean, quarantine, scores):
+        assert len(set(table.column("sample_id").to_pylist())) == table.num_rows
+
+
+def test_source_columns_carried_unchanged(run):
+    source, out, _ = run
+    src = pq.read_table(source)
+    by_id = {sid: i for i, sid in enumerate(src.column("sample_id").to_pylist())}
+    for name in (CLEAN_FILE, QUARANTINE_FILE):
+        table = pq.read_table(out / name)
+        rows = [by_id[s] for s in table.column("sample_id").to_pylist()]
+        assert rows == sorted(rows)  # source order kept
+        for column in src.column_names:
+            assert table.schema.field(column).type == src.schema.field(column).type
+            assert table.column(column).to_pylist() == src.take(rows).column(column).to_pylist()
+    meta = pq.read_schema(out / CLEAN_FILE).metadata
+    hf = json.loads(meta[b"huggingface"])
+    assert hf["info"]["features"]["label"]["names"][0] == "0"
+    assert "sample_weight" in hf["info"]["features"]
+    assert b"sanitize" in meta
+
+
+def test_contract_columns_and_ranges(run):
+    _, out, _ = run
+    clean = pq.read_table(out / CLEAN_FILE)
+    assert clean.schema.field("sample_weight").type == pa.float32()
+    assert clean.schema.field("poison_score").type == pa.float32()
+    weights = clean.column("sample_weight").to_numpy()
+    assert (weights > 0).all()
+    np.testing.assert_allclose(weights.mean(), 1.0, rtol=1e-4)
+    quarantine = pq.read_table(out / QUARANTINE_FILE)
+    assert quarantine.schema.field("reasons").type == pa.list_(pa.string())
+    scores = pq.read_table(out / SCORES_FILE)
+    for name in ("score_activation_clustering", "score_spectral", "score_cbd"):
+        assert name in scores.column_names
+    poison = scores.column("poison_score").to_numpy()
+    assert ((poison >= 0) & (poison <= 1)).all()
+    flagged = scores.column("flagged").to_numpy(zero_copy_only=False)
+    assert ((poison >= 0.5) == flagged).all()
+    removed_weight = scores.column("sample_weight").to_numpy()[flagged]
+    assert (removed_weight == 0).all()
+
+
+def test_bad_rows_go_to_quarantine_with_their_reason(run):
+    source, out, result = run
+    quarantine = pq.read_table(out / QUARANTINE_FILE).to_pylist()
+    reasons = {row["note"]: row["reasons"] for row in quarantine}
+    assert reasons["n5"] == ["unreadable"]
+    assert reasons["n9"] == ["missing_label"]
+    assert result.counts["unreadable"] == 1 and result.counts["missing_label"] == 1
+
+
+def test_report_json(run):
+    _, out, _ = run
+    report = json.loads((out / REPORT_JSON).read_text())
+    assert report["counts"]["kept"] + report["counts"]["removed"] == 3000
+    assert set(report["per_detector"]) == {"activation_clustering", "spectral", "cbd"}
+    assert {"read", "bootstrap", "embed", "decide", "export"} <= set(report["stage_timings"])
+    assert report["device"] == "cpu"
+    assert report["versions"]["torch"]
+    assert len(report["source"]["fingerprint"]) == 16
+    assert report["config"]["bootstrap"]["epochs"] == 2
+    assert sum(c["rows"] for c in report["per_class"].values()) == 3000
+
+
+def test_failure_leaves_no_output_under_final_names(tmp_path, fast_config):
+    from sanitize.errors import InputError
+
+    bad = tmp_path / "one_class.parquet"
+    table = pq.read_table(SAMPLE_SOURCE).slice(0, 50)
+    table = table.set_column(1, "label", pa.array([3] * 50, type=pa.int64()))
+    pq.write_table(table, bad)
+    out = tmp_path / "out"
+    with pytest.raises(InputError, match="only one class"):
+        sanitize_dataset(bad, out, fast_config)
+    assert not any(
+        p.name in (CLEAN_FILE, QUARANTINE_FILE, SCORES_FILE, REPORT_JSON) for p in out.iterdir()
+    )
