@@ -19,6 +19,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from sanitize.attacks import available_attacks
 from sanitize.config import KNOWN_DETECTORS, SanitizeConfig
 from sanitize.errors import ConfigError, InputError, OutputError, SanitizeError
 
@@ -115,6 +116,55 @@ def cmd_metrics(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _param_value(text: str) -> bool | int | float | str:
+    """A ``--param`` value as bool ("true"/"false"), int, float, or else the string."""
+    if text.lower() in ("true", "false"):
+        return text.lower() == "true"
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            continue
+    return text
+
+
+def _attack_params(items: list[str]) -> dict:
+    params = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"--param expects key=value, got {item!r}")
+        params[key.strip()] = _param_value(value.strip())
+    return params
+
+
+def cmd_poison(args: argparse.Namespace) -> int:
+    from sanitize.attacks import get_attack, poison_source
+    from sanitize.config import DataConfig
+
+    attack = get_attack(args.attack, **_attack_params(args.param))
+    data = {
+        "image_column": args.image_column,
+        "label_column": args.label_column,
+        "id_column": args.id_column,
+    }
+    summary = poison_source(
+        args.source,
+        args.out,
+        attack,
+        target=args.target,
+        rate=args.rate,
+        seed=args.seed,
+        data=DataConfig(**{k: v for k, v in data.items() if v is not None}),
+        truth=args.truth,
+    )
+    print(
+        f"poisoned {summary.n_poisoned:,} of {summary.n_rows:,} rows with {summary.attack} "
+        f"(target {summary.target}) -> {summary.out}; ground truth -> {summary.truth}"
+    )
+    return EXIT_OK
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="sanitize",
@@ -161,9 +211,15 @@ def build_parser() -> argparse.ArgumentParser:
         help="weights of the bootstrap network (.safetensors or a "
         "torch state dict, loaded with weights_only=True) instead of training it",
     )
-    model.add_argument("--epochs", type=int, help="bootstrap training epochs (default: 6)")
     model.add_argument(
-        "--clean-epochs", type=int, help="epochs of CBD's deconfounded model (default: 6)"
+        "--epochs",
+        type=int,
+        help="bootstrap training epochs (default: until the set is fit, within 1,500 steps)",
+    )
+    model.add_argument(
+        "--clean-epochs",
+        type=int,
+        help="epochs of CBD's deconfounded model (default: as many as the bootstrap ran)",
     )
     model.add_argument("--device", help="auto (default), cpu, cuda or cuda:N")
     model.add_argument("--seed", type=int, help="seed of every random step (default: 0)")
@@ -190,6 +246,37 @@ def build_parser() -> argparse.ArgumentParser:
     metrics.add_argument("--truth", required=True, help="CSV with columns sample_id,poisoned")
     metrics.add_argument("--json", action="store_true", help="print JSON instead of a table")
     metrics.set_defaults(func=cmd_metrics, quiet=False)
+
+    poison = sub.add_parser(
+        "poison",
+        help="write a poisoned copy of a dataset and its ground truth (attack simulation)",
+        description="Apply a simulated backdoor attack to SOURCE; write the poisoned set to "
+        "--out (HF Parquet) and sample_id,poisoned to --truth.",
+    )
+    poison.add_argument("source", help="HF Parquet file or directory, image folder, or .npz")
+    poison.add_argument(
+        "--attack",
+        required=True,
+        help="one of: " + ", ".join(available_attacks()) + " ('none' is the clean case)",
+    )
+    poison.add_argument("--out", required=True, help="output Parquet file")
+    poison.add_argument("--target", type=int, default=0, help="target class (default: 0)")
+    poison.add_argument(
+        "--rate", type=float, default=0.05, help="share of all rows poisoned (default: 0.05)"
+    )
+    poison.add_argument("--seed", type=int, default=0, help="seed of the row choice (default: 0)")
+    poison.add_argument("--truth", help="ground-truth CSV (default: OUT with suffix .truth.csv)")
+    poison.add_argument(
+        "--param",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="attack parameter, repeatable (e.g. alpha=0.1, trigger_path=kitty.png)",
+    )
+    poison.add_argument("--image-column", help="image column (default: image)")
+    poison.add_argument("--label-column", help="label column (default: label)")
+    poison.add_argument("--id-column", help="row identity column (default: sample_id)")
+    poison.set_defaults(func=cmd_poison, quiet=False)
     return parser
 
 

@@ -66,10 +66,24 @@ class BootstrapConfig:
     checkpoint : str or None, default=None
         Path to trained weights (``.safetensors`` or a ``torch.save`` state dict, loaded with
         ``weights_only=True``) of the built-in network; skips training of f_B.
-    epochs : int, default=6
-        Epochs of f_B training. Per-sample losses of every epoch are recorded.
-    clean_epochs : int, default=6
-        Epochs of the deconfounded model f_C used by the CBD detector (0 disables f_C).
+    epochs : int or None, default=None
+        Epochs of f_B training. None: train until an epoch's mean training loss falls below
+        ``fit_loss``, within about ``train_steps`` optimizer steps. Per-sample losses of
+        every epoch are kept.
+    clean_epochs : int or None, default=None
+        Epochs of the deconfounded model f_C used by the CBD detector; None: as many as f_B
+        ran; 0 disables f_C.
+    train_steps : int, default=1500
+        Step budget of the automatic epoch count (at least 2 and at most 60 epochs). Rule:
+        the shortcut is learned after a number of updates, not of passes: on 5,000 CIFAR-10
+        rows with 1% BadNets poisons, 240 steps left the poisons' loss at 0.18 (clean 0.66)
+        and the spectral signal weak (in-class AUROC 0.92); 480 steps brought it to 0.004
+        (clean 0.18) and AUROC 0.99.
+    fit_loss : float, default=0.2
+        Mean training cross-entropy (nats) at which automatic training stops. Rule: once the
+        model fits most of the set, it fits the poisons, the easiest rows; training on until
+        it memorises everything erases the difference the detectors read (sample digits:
+        activation-clustering TPR 0.98 at mean loss 0.007, 0.54 at 0.0003).
     batch_size : int, default=128
     lr : float, default=2e-3
         Adam learning rate.
@@ -82,8 +96,10 @@ class BootstrapConfig:
     """
 
     checkpoint: str | None = None
-    epochs: int = 6
-    clean_epochs: int = 6
+    epochs: int | None = None
+    clean_epochs: int | None = None
+    train_steps: int = 1500
+    fit_loss: float = 0.2
     batch_size: int = 128
     lr: float = 2e-3
     width: int = 32
@@ -91,10 +107,14 @@ class BootstrapConfig:
     max_train_rows: int = 50000
 
     def validate(self) -> None:
-        if self.epochs < 1:
+        if self.epochs is not None and self.epochs < 1:
             raise ConfigError(f"bootstrap.epochs must be >= 1, got {self.epochs}")
-        if self.clean_epochs < 0:
+        if self.clean_epochs is not None and self.clean_epochs < 0:
             raise ConfigError(f"bootstrap.clean_epochs must be >= 0, got {self.clean_epochs}")
+        if self.train_steps < 10:
+            raise ConfigError(f"bootstrap.train_steps must be >= 10, got {self.train_steps}")
+        if not self.fit_loss > 0:
+            raise ConfigError(f"bootstrap.fit_loss must be > 0, got {self.fit_loss}")
         if self.batch_size < 2:
             raise ConfigError(f"bootstrap.batch_size must be >= 2, got {self.batch_size}")
         if not 0 < self.lr < 1:

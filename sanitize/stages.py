@@ -39,6 +39,7 @@ from sanitize.model import (
     stratified_sample,
     train_model,
 )
+from sanitize.model.train import epochs_for
 from sanitize.paths import REPORT_JSON, RunPaths
 from sanitize.report import build_report, provenance_of
 
@@ -101,6 +102,8 @@ def bootstrap_stage(config: SanitizeConfig, paths: RunPaths) -> dict[str, Any]:
     spec = NetSpec(channels=classes["channels"], n_classes=len(classes["names"]), width=boot.width)
     train_rows = stratified_sample(y, usable, boot.max_train_rows, config.seed)
     np.save(paths.train_rows, train_rows)
+    epochs = boot.epochs or epochs_for(len(train_rows), boot.batch_size, boot.train_steps)
+    stop_below = None if boot.epochs else boot.fit_loss
     if boot.checkpoint:
         model, normalizer = load_checkpoint(boot.checkpoint, spec=spec, device=device)
         if normalizer is None:
@@ -115,7 +118,7 @@ def bootstrap_stage(config: SanitizeConfig, paths: RunPaths) -> dict[str, Any]:
             log.info(
                 "bootstrap epoch %d/%d: %s, mean loss %.3f",
                 epoch + 1,
-                boot.epochs,
+                epochs,
                 _rate(len(train_rows), seconds),
                 loss,
             )
@@ -125,11 +128,12 @@ def bootstrap_stage(config: SanitizeConfig, paths: RunPaths) -> dict[str, Any]:
             y,
             train_rows,
             spec,
-            epochs=boot.epochs,
+            epochs=epochs,
             batch_size=boot.batch_size,
             lr=boot.lr,
             seed=config.seed,
             device=device,
+            stop_below=stop_below,
             on_epoch=on_epoch,
         )
         model, normalizer, history = result.model, result.normalizer, result.loss_history
@@ -139,6 +143,7 @@ def bootstrap_stage(config: SanitizeConfig, paths: RunPaths) -> dict[str, Any]:
         "seconds": time.perf_counter() - start,
         "rows": int(len(train_rows)) * max(1, history.shape[1]),
         "train_rows": int(len(train_rows)),
+        "epochs": int(history.shape[1]),
         "device": str(device),
         "from_checkpoint": bool(boot.checkpoint),
     }
@@ -170,12 +175,17 @@ def clean_model_stage(config: SanitizeConfig, paths: RunPaths) -> dict[str, Any]
     spec = NetSpec(classes["channels"], len(classes["names"]), boot.width)
     train_rows = np.load(paths.train_rows)
     loss_b = np.load(paths.loss_bootstrap)
+    epochs = (
+        boot.clean_epochs
+        or int(np.load(paths.loss_history).shape[1])
+        or epochs_for(len(train_rows), boot.batch_size, boot.train_steps)
+    )
     result = train_model(
         images,
         y,
         train_rows,
         spec,
-        epochs=boot.clean_epochs,
+        epochs=epochs,
         batch_size=boot.batch_size,
         lr=boot.lr,
         seed=config.seed + 1,
@@ -184,7 +194,7 @@ def clean_model_stage(config: SanitizeConfig, paths: RunPaths) -> dict[str, Any]
         on_epoch=lambda e, s, loss: log.info(
             "clean-model epoch %d/%d: %s, weighted loss %.3f",
             e + 1,
-            boot.clean_epochs,
+            epochs,
             _rate(len(train_rows), s),
             loss,
         ),
@@ -194,7 +204,8 @@ def clean_model_stage(config: SanitizeConfig, paths: RunPaths) -> dict[str, Any]
     np.save(paths.loss_clean, loss_c)
     return {
         "seconds": time.perf_counter() - start,
-        "rows": int(len(train_rows)) * boot.clean_epochs,
+        "rows": int(len(train_rows)) * epochs,
+        "epochs": epochs,
     }
 
 

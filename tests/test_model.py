@@ -1,5 +1,6 @@
 import numpy as np
 import pyarrow.csv as pacsv
+import pyarrow.parquet as pq
 import pytest
 import torch
 
@@ -16,7 +17,7 @@ from sanitize.model import (
 )
 from sanitize.model.device import autocast, memory_format
 from sanitize.paths import RunPaths
-from sanitize.stages import bootstrap_stage, read_stage
+from sanitize.stages import bootstrap_stage, embed_stage, read_stage
 from tests.conftest import SAMPLE_SOURCE, SAMPLE_TRUTH
 
 CPU = torch.device("cpu")
@@ -104,17 +105,17 @@ def test_pickled_objects_are_refused(tmp_path):
 
 @pytest.mark.slow
 def test_bootstrap_learns_the_backdoor_on_sample_data(tmp_path):
-    """The recipe must learn the trigger early: poisons' loss falls far below clean rows'."""
+    """The default recipe learns the trigger: poisons' loss falls far below clean rows'."""
     config = SanitizeConfig()
     paths = RunPaths.at(tmp_path / "out")
     read_stage(str(SAMPLE_SOURCE), config, paths)
-    bootstrap_stage(config.replace(bootstrap=config.bootstrap.__class__(epochs=3)), paths)
-    import pyarrow.parquet as pq
-
+    bootstrap_stage(config, paths)
+    embed_stage(config, paths)
     ids = pq.read_table(paths.rows, columns=["sample_id"]).column("sample_id").to_pylist()
     truth = pacsv.read_csv(SAMPLE_TRUTH).to_pydict()
     poisoned_ids = {i for i, p in zip(truth["sample_id"], truth["poisoned"], strict=True) if p}
     poisoned = np.array([i in poisoned_ids for i in ids])
-    history = np.load(paths.loss_history)
-    last = history[:, -1]
-    assert np.median(last[poisoned]) < 0.5 * np.median(last[~poisoned])
+    loss = np.load(paths.loss_bootstrap)
+    assert np.median(loss[poisoned]) < 0.25 * np.median(loss[~poisoned])
+    # Training stopped early, once the set was fit, well inside the step budget.
+    assert np.load(paths.loss_history).shape[1] < 10

@@ -1,5 +1,62 @@
-"""Attack simulation for tests and benchmarks; every attack returns its ground truth."""
+"""Attack simulation for tests and benchmarks; every attack returns its ground truth.
 
-from sanitize.attacks.patch import apply_patch, checkerboard, poison_dirty_label
+One attack a module, all on the interface of :class:`~sanitize.attacks.base.Attack`:
 
-__all__ = ["apply_patch", "checkerboard", "poison_dirty_label"]
+=========== ============ ============================================================
+name        labels       trigger
+=========== ============ ============================================================
+badnets     dirty        a small patch (Gu et al. 2017)
+blend       dirty        a picture or noise blended at alpha 0.2 (Chen et al. 2017)
+trojan      dirty        a textured square or watermark through a mask (Liu et al. 2018)
+filter      dirty        an Instagram-like colour filter (Liu et al. 2019)
+wanet       dirty        a smooth fixed warp (Nguyen and Tran 2021)
+sig         clean-label  a horizontal sinusoid on target-class rows (Barni et al. 2019)
+none        -            nothing: the clean case
+=========== ============ ============================================================
+
+>>> from sanitize.attacks import get_attack
+>>> attack = get_attack("sig", delta=20)
+>>> attack.clean_label
+True
+
+:func:`~sanitize.attacks.dataset.poison_source` poisons a dataset on disk and writes its
+ground truth next to it (the ``sanitize poison`` command).
+"""
+
+from sanitize.attacks.base import (
+    Attack,
+    PoisonPlan,
+    PoisonResult,
+    available_attacks,
+    get_attack,
+    register,
+)
+from sanitize.attacks.blend import Blend
+from sanitize.attacks.dataset import PoisonSummary, poison_source
+from sanitize.attacks.filter import Filter
+from sanitize.attacks.none import NoAttack
+from sanitize.attacks.patch import BadNets, apply_patch, checkerboard, poison_dirty_label
+from sanitize.attacks.sig import SIG
+from sanitize.attacks.trojan import Trojan
+from sanitize.attacks.wanet import WaNet
+
+__all__ = [
+    "SIG",
+    "Attack",
+    "BadNets",
+    "Blend",
+    "Filter",
+    "NoAttack",
+    "PoisonPlan",
+    "PoisonResult",
+    "PoisonSummary",
+    "Trojan",
+    "WaNet",
+    "apply_patch",
+    "available_attacks",
+    "checkerboard",
+    "get_attack",
+    "poison_dirty_label",
+    "poison_source",
+    "register",
+]

@@ -1,5 +1,9 @@
 """BadNets: a small fixed patch stamped on some images, relabelled to a target class.
 
+:class:`BadNets` is the attack on the :class:`~sanitize.attacks.base.Attack` interface;
+:func:`apply_patch` and :func:`poison_dirty_label` are the same operations as plain
+functions (``sample_data/build.py`` uses them).
+
 References
 ----------
 .. [1] T. Gu, B. Dolan-Gavitt and S. Garg, "BadNets: Identifying Vulnerabilities in the
@@ -9,17 +13,145 @@ References
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from sanitize.attacks.base import (
+    Attack,
+    check_choice,
+    check_number,
+    load_mask,
+    load_trigger,
+    mask_path_for,
+    register,
+    stamp_with_mask,
+)
+from sanitize.errors import ConfigError, InputError
+
 POSITIONS = ("bottom_right", "bottom_left", "top_right", "top_left", "center")
+PATTERNS = ("checkerboard", "white", "black")
+
+
+@register
+class BadNets(Attack):
+    """BadNets [1]_: a small patch in a fixed place, poisoned rows relabelled to the target.
+
+    Parameters
+    ----------
+    pattern : {"checkerboard", "white", "black"} or ndarray, default="checkerboard"
+        The patch: a named ``size`` x ``size`` pattern (:func:`checkerboard` has 255 in its
+        top-left corner), or a uint8 array of shape (h, w) (used on every channel) or
+        (channels, h, w).
+    size : int, default=3
+        Side of a named pattern in pixels. The paper's MNIST trigger is a few pixels of a
+        28x28 image; 3x3 is the common choice of later benchmarks (BackdoorBench).
+    position : str or (row, col), default="bottom_right"
+        One of ``POSITIONS``, or the top-left pixel of the patch.
+    margin : int, default=1
+        Pixels between the patch and the image border for the corner positions.
+    trigger_path : str or None, default=None
+        A full-image trigger file (e.g. backdoor-toolbox ``badnet_patch_32.png``) stamped
+        through its mask instead of the patch above; both are resized (nearest) to the
+        images, so ``pattern``, ``size``, ``position`` and ``margin`` are then unused.
+    mask_path : str or None, default=None
+        The trigger's mask (white = trigger pixel); default ``mask_<name>`` next to the
+        trigger file, which must exist.
+
+    References
+    ----------
+    .. [1] Gu, Dolan-Gavitt and Garg, "BadNets", arXiv:1708.06733, 2017.
+
+    Examples
+    --------
+    >>> out = BadNets(position="top_left").apply(np.zeros((1, 1, 8, 8), np.uint8))
+    >>> out[0, 0, 1:4, 1:4]
+    array([[255,   0, 255],
+           [  0, 255,   0],
+           [255,   0, 255]], dtype=uint8)
+    """
+
+    name = "badnets"
+
+    def __init__(
+        self,
+        *,
+        pattern: str | np.ndarray = "checkerboard",
+        size: int = 3,
+        position: str | tuple[int, int] = "bottom_right",
+        margin: int = 1,
+        trigger_path: str | None = None,
+        mask_path: str | None = None,
+    ) -> None:
+        self.pattern = pattern
+        self.size = size
+        self.position = position
+        self.margin = margin
+        self.trigger_path = trigger_path
+        self.mask_path = mask_path
+
+    def _check_params(self) -> None:
+        if isinstance(self.pattern, str):
+            check_choice(self.name, "pattern", self.pattern, PATTERNS)
+        else:
+            _pattern_array(self.pattern)
+        check_number(self.name, "size", self.size, low=1, integer=True)
+        check_number(self.name, "margin", self.margin, low=0, integer=True)
+        if isinstance(self.position, str):
+            check_choice(self.name, "position", self.position, POSITIONS)
+        elif not (
+            isinstance(self.position, tuple | list)
+            and len(self.position) == 2
+            and all(isinstance(v, int | np.integer) and v >= 0 for v in self.position)
+        ):
+            raise ConfigError(
+                f"{self.name}: position must be one of {', '.join(POSITIONS)} or a "
+                f"(row, col) pair of integers >= 0, got {self.position!r}"
+            )
+        if self.trigger_path is not None:
+            for path in (self.trigger_path, self._mask_path()):
+                if not Path(path).is_file():
+                    raise ConfigError(f"{self.name}: trigger file not found: {path}")
+
+    def _mask_path(self) -> Path:
+        assert self.trigger_path is not None
+        return Path(self.mask_path) if self.mask_path else mask_path_for(self.trigger_path)
+
+    def _stamp(self, images: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        _, channels, height, width = images.shape
+        if self.trigger_path is not None:
+            trigger = load_trigger(self.trigger_path, height, width, channels, resample="nearest")
+            return stamp_with_mask(images, trigger, load_mask(self._mask_path(), height, width))
+        return apply_patch(
+            images,
+            pattern=self._named_pattern() if isinstance(self.pattern, str) else self.pattern,
+            position=tuple(self.position) if not isinstance(self.position, str) else self.position,
+            margin=self.margin,
+        )
+
+    def _named_pattern(self) -> np.ndarray:
+        if self.pattern == "checkerboard":
+            return checkerboard(self.size)
+        return np.full((self.size, self.size), 255 if self.pattern == "white" else 0, np.uint8)
+
+
+def _pattern_array(pattern: Any) -> np.ndarray:
+    array = np.asarray(pattern)
+    if array.ndim not in (2, 3) or array.size == 0 or not np.issubdtype(array.dtype, np.number):
+        raise ConfigError(
+            f"pattern must be a named pattern ({', '.join(PATTERNS)}) or a numeric array of "
+            f"shape (h, w) or (channels, h, w), got {array.dtype} {array.shape}"
+        )
+    if array.min() < 0 or array.max() > 255:
+        raise ConfigError("pattern values must lie in 0..255")
+    return array.astype(np.uint8)
 
 
 def checkerboard(size: int = 3) -> np.ndarray:
     """A size x size uint8 checkerboard of 255 and 0, 255 in the top-left corner."""
     if size < 1:
-        raise ValueError(f"size must be >= 1, got {size}")
+        raise ConfigError(f"size must be >= 1, got {size}")
     rows, cols = np.indices((size, size))
     return np.where((rows + cols) % 2 == 0, 255, 0).astype(np.uint8)
 
@@ -65,14 +197,14 @@ def apply_patch(
     """
     images = np.asarray(images)
     if images.ndim != 4 or images.dtype != np.uint8:
-        raise ValueError(
+        raise InputError(
             f"images must be uint8 of shape (N, C, H, W), got {images.dtype} {images.shape}"
         )
-    patch = checkerboard(size) if pattern is None else np.asarray(pattern, dtype=np.uint8)
+    patch = checkerboard(size) if pattern is None else _pattern_array(pattern)
     if patch.ndim == 2:
         patch = np.broadcast_to(patch, (images.shape[1], *patch.shape))
-    if patch.ndim != 3 or patch.shape[0] != images.shape[1]:
-        raise ValueError(
+    if patch.shape[0] != images.shape[1]:
+        raise ConfigError(
             f"pattern of shape {patch.shape} does not fit images with {images.shape[1]} channels"
         )
     top, left = _corner(images.shape[2:], patch.shape[1:], position, margin)
@@ -92,6 +224,8 @@ def poison_dirty_label(
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Dirty-label BadNets poisoning [1]_: patch some non-target rows, relabel them ``target``.
 
+    The same as ``BadNets(**patch_kwargs).poison(...)``, returned as a tuple.
+
     Parameters
     ----------
     images : ndarray of shape (n_samples, channels, height, width), dtype uint8
@@ -104,7 +238,8 @@ def poison_dirty_label(
     seed : int
         Seeds the choice of rows.
     **patch_kwargs
-        Passed to :func:`apply_patch` (``pattern``, ``size``, ``position``, ``margin``).
+        Parameters of :class:`BadNets` (``pattern``, ``size``, ``position``, ``margin``);
+        ``pattern=None`` is the checkerboard.
 
     Returns
     -------
@@ -117,27 +252,10 @@ def poison_dirty_label(
     ----------
     .. [1] Gu, Dolan-Gavitt and Garg, "BadNets", arXiv:1708.06733, 2017.
     """
-    images = np.asarray(images)
-    labels = np.asarray(labels)
-    if labels.shape != (len(images),):
-        raise ValueError(f"labels must have shape ({len(images)},), got {labels.shape}")
-    if not 0 <= rate <= 1:
-        raise ValueError(f"rate must be in [0, 1], got {rate}")
-    candidates = np.flatnonzero(labels != target)
-    count = round(rate * len(images))
-    if count > len(candidates):
-        raise ValueError(
-            f"rate {rate} asks for {count} poisons but only {len(candidates)} rows "
-            f"are outside target class {target}"
-        )
-    chosen = np.random.default_rng(seed).choice(candidates, size=count, replace=False)
-    poisoned = np.zeros(len(images), dtype=bool)
-    poisoned[chosen] = True
-    out_images = images.copy()
-    out_images[poisoned] = apply_patch(images[poisoned], **patch_kwargs)
-    out_labels = labels.copy()
-    out_labels[poisoned] = target
-    return out_images, out_labels, poisoned
+    if patch_kwargs.get("pattern", "") is None:
+        patch_kwargs["pattern"] = "checkerboard"
+    result = BadNets(**patch_kwargs).poison(images, labels, target=target, rate=rate, seed=seed)
+    return result.images, result.labels, result.poisoned
 
 
 def _corner(
@@ -156,12 +274,12 @@ def _corner(
             "center": ((height - ph) // 2, (width - pw) // 2),
         }
         if position not in corners:
-            raise ValueError(f"unknown position {position!r}; known: {', '.join(POSITIONS)}")
+            raise ConfigError(f"unknown position {position!r}; known: {', '.join(POSITIONS)}")
         top, left = corners[position]
     else:
         top, left = position
     if top < 0 or left < 0 or top + ph > height or left + pw > width:
-        raise ValueError(
+        raise ConfigError(
             f"a {ph}x{pw} patch at ({top}, {left}) does not fit {height}x{width} images"
         )
     return top, left

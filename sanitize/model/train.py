@@ -74,6 +74,21 @@ class TrainResult:
     epoch_seconds: list[float]
 
 
+MIN_AUTO_EPOCHS = 2
+MAX_AUTO_EPOCHS = 60
+WARMUP_STEPS = 50
+
+
+def epochs_for(n_rows: int, batch_size: int, steps: int) -> int:
+    """Most epochs that fit in about ``steps`` optimizer steps on ``n_rows`` rows, in [2, 60].
+
+    Small sets get more passes (the shortcut needs updates, not passes); very large sets
+    still see every training row at least twice.
+    """
+    steps_per_epoch = max(1, -(-n_rows // batch_size))
+    return int(min(MAX_AUTO_EPOCHS, max(MIN_AUTO_EPOCHS, round(steps / steps_per_epoch))))
+
+
 def stratified_sample(labels: np.ndarray, rows: np.ndarray, cap: int, seed: int) -> np.ndarray:
     """At most ``cap`` of ``rows``, each class keeping its share; sorted, seeded.
 
@@ -105,6 +120,7 @@ def train_model(
     device: torch.device,
     reference_loss: np.ndarray | None = None,
     normalizer: Normalizer | None = None,
+    stop_below: float | None = None,
     on_epoch: Callable[[int, float, float], None] | None = None,
 ) -> TrainResult:
     """Train a fresh :class:`BootstrapNet` on ``images[rows]`` with Adam.
@@ -123,6 +139,9 @@ def train_model(
         l_B the frozen bootstrap loss from ``reference_loss`` and l_C the current loss of
         the model being trained, so samples that f_B fits far better than f_C (the
         backdoor's shortcut) barely move f_C.
+    stop_below : float, optional
+        Stop after the first epoch whose mean training loss is below this (nats); the
+        returned ``loss_history`` then has as many columns as epochs run.
     on_epoch : callable(epoch, seconds, mean_loss), optional
         Called after each epoch (progress display).
     """
@@ -141,9 +160,10 @@ def train_model(
 
     model = BootstrapNet(spec).to(device=device, memory_format=fmt)
     optimizer = torch.optim.Adam(model.parameters(), lr=lr)
-    steps_per_epoch = max(1, -(-len(rows) // batch_size))
-    scheduler = torch.optim.lr_scheduler.OneCycleLR(
-        optimizer, max_lr=lr, total_steps=epochs * steps_per_epoch, pct_start=0.15
+    # Constant rate after a short warm-up: training may stop at any epoch, and the model
+    # it stops with should not depend on where a decaying schedule happened to be.
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda step: min(1.0, (step + 1) / WARMUP_STEPS)
     )
 
     history = np.full((images.shape[0], epochs), np.nan, dtype=np.float32)
@@ -176,8 +196,12 @@ def train_model(
         history[rows, epoch] = losses
         seconds = timer.stop()
         epoch_seconds.append(seconds)
+        mean_loss = float(np.nanmean(losses))
         if on_epoch is not None:
-            on_epoch(epoch, seconds, float(np.nanmean(losses)))
+            on_epoch(epoch, seconds, mean_loss)
+        if stop_below is not None and mean_loss < stop_below:
+            history = history[:, : epoch + 1]
+            break
     model.eval()
     return TrainResult(model, normalizer, history, epoch_seconds)
 
