@@ -18,7 +18,7 @@ from typing import Any
 
 from sanitize.errors import ConfigError
 
-KNOWN_DETECTORS = ("activation_clustering", "spectral", "cbd")
+KNOWN_DETECTORS = ("activation_clustering", "spectral", "early_loss", "cbd")
 
 
 @dataclass(frozen=True)

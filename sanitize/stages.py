@@ -222,7 +222,18 @@ def detect_stage(name: str, config: SanitizeConfig, paths: RunPaths) -> dict[str
         loss_clean=_optional_rows(paths.loss_clean, usable),
     )
     detector = get_detector(name, **config.params_for(name))
-    result = detector.score(np.asarray(features[usable]), y[usable], context)
+    missing = [field for field in detector.requires if getattr(context, field) is None]
+    if missing:
+        # Skipped on purpose (e.g. a loaded checkpoint has no loss history): say why.
+        reason = f"skipped: no {', '.join(missing)} (bootstrap loaded from a checkpoint)"
+        log.info("detect    %-21s %s", name, reason)
+        result = DetectorResult(
+            score=np.zeros(len(usable), dtype=np.float32),
+            flagged=np.zeros(len(usable), dtype=bool),
+            info={"skipped": reason},
+        )
+    else:
+        result = detector.score(np.asarray(features[usable]), y[usable], context)
     arrays = {"score": result.score, "flagged": result.flagged}
     if result.weight is not None:
         arrays["weight"] = result.weight

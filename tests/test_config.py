@@ -57,3 +57,10 @@ def test_invalid_configs_name_the_problem(make, message):
 def test_missing_toml_file(tmp_path):
     with pytest.raises(ConfigError, match="config file not found"):
         SanitizeConfig.from_toml(tmp_path / "none.toml")
+
+
+def test_known_detectors_match_the_registry():
+    from sanitize.config import KNOWN_DETECTORS
+    from sanitize.detect import available_detectors
+
+    assert sorted(KNOWN_DETECTORS) == sorted(available_detectors())

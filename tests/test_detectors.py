@@ -12,6 +12,7 @@ from sanitize.detect import (
     ActivationClustering,
     DetectorContext,
     DetectorResult,
+    EarlyLoss,
     SpectralSignature,
     available_detectors,
     get_detector,
@@ -257,10 +258,10 @@ def test_missing_context_is_named():
 
 
 def test_registry():
-    assert available_detectors() == ("activation_clustering", "cbd", "spectral")
+    assert available_detectors() == ("activation_clustering", "cbd", "early_loss", "spectral")
     with pytest.raises(ConfigError) as err:
         get_detector("x")
-    assert str(err.value) == "unknown detector 'x'; known: activation_clustering, cbd, spectral"
+    assert str(err.value) == "unknown detector 'x'; known: activation_clustering, cbd, early_loss, spectral"
     assert isinstance(get_detector("spectral", z_threshold=5.0), SpectralSignature)
     with pytest.raises(ConfigError, match="no parameter"):
         get_detector("spectral", bogus=1)
@@ -273,3 +274,43 @@ def test_result_contract_is_enforced():
         DetectorResult(score=np.array([0.7, 0.2]), flagged=np.array([False, False]))
     with pytest.raises(ValueError, match="weight"):
         DetectorResult(score=np.array([0.1]), flagged=np.array([False]), weight=np.array([0.0]))
+
+
+def make_history(seed: int = 0, per_class: int = 300, epochs: int = 6, n_fast: int = 30):
+    """Per-epoch losses: every class decays alike; ``n_fast`` rows of class 3 fit at once."""
+    rng = np.random.default_rng(seed)
+    n = N_CLASSES * per_class
+    labels = np.repeat(np.arange(N_CLASSES), per_class)
+    rate = rng.lognormal(mean=-1.0, sigma=0.4, size=n)[:, None]
+    history = 2.3 * np.exp(-rate * np.arange(epochs)[None, :]) * rng.lognormal(0, 0.2, (n, 1))
+    fast = np.flatnonzero(labels == PLANT_CLASS)[:n_fast]
+    history[fast] = 2.3 * np.exp(-4.0 * np.arange(1, epochs + 1))[None, :]
+    poison = np.zeros(n, dtype=bool)
+    poison[fast] = True
+    return history.astype(np.float32), labels, poison
+
+
+def test_early_loss_flags_rows_learned_first():
+    history, labels, poison = make_history()
+    ctx = DetectorContext(n_classes=N_CLASSES, seed=0, loss_history=history)
+    result = EarlyLoss().score(np.zeros((labels.size, 2), np.float32), labels, ctx)
+    check_result(result, labels.size)
+    tpr, fpr = rates(result, poison)
+    assert tpr >= 0.95 and fpr <= 0.005
+    assert result.info["classes_flagged"] == [PLANT_CLASS]
+
+
+def test_early_loss_flags_nothing_when_classes_learn_alike():
+    history, labels, _ = make_history(n_fast=0)
+    ctx = DetectorContext(n_classes=N_CLASSES, seed=0, loss_history=history)
+    result = EarlyLoss().score(np.zeros((labels.size, 2), np.float32), labels, ctx)
+    assert result.flagged.sum() == 0
+
+
+def test_early_loss_ignores_rows_never_trained():
+    history, labels, poison = make_history()
+    history[::2] = np.nan  # half the rows outside the training sample
+    ctx = DetectorContext(n_classes=N_CLASSES, seed=0, loss_history=history)
+    result = EarlyLoss().score(np.zeros((labels.size, 2), np.float32), labels, ctx)
+    assert not result.flagged[::2].any()
+    assert result.flagged[1::2][poison[1::2]].mean() >= 0.9

@@ -101,7 +101,8 @@ def test_contract_columns_and_ranges(run):
     quarantine = pq.read_table(out / QUARANTINE_FILE)
     assert quarantine.schema.field("reasons").type == pa.list_(pa.string())
     scores = pq.read_table(out / SCORES_FILE)
-    for name in ("score_activation_clustering", "score_spectral", "score_cbd"):
+    for name in ("activation_clustering", "spectral", "early_loss", "cbd"):
+        name = f"score_{name}"
         assert name in scores.column_names
     poison = scores.column("poison_score").to_numpy()
     assert ((poison >= 0) & (poison <= 1)).all()
@@ -124,7 +125,7 @@ def test_report_json(run):
     _, out, _ = run
     report = json.loads((out / REPORT_JSON).read_text())
     assert report["counts"]["kept"] + report["counts"]["removed"] == 3000
-    assert set(report["per_detector"]) == {"activation_clustering", "spectral", "cbd"}
+    assert set(report["per_detector"]) == {"activation_clustering", "spectral", "early_loss", "cbd"}
     assert {"read", "bootstrap", "embed", "decide", "export"} <= set(report["stage_timings"])
     assert report["device"] == "cpu"
     assert report["versions"]["torch"]
@@ -146,3 +147,18 @@ def test_failure_leaves_no_output_under_final_names(tmp_path, fast_config):
     assert not any(
         p.name in (CLEAN_FILE, QUARANTINE_FILE, SCORES_FILE, REPORT_JSON) for p in out.iterdir()
     )
+
+
+def test_given_checkpoint_skips_training_and_says_why_early_loss_is_skipped(tmp_path, fast_config):
+    first = sanitize_dataset(SAMPLE_SOURCE, tmp_path / "first", fast_config, keep_work=True)
+    checkpoint = first.out / ".work" / "model_bootstrap.safetensors"
+    config = fast_config.replace(
+        bootstrap=fast_config.bootstrap.__class__(
+            checkpoint=str(checkpoint), clean_epochs=2, width=fast_config.bootstrap.width
+        )
+    )
+    result = sanitize_dataset(SAMPLE_SOURCE, tmp_path / "second", config)
+    early = result.report["per_detector"]["early_loss"]
+    assert early["flagged"] == 0
+    assert early["info"]["skipped"].startswith("skipped: no loss_history")
+    assert result.report["stage_timings"]["bootstrap"]["rows"] == result.counts["rows"]

@@ -15,6 +15,7 @@ from sanitize.detect.base import (
 )
 from sanitize.detect.cbd import CBD
 from sanitize.detect.decision import Decision, decide
+from sanitize.detect.early_loss import EarlyLoss
 from sanitize.detect.spectral import SpectralSignature
 
 __all__ = [
@@ -24,6 +25,7 @@ __all__ = [
     "Detector",
     "DetectorContext",
     "DetectorResult",
+    "EarlyLoss",
     "SpectralSignature",
     "available_detectors",
     "decide",

@@ -1,0 +1,174 @@
+"""Is there a separated group in one class's 1-D scores? A two-component mixture test.
+
+Detectors that reduce a class to one number a row (a projection, a log-loss) share this
+test instead of a rate-based cut: the poison rate is unknown, and when a class is 30-50%
+poisoned the median and MAD already sit inside the poison, so robust z alone fails.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass, field
+
+import numpy as np
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.mixture import GaussianMixture
+
+from sanitize.detect.base import robust_z
+
+
+@dataclass
+class GroupTest:
+    """Outcome of :func:`separated_group` for one class.
+
+    strength : ndarray of shape (n,)
+        Per-row evidence, >= 1 exactly where the row is flagged.
+    """
+
+    strength: np.ndarray
+    separation: float
+    minor_weight: float
+    group: bool
+    rule: str
+    details: dict = field(default_factory=dict)
+
+    def figures(self, scale: float = 1.0) -> dict:
+        """JSON-able figures for a detector's ``info``; cuts in units of ``values * scale``."""
+        out = {
+            "separation": self.separation,
+            "minor_weight": self.minor_weight,
+            "group": self.group,
+            "rule": self.rule,
+        }
+        for key, value in self.details.items():
+            if key.startswith("cut") and value is not None:
+                value = np.asarray(value, dtype=float) * scale
+                value = value.tolist() if value.ndim else float(value)
+            out[key] = value
+        return out
+
+
+def separated_group(
+    values: np.ndarray,
+    *,
+    separation_threshold: float,
+    z_threshold: float,
+    min_group_size: int,
+    max_fit_rows: int,
+    rng: np.random.Generator,
+    seed: int,
+    side: str = "either",
+) -> GroupTest:
+    """Test 1-D ``values`` (unit variance) for a minor group separated from the bulk.
+
+    A two-component Gaussian mixture is fitted, started from the exact 1-D 2-means split
+    (deterministic, no restarts). The class has a group when the separation
+    ``|m1 - m2| / sqrt((s1**2 + s2**2) / 2)`` reaches ``separation_threshold``, the minor
+    component holds less than half and at least ``min_group_size`` rows, and it lies on
+    ``side`` ("low", "high" or "either") of the major one. Then the rows past the point
+    where the minor component becomes the more likely (or past ``z_threshold`` robust
+    deviations toward it) are flagged. Without a group only rows beyond ``z_threshold``
+    robust deviations (on ``side``) are flagged.
+    """
+    fit_rows = values
+    if values.size > max_fit_rows:
+        fit_rows = values[rng.choice(values.size, max_fit_rows, replace=False)]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        # reg_covar (in units of the values' own spread) keeps a component from collapsing
+        # onto a few tied values.
+        w0, m0, v0 = _two_means_1d(fit_rows)
+        gmm = GaussianMixture(
+            2,
+            reg_covar=1e-3,
+            weights_init=w0,
+            means_init=m0[:, None],
+            precisions_init=(1.0 / (v0 + 1e-3))[:, None, None],
+            random_state=seed,
+        )
+        gmm.fit(fit_rows[:, None])
+    means = gmm.means_.ravel()
+    var = gmm.covariances_.ravel()
+    weights = gmm.weights_
+    minor = int(np.argmin(weights))
+    major = 1 - minor
+    separation = float(abs(means[minor] - means[major]) / np.sqrt((var[0] + var[1]) / 2))
+    minor_weight = float(weights[minor])
+    minor_side = "high" if means[minor] > means[major] else "low"
+    group = (
+        separation >= separation_threshold
+        and minor_weight < 0.5
+        and minor_weight * values.size >= min_group_size
+        and side in ("either", minor_side)
+    )
+
+    if not group:
+        z, med, scale = robust_z(values, mad_floor=1e-3)
+        lo, hi = med - z_threshold * scale, med + z_threshold * scale
+        if side == "low":
+            strength, cut = -z / z_threshold, lo
+        elif side == "high":
+            strength, cut = z / z_threshold, hi
+        else:
+            strength, cut = np.abs(z) / z_threshold, [lo, hi]
+        return GroupTest(strength, separation, minor_weight, False, "robust_outlier", {"cut": cut})
+
+    # Orient q so that the minor component lies on the positive side.
+    sign = 1.0 if minor_side == "high" else -1.0
+    q = sign * values
+    m_major, m_minor = sign * means[major], sign * means[minor]
+    boundary = _crossing(m_major, var[major], weights[major], m_minor, var[minor], weights[minor])
+    _, med, scale = robust_z(q, mad_floor=1e-3)
+    z_cut = med + z_threshold * scale
+    cut = min(boundary, z_cut) if z_cut > m_major else boundary
+    details = {
+        "cut": cut * sign,
+        "cut_posterior": boundary * sign,
+        "cut_robust_z": z_cut * sign,
+        "minor_side": minor_side,
+    }
+    return GroupTest(
+        (q - m_major) / (cut - m_major), separation, minor_weight, True, "separated_group", details
+    )
+
+
+def _crossing(m0: float, v0: float, w0: float, m1: float, v1: float, w1: float) -> float:
+    """First point above ``m0`` (toward ``m1 > m0``) where component 1 becomes more likely.
+
+    Solves ``w0 N(q; m0, v0) = w1 N(q; m1, v1)``, a quadratic in ``q``, and returns its
+    smallest root above ``m0``; falls back to the midpoint of the means when there is none.
+    """
+    a = 0.5 / v0 - 0.5 / v1
+    b = m1 / v1 - m0 / v0
+    c = 0.5 * m0**2 / v0 - 0.5 * m1**2 / v1 + np.log(w1 / w0) - 0.5 * np.log(v1 / v0)
+    # a q^2 + b q + c = log(w1 N1) - log(w0 N0)
+    if abs(a) < 1e-12:
+        roots = [-c / b] if b != 0 else []
+    else:
+        disc = b * b - 4 * a * c
+        roots = []
+        if disc >= 0:
+            roots = [(-b - np.sqrt(disc)) / (2 * a), (-b + np.sqrt(disc)) / (2 * a)]
+    above = sorted(r for r in roots if r > m0)
+    return float(above[0]) if above else 0.5 * (m0 + m1)
+
+
+def _two_means_1d(values: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Weights, means and variances of the optimal 2-means split of 1-D values.
+
+    In one dimension the optimal split is a threshold; scanning the sorted values with
+    prefix sums finds it exactly in O(n log n).
+    """
+    x = np.sort(values)
+    n = x.size
+    c1 = np.cumsum(x)
+    c2 = np.cumsum(x * x)
+    k = np.arange(1, n)  # left part holds x[:k]
+    left_sse = c2[k - 1] - c1[k - 1] ** 2 / k
+    right_sse = (c2[-1] - c2[k - 1]) - (c1[-1] - c1[k - 1]) ** 2 / (n - k)
+    cut = int(k[np.argmin(left_sse + right_sse)])
+    parts = (x[:cut], x[cut:])
+    weights = np.array([p.size / n for p in parts])
+    means = np.array([p.mean() for p in parts])
+    var = np.array([p.var() for p in parts])
+    return weights, means, var
