@@ -44,7 +44,8 @@ def sanitize_flow(
 ) -> dict[str, Any]:
     """Find likely poisons in ``source`` and write the filtered dataset to ``out``.
 
-    Returns the run's ``counts`` (rows, kept, removed, ...) from ``report.json``.
+    Returns the run's ``counts`` (rows, kept, removed, ...) and ``verdict`` from
+    ``report.json``.
     """
     cfg = SanitizeConfig.from_dict(config or {})
     paths = RunPaths.at(out)
@@ -61,4 +62,5 @@ def sanitize_flow(
     results["export"] = export_task(source, cfg, paths, results)
     if not keep_work:
         shutil.rmtree(paths.work, ignore_errors=True)
-    return SanitizeResult.load(paths.out).counts
+    result = SanitizeResult.load(paths.out)
+    return {**result.counts, "verdict": result.verdict["text"]}

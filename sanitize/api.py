@@ -61,11 +61,16 @@ class SanitizeResult:
         report = json.loads((out / REPORT_JSON).read_text())
         return cls(out=out, counts=report["counts"], report=report)
 
+    @property
+    def verdict(self) -> dict[str, Any]:
+        """``poison_suspected``, ``suspect_classes`` and a one-line ``text``."""
+        return self.report["verdict"]
+
     def summary(self) -> str:
         c = self.counts
         return (
             f"{c['rows']:,} rows: kept {c['kept']:,}, removed {c['removed']:,} "
-            f"({100 * c['removed_fraction']:.1f}%); outputs in {self.out}"
+            f"({100 * c['removed_fraction']:.1f}%); {self.verdict['text']}; outputs in {self.out}"
         )
 
 

@@ -87,7 +87,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         from sanitize.api import sanitize_dataset
 
         result = sanitize_dataset(args.source, out, config, keep_work=args.keep_work)
-        counts = result.counts
+        counts = {**result.counts, "verdict": result.verdict["text"]}
     else:
         _prepare_prefect(args.verbose)
         from flows import sanitize_flow
@@ -100,6 +100,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         f"{counts['rows']:,} rows: kept {counts['kept']:,}, removed {counts['removed']:,} "
         f"({100 * counts['removed_fraction']:.1f}%) in {seconds:.1f} s -> {out}"
     )
+    print(counts["verdict"])
     return EXIT_OK
 
 

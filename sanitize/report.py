@@ -80,6 +80,28 @@ def build_report(
     for entry in per_class.values():
         entry["removed_fraction"] = entry["removed"] / entry["rows"]
 
+    detector_names = set(detector_info)
+    suspect = sorted(
+        {
+            str(lbl)
+            for lbl, row, f in zip(labels, reasons, flagged, strict=True)
+            if f and detector_names.intersection(row)
+        }
+    )
+    verdict = {
+        "poison_suspected": bool(suspect),
+        "suspect_classes": [
+            {"label": key, "name": per_class[key]["name"], "removed": per_class[key]["removed"]}
+            for key in suspect
+        ],
+        "text": (
+            "no poisoning found: no detector flagged a row"
+            if not suspect
+            else "poisoning suspected in class(es) "
+            + ", ".join(per_class[k]["name"] for k in suspect)
+        ),
+    }
+
     per_detector = {
         name: {"flagged": int(reason_counts.get(name, 0)), "info": info}
         for name, info in detector_info.items()
@@ -105,6 +127,7 @@ def build_report(
             "missing_label": int(read.get("n_missing_label", 0)),
             "by_reason": dict(sorted(reason_counts.items())),
         },
+        "verdict": verdict,
         "per_class": per_class,
         "per_detector": per_detector,
         "decision": decision_info,

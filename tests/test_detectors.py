@@ -261,7 +261,10 @@ def test_registry():
     assert available_detectors() == ("activation_clustering", "cbd", "early_loss", "spectral")
     with pytest.raises(ConfigError) as err:
         get_detector("x")
-    assert str(err.value) == "unknown detector 'x'; known: activation_clustering, cbd, early_loss, spectral"
+    assert (
+        str(err.value)
+        == "unknown detector 'x'; known: activation_clustering, cbd, early_loss, spectral"
+    )
     assert isinstance(get_detector("spectral", z_threshold=5.0), SpectralSignature)
     with pytest.raises(ConfigError, match="no parameter"):
         get_detector("spectral", bogus=1)

@@ -132,6 +132,9 @@ def test_report_json(run):
     assert len(report["source"]["fingerprint"]) == 16
     assert report["config"]["bootstrap"]["epochs"] == 2
     assert sum(c["rows"] for c in report["per_class"].values()) == 3000
+    verdict = report["verdict"]
+    assert verdict["poison_suspected"] == bool(verdict["suspect_classes"])
+    assert isinstance(verdict["text"], str)
 
 
 def test_failure_leaves_no_output_under_final_names(tmp_path, fast_config):

@@ -1,0 +1,832 @@
+"""Detection and retraining benchmark: sanitize against simulated attacks on real datasets.
+
+For each case (dataset, attack and its parameters, target class, poison rate) the script
+
+1. takes a seeded subset of the dataset's train split (the first ``--rows`` rows after a
+   seeded shuffle) and writes it as HF-layout Parquet to a temporary directory;
+2. poisons it with :func:`sanitize.attacks.poison_source` (which writes the ground truth);
+3. runs :func:`sanitize.sanitize_dataset` on it (default config, ``--train-steps`` aside),
+   keeping the work directory;
+4. scores the final decision and every ``score_<detector>`` column against the ground
+   truth (:func:`sanitize.evaluate.evaluate_run`);
+5. with ``--art``, runs IBM ART's ``ActivationDefence`` and ``SpectralSignatureDefense``
+   on the same bootstrap model and the same decoded images;
+6. retrains a fresh network three times with one recipe and seed
+   (:func:`sanitize.retrain.retrain_and_score`): on the poisoned set (no defence), on its
+   truly clean rows (the ground truth's ideal), and on ``clean.parquet`` with its
+   ``sample_weight`` (ours), and measures clean accuracy and attack success rate (ASR) on
+   a seeded subset of the test split.
+
+One JSON a case lands in ``--out``; a Markdown summary is printed and written to
+``<out>/detection.md``. Progress goes to stderr. ``benchmarks/README.md`` has the commands.
+
+ART is imported only with ``--art`` (from ``--art-lib`` when given), so ``--help`` and the
+other modes work without it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import math
+import os
+import platform
+import shlex
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow.parquet as pq
+
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:  # run as a script from a checkout that is not installed
+    sys.path.insert(0, str(REPO))
+
+from sanitize import SanitizeConfig, sanitize_dataset  # noqa: E402
+from sanitize.attacks import get_attack, poison_source  # noqa: E402
+from sanitize.config import DataConfig  # noqa: E402
+from sanitize.data import open_source  # noqa: E402
+from sanitize.evaluate import detection_metrics, evaluate_run, read_truth  # noqa: E402
+from sanitize.model import resolve_device  # noqa: E402
+from sanitize.retrain import read_image_parquet, retrain_and_score  # noqa: E402
+
+DATASETS = REPO.parent / "shared" / "datasets"
+DEFAULT_ART_LIB = REPO / "benchmarks" / "out" / "art-lib"
+ARMS = ("none", "true_clean", "ours")  # the three retraining arms, in table order
+
+
+# --- cases --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Case:
+    """One benchmark case.
+
+    name : str
+        Unique, used for the JSON file name and ``--cases``.
+    dataset : str
+        Folder under the datasets root holding ``train.parquet`` and ``test.parquet``.
+    attack : str
+        A name of :func:`sanitize.attacks.get_attack`.
+    params : tuple of (str, value)
+        The attack's keyword parameters. A string value starting with ``triggers/`` is a
+        path under the datasets root.
+    target : int
+    rate : float
+        Share of all rows poisoned.
+    """
+
+    name: str
+    dataset: str
+    attack: str
+    params: tuple[tuple[str, Any], ...] = ()
+    target: int = 0
+    rate: float = 0.05
+
+    def attack_params(self, datasets: Path) -> dict[str, Any]:
+        return {
+            k: str(datasets / v) if isinstance(v, str) and v.startswith("triggers/") else v
+            for k, v in self.params
+        }
+
+    @property
+    def dirty_label(self) -> bool:
+        """Relabelling attacks: the ones the mean row averages over."""
+        return self.attack != "none" and not get_attack(self.attack).clean_label
+
+
+TOOLBOX = "triggers/backdoor-toolbox"
+
+SUITES: dict[str, tuple[Case, ...]] = {
+    # CIFAR-10 across attacks and rates, the clean case, and BadNets on MNIST and GTSRB.
+    "cpu": (
+        Case("cifar10-badnets-1pct", "cifar10", "badnets", target=3, rate=0.01),
+        Case("cifar10-badnets-5pct", "cifar10", "badnets", target=0, rate=0.05),
+        Case("cifar10-badnets-10pct", "cifar10", "badnets", target=7, rate=0.10),
+        Case(
+            "cifar10-badnets-patch-5pct",
+            "cifar10",
+            "badnets",
+            (("trigger_path", f"{TOOLBOX}/badnet_patch_32.png"),),
+            target=0,
+            rate=0.05,
+        ),
+        Case(
+            "cifar10-blend-kitty-5pct",
+            "cifar10",
+            "blend",
+            (("trigger_path", f"{TOOLBOX}/hellokitty_32.png"), ("alpha", 0.2)),
+            target=3,
+            rate=0.05,
+        ),
+        Case(
+            "cifar10-trojan-5pct",
+            "cifar10",
+            "trojan",
+            (("trigger_path", f"{TOOLBOX}/trojan_square_32.png"),),
+            target=7,
+            rate=0.05,
+        ),
+        Case(
+            "cifar10-filter-5pct",
+            "cifar10",
+            "filter",
+            (("kind", "nashville"),),
+            target=0,
+            rate=0.05,
+        ),
+        Case("cifar10-wanet-10pct", "cifar10", "wanet", target=3, rate=0.10),
+        Case("cifar10-sig-5pct", "cifar10", "sig", target=7, rate=0.05),
+        Case("cifar10-clean", "cifar10", "none", target=0, rate=0.0),
+        Case("mnist-badnets-5pct", "mnist", "badnets", target=3, rate=0.05),
+        Case("gtsrb-badnets-5pct", "gtsrb", "badnets", target=7, rate=0.05),
+    ),
+}
+
+
+@dataclass(frozen=True)
+class Settings:
+    """What every case of a run shares (the command-line options)."""
+
+    datasets: Path = DATASETS
+    rows: int = 5000
+    test_rows: int = 2000
+    train_steps: int | None = None
+    retrain_epochs: int = 8
+    seed: int = 0
+    device: str = "auto"
+    art: bool = False
+    art_lib: Path | None = None
+    work_dir: Path | None = None
+    keep_work: bool = False
+
+    def config(self) -> SanitizeConfig:
+        """The default sanitize config, with ``train_steps`` and ``device`` when given."""
+        config = SanitizeConfig(seed=self.seed)
+        boot = dataclasses.replace(config.bootstrap, device=self.device)
+        if self.train_steps is not None:
+            boot = dataclasses.replace(boot, train_steps=self.train_steps)
+        return config.replace(bootstrap=boot)
+
+
+def progress(message: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+# --- one case -----------------------------------------------------------------------------
+
+
+def run_case(case: Case, settings: Settings) -> dict[str, Any]:
+    """Run one case end to end; returns the JSON-able result (see the module docstring)."""
+    start = time.perf_counter()
+    timings: dict[str, float] = {}
+    with tempfile.TemporaryDirectory(
+        prefix=f"bench-{case.name}-", dir=settings.work_dir
+    ) as tmp_name:
+        tmp = Path(tmp_name)
+        split_dir = settings.datasets / case.dataset
+
+        t = time.perf_counter()
+        source = tmp / "subset.parquet"
+        subset_rows = write_subset(
+            split_dir / "train.parquet", source, settings.rows, seed=settings.seed
+        )
+        attack = get_attack(case.attack, **case.attack_params(settings.datasets))
+        poisoned = tmp / "poisoned.parquet"
+        summary = poison_source(
+            source, poisoned, attack, target=case.target, rate=case.rate, seed=settings.seed
+        )
+        truth_by_id = read_truth(summary.truth)
+        timings["poison"] = time.perf_counter() - t
+        progress(
+            f"{case.name}: {subset_rows:,} rows, {summary.n_poisoned} poisoned "
+            f"({case.attack} -> class {case.target}); sanitizing"
+        )
+
+        t = time.perf_counter()
+        run_dir = tmp / "run"
+        config = settings.config()
+        result = sanitize_dataset(poisoned, run_dir, config, keep_work=True)
+        timings["sanitize"] = time.perf_counter() - t
+        metrics = evaluate_run(run_dir, summary.truth)
+        dec = metrics["decision"]
+        progress(
+            f"{case.name}: sanitize {timings['sanitize']:.0f} s; decision TPR {_f(dec['tpr'])} "
+            f"FPR {_f(dec['fpr'])} removed {dec['removed']}"
+        )
+
+        art_results = None
+        if settings.art:
+            t = time.perf_counter()
+            art_results = art_side_by_side(
+                run_dir, truth_by_id, summary.n_poisoned / summary.n_rows, settings
+            )
+            timings["art"] = time.perf_counter() - t
+            progress(
+                f"{case.name}: ART {timings['art']:.0f} s; "
+                + "; ".join(
+                    f"{k} TPR {_f(v['tpr'])} FPR {_f(v['fpr'])}" for k, v in art_results.items()
+                )
+            )
+
+        retrain = None
+        if settings.retrain_epochs > 0:
+            t = time.perf_counter()
+            retrain = retrain_arms(
+                case, attack, summary, run_dir, truth_by_id, split_dir, settings, progress
+            )
+            timings["retrain"] = time.perf_counter() - t
+
+        if settings.keep_work:
+            kept = (settings.work_dir or Path(tempfile.gettempdir())) / f"kept-{case.name}"
+            _copy_tree(tmp, kept)
+
+    timings["total"] = time.perf_counter() - start
+    return {
+        "case": dataclasses.asdict(case),
+        "dirty_label": case.dirty_label,
+        "rows": summary.n_rows,
+        "n_poisoned": summary.n_poisoned,
+        "poison_info": summary.info,
+        "counts": result.counts,
+        "stage_timings": result.report.get("stage_timings"),
+        "detection": metrics,
+        "art": art_results,
+        "retrain": retrain,
+        "retrain_epochs": settings.retrain_epochs,
+        "test_rows": settings.test_rows,
+        "config": config.to_dict(),
+        "seconds": timings,
+    }
+
+
+def write_subset(train: Path, out: Path, rows: int, *, seed: int) -> int:
+    """The first ``rows`` rows of ``train`` after a seeded shuffle, as HF Parquet at ``out``.
+
+    Schema metadata (class names) is kept. Returns the number of rows written.
+    """
+    table = pq.read_table(train)
+    order = np.random.default_rng(seed).permutation(table.num_rows)[:rows]
+    subset = table.take(np.sort(order))  # sorted: the subset keeps the split's row order
+    pq.write_table(subset, out, compression="zstd")
+    return subset.num_rows
+
+
+def load_test_subset(
+    test: Path, rows: int, *, seed: int, size: int, channels: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """A seeded subset of the test split, decoded to uint8 (n, channels, size, size)."""
+    images, labels, _ = read_image_parquet(test, size=size, channels=channels)
+    keep = np.sort(np.random.default_rng(seed + 1).permutation(len(labels))[:rows])
+    return images[keep], labels[keep]
+
+
+def retrain_arms(
+    case: Case,
+    attack: Any,
+    summary: Any,
+    run_dir: Path,
+    truth_by_id: dict,
+    split_dir: Path,
+    settings: Settings,
+    log: Callable[[str], None],
+) -> dict[str, dict]:
+    """Clean accuracy and ASR of a fresh network trained on each arm (see ``ARMS``)."""
+    size, channels = summary.height, summary.channels
+    source = open_source(str(summary.out), DataConfig())
+    n_classes = len(source.class_names) if source.class_names else None
+
+    images, labels, _ = read_image_parquet(summary.out, size=size, channels=channels)
+    ids = pq.read_table(summary.out, columns=["sample_id"]).column("sample_id").to_pylist()
+    is_poison = np.array([truth_by_id[i] for i in ids])
+    ours_images, ours_labels, ours_weights = read_image_parquet(
+        run_dir / "clean.parquet",
+        size=size,
+        channels=channels,
+        weight_column="sample_weight",
+    )
+    test_images, test_labels = load_test_subset(
+        split_dir / "test.parquet",
+        settings.test_rows,
+        seed=settings.seed,
+        size=size,
+        channels=channels,
+    )
+    triggered, triggered_labels = attack.triggered_test_set(
+        test_images, test_labels, target=case.target
+    )
+    n_classes = n_classes or int(max(labels.max(), test_labels.max())) + 1
+    arms = {
+        "none": (images, labels, None),
+        "true_clean": (images[~is_poison], labels[~is_poison], None),
+        "ours": (ours_images, ours_labels, ours_weights),
+    }
+    out = {}
+    for arm in ARMS:
+        x, y, w = arms[arm]
+        res = retrain_and_score(
+            x,
+            y,
+            w,
+            test_images,
+            test_labels,
+            triggered,
+            triggered_labels,
+            n_classes=n_classes,
+            channels=channels,
+            epochs=settings.retrain_epochs,
+            seed=settings.seed,
+            device=settings.device,
+        )
+        out[arm] = res
+        log(
+            f"{case.name}: retrain {arm:<10} acc {res['clean_accuracy']:.3f} "
+            f"ASR {_f(res['attack_success_rate'])} ({res['seconds']:.0f} s)"
+        )
+    return out
+
+
+# --- ART side by side ---------------------------------------------------------------------
+
+
+def import_art(art_lib: Path | None) -> Any:
+    """Import ART lazily, from ``art_lib`` (a ``pip install --target`` folder) when given."""
+    if art_lib is not None and art_lib.is_dir() and str(art_lib) not in sys.path:
+        sys.path.insert(0, str(art_lib))
+    try:
+        import art  # noqa: F401
+        from art.defences.detector.poison import ActivationDefence, SpectralSignatureDefense
+        from art.estimators.classification import PyTorchClassifier
+    except ImportError as exc:
+        raise SystemExit(
+            f"--art needs adversarial-robustness-toolbox ({exc}); install it as "
+            "benchmarks/README.md says, or pass --art-lib"
+        ) from None
+    return ActivationDefence, SpectralSignatureDefense, PyTorchClassifier
+
+
+def art_side_by_side(
+    run_dir: Path, truth_by_id: dict, true_rate: float, settings: Settings
+) -> dict[str, dict]:
+    """ART's activation clustering and spectral signatures on our bootstrap model and data.
+
+    ART reads the activations of the last entry of the classifier's ``layer_names`` and
+    calls it the last hidden layer: its Keras wrapper leaves the output layer out of that
+    list, its PyTorch wrapper lists the model's child modules as they are. The wrapper
+    below registers the linear head before the feature body, so ART hooks the same pooled
+    penultimate features our detectors read, not the logits.
+
+    Runs, each on every usable row:
+
+    ``art_ac``
+        ``ActivationDefence.detect_poison`` with ART's defaults (nb_clusters=2, nb_dims=10,
+        reduce="PCA", cluster_analysis="smaller").
+    ``art_ss``
+        ``SpectralSignatureDefense`` with ART's defaults (expected_pp_poison=0.33,
+        eps_multiplier=1.5: the top 49.5% of every class by score is removed).
+    ``art_ss_oracle``
+        The same given the true poison rate as ``expected_pp_poison`` (an oracle: a real
+        user does not know it).
+
+    ActivationDefence takes no poison rate, so it has no oracle run. Its other size rule,
+    ``cluster_analysis="relative-size"``, raises in ART 1.20.1 whenever a class has no
+    small cluster (``cluster_id in np.where(...)`` on an empty array), so it is left out.
+    """
+    import torch
+    from safetensors import safe_open
+    from torch import nn
+
+    from sanitize.model import NetSpec, load_checkpoint
+    from sanitize.paths import RunPaths
+
+    ActivationDefence, SpectralSignatureDefense, PyTorchClassifier = import_art(settings.art_lib)
+    paths = RunPaths.at(run_dir)
+    with safe_open(str(paths.model_bootstrap), framework="pt") as fh:
+        spec = NetSpec(**json.loads(fh.metadata()["spec"]))
+    device = resolve_device(settings.device)
+    model, normalizer = load_checkpoint(paths.model_bootstrap, spec=spec, device=device)
+    rows = pq.read_table(paths.rows, columns=["sample_id", "y", "ok"])
+    usable = np.flatnonzero(rows.column("ok").to_numpy(zero_copy_only=False))
+    y = rows.column("y").to_numpy()[usable].astype(np.int64)
+    ids = rows.column("sample_id").to_pylist()
+    truth = np.array([truth_by_id[ids[i]] for i in usable])
+    images = np.load(paths.images, mmap_mode="r")
+    x = normalizer.apply(torch.from_numpy(np.ascontiguousarray(images[usable]))).numpy()
+
+    class FeaturesLast(nn.Module):
+        # Child order is what ART's layer_names lists: the head first, the body last.
+        def __init__(self, net: nn.Module):
+            super().__init__()
+            self.head = net.head
+            self.body = net.body
+
+        def forward(self, batch: torch.Tensor) -> torch.Tensor:
+            return self.head(self.body(batch))
+
+    classifier = PyTorchClassifier(
+        model=FeaturesLast(model).eval(),
+        loss=nn.CrossEntropyLoss(),
+        input_shape=x.shape[1:],
+        nb_classes=spec.n_classes,
+        device_type="gpu" if device.type == "cuda" else "cpu",
+    )
+    y_onehot = np.eye(spec.n_classes, dtype=np.float32)[y]
+
+    def scored(is_clean: Sequence[int], seconds: float, params: dict) -> dict:
+        flagged = np.asarray(is_clean) == 0
+        metrics = detection_metrics(flagged, flagged.astype(np.float32), truth)
+        metrics.pop("auroc")  # ART returns flags; an AUROC of flags would mislead
+        return {**metrics, "seconds": seconds, "params": params}
+
+    results = {}
+    defence = ActivationDefence(classifier, x, y_onehot)
+    params = {"nb_clusters": 2, "nb_dims": 10, "reduce": "PCA", "cluster_analysis": "smaller"}
+    np.random.seed(settings.seed)  # ART's MiniBatchKMeans draws from numpy's global state
+    t = time.perf_counter()
+    _, is_clean = defence.detect_poison(**params)
+    results["art_ac"] = scored(is_clean, time.perf_counter() - t, params)
+    for key, rate in (("art_ss", None), ("art_ss_oracle", true_rate)):
+        kwargs = {} if rate is None else {"expected_pp_poison": float(rate)}
+        t = time.perf_counter()
+        defence_ss = SpectralSignatureDefense(classifier, x, y_onehot, **kwargs)
+        _, is_clean = defence_ss.detect_poison()
+        params = {
+            "expected_pp_poison": defence_ss.expected_pp_poison,
+            "eps_multiplier": defence_ss.eps_multiplier,
+        }
+        results[key] = scored(is_clean, time.perf_counter() - t, params)
+    return results
+
+
+# --- report -------------------------------------------------------------------------------
+
+ART_RUNS = {
+    "art_ac": "ART AC (defaults)",
+    "art_ss": "ART SS (defaults)",
+    "art_ss_oracle": "ART SS (oracle rate)",
+}
+
+
+def _f(value: Any, digits: int = 3) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "-"
+    if isinstance(value, int):
+        return f"{value:,}"
+    return f"{value:.{digits}f}"
+
+
+def _pair(a: Any, b: Any, digits: int = 2) -> str:
+    return f"{_f(a, digits)} / {_f(b, digits)}"
+
+
+def _triple(values: Sequence[Any], digits: int = 2) -> str:
+    return " / ".join(_f(v, digits) for v in values)
+
+
+def _mean(values: list) -> float:
+    finite = [v for v in values if v is not None and not math.isnan(v)]
+    return float(np.mean(finite)) if finite else math.nan
+
+
+def detector_names(results: list[dict]) -> list[str]:
+    names: list[str] = []
+    for r in results:
+        for name in r.get("detection") or {}:
+            if name != "decision" and name not in names:
+                names.append(name)
+    return names
+
+
+def markdown(results: list[dict], header: dict[str, Any]) -> str:
+    """The summary tables: detection and retraining, then (with --art) ART side by side."""
+    detectors = detector_names(results)
+    lines = [
+        "# Detection benchmark",
+        "",
+        f"Command: `{header['command']}`",
+        "",
+        f"Machine: {header['machine']}",
+        "",
+        f"Code: {header['code']}. Wall time: {header['wall_seconds'] / 60:.1f} min "
+        f"for {len(results)} case(s).",
+        "",
+        "Per detector: TPR / FPR of its own flags (score >= 0.5). Retraining: a fresh "
+        f"network, {header['retrain_epochs']} epochs, same recipe and seed for every arm, "
+        "on the poisoned set (none), its truly clean rows (true), and clean.parquet with "
+        f"sample_weight (ours); accuracy on {header['test_rows']:,} test rows, ASR on their "
+        "non-target rows with the trigger. Mean: over the dirty-label attacks.",
+        "",
+    ]
+    cols = ["case", "poisons", "TPR", "FPR", "removed", "AUROC"]
+    cols += [f"{d} TPR / FPR" for d in detectors]
+    cols += ["acc none / true / ours", "ASR none / true / ours", "min"]
+    lines += ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+
+    def row(label: str, r: dict | None, agg: dict | None = None) -> str:
+        if r is not None and "error" in r:
+            cells = [label, "failed: " + r["error"].splitlines()[0][:80]]
+            return "| " + " | ".join(cells + [""] * (len(cols) - 2)) + " |"
+        get = agg if agg is not None else _case_values(r, detectors)
+        cells = [
+            label,
+            _f(get["poisons"]) if not isinstance(get["poisons"], float) else _f(get["poisons"], 0),
+            _f(get["tpr"]),
+            _f(get["fpr"]),
+            _f(get["removed"]) if isinstance(get["removed"], int) else _f(get["removed"], 1),
+            _f(get["auroc"]),
+        ]
+        cells += [_pair(*get["det"][d]) for d in detectors]
+        cells += [_triple(get["acc"]), _triple(get["asr"]), _f(get["minutes"], 1)]
+        return "| " + " | ".join(cells) + " |"
+
+    values = []
+    for r in results:
+        lines.append(row(r["name"], r))
+        if "error" not in r:
+            values.append((r, _case_values(r, detectors)))
+    dirty = [v for r, v in values if r.get("dirty_label")]
+    if dirty:
+        lines.append(row(f"**mean ({len(dirty)} dirty-label)**", None, _aggregate(dirty)))
+
+    if any(r.get("art") for r in results):
+        lines += [
+            "",
+            "## ART side by side (same bootstrap model, same features)",
+            "",
+            "TPR / FPR / removed. ART AC defaults: nb_clusters=2, nb_dims=10, reduce=PCA, "
+            'cluster_analysis="smaller" (the smaller cluster of every class is removed); ART SS '
+            "defaults: expected_pp_poison=0.33, eps_multiplier=1.5; **oracle**: ART SS given "
+            "the true poison rate, which a real user does not know.",
+            "",
+        ]
+        art_cols = ["case", "sanitize decision"] + list(ART_RUNS.values())
+        lines += ["| " + " | ".join(art_cols) + " |", "|" + "---|" * len(art_cols)]
+        art_rows = []
+        for r in results:
+            if "error" in r or not r.get("art"):
+                continue
+            d = r["detection"]["decision"]
+            entries = [d] + [r["art"][k] for k in ART_RUNS]
+            art_rows.append((r, entries))
+            cells = [r["name"]] + [_art_cell(e["tpr"], e["fpr"], e["removed"]) for e in entries]
+            lines.append("| " + " | ".join(cells) + " |")
+        dirty_art = [entries for r, entries in art_rows if r.get("dirty_label")]
+        if dirty_art:
+            cells = [f"**mean ({len(dirty_art)} dirty-label)**"]
+            for j in range(len(ART_RUNS) + 1):
+                cells.append(
+                    _art_cell(
+                        _mean([e[j]["tpr"] for e in dirty_art]),
+                        _mean([e[j]["fpr"] for e in dirty_art]),
+                        _mean([float(e[j]["removed"]) for e in dirty_art]),
+                    )
+                )
+            lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def _art_cell(tpr: Any, fpr: Any, removed: Any) -> str:
+    removed_text = _f(removed) if isinstance(removed, int) else _f(removed, 0)
+    return f"{_f(tpr, 2)} / {_f(fpr, 3)} / {removed_text}"
+
+
+def _case_values(r: dict, detectors: list[str]) -> dict[str, Any]:
+    det = r["detection"]
+    dec = det["decision"]
+    retrain = r.get("retrain") or {}
+    return {
+        "poisons": r["n_poisoned"],
+        "tpr": dec["tpr"],
+        "fpr": dec["fpr"],
+        "removed": dec["removed"],
+        "auroc": dec["auroc"],
+        "det": {
+            d: (det[d]["tpr"], det[d]["fpr"]) if d in det else (math.nan, math.nan)
+            for d in detectors
+        },
+        "acc": [_get(retrain, a, "clean_accuracy") for a in ARMS],
+        # No trigger in the clean case: its "ASR" would be a misclassification rate.
+        "asr": [
+            math.nan if r["case"]["attack"] == "none" else _get(retrain, a, "attack_success_rate")
+            for a in ARMS
+        ],
+        "minutes": r["seconds"]["total"] / 60,
+    }
+
+
+def _get(retrain: dict, arm: str, key: str) -> float:
+    return retrain.get(arm, {}).get(key, math.nan)
+
+
+def _aggregate(values: list[dict]) -> dict[str, Any]:
+    detectors = values[0]["det"].keys()
+    return {
+        "poisons": _mean([float(v["poisons"]) for v in values]),
+        "tpr": _mean([v["tpr"] for v in values]),
+        "fpr": _mean([v["fpr"] for v in values]),
+        "removed": _mean([float(v["removed"]) for v in values]),
+        "auroc": _mean([v["auroc"] for v in values]),
+        "det": {
+            d: (_mean([v["det"][d][0] for v in values]), _mean([v["det"][d][1] for v in values]))
+            for d in detectors
+        },
+        "acc": [_mean([v["acc"][i] for v in values]) for i in range(len(ARMS))],
+        "asr": [_mean([v["asr"][i] for v in values]) for i in range(len(ARMS))],
+        "minutes": _mean([v["minutes"] for v in values]),
+    }
+
+
+def machine_description(device: str) -> str:
+    import torch
+
+    mem = ""
+    try:
+        with open("/proc/meminfo") as fh:
+            kib = int(fh.readline().split()[1])
+        mem = f", {kib / 2**20:.0f} GiB RAM"
+    except (OSError, ValueError, IndexError):
+        pass
+    dev = resolve_device(device)
+    gpu = f" ({torch.cuda.get_device_name(dev)})" if dev.type == "cuda" else ""
+    return (
+        f"{os.cpu_count()} CPU cores{mem}, {platform.machine()}, Python "
+        f"{platform.python_version()}, torch {torch.__version__} "
+        f"({torch.get_num_threads()} threads), device {dev}{gpu}"
+    )
+
+
+def code_description() -> str:
+    try:
+        commit = subprocess.run(
+            ["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "-C", str(REPO), "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "commit unknown"
+    return f"commit {commit}" + (" with uncommitted changes" if dirty else "")
+
+
+# --- command line -------------------------------------------------------------------------
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="benchmarks/detection.py",
+        description="Detection (TPR/FPR per detector) and retraining (clean accuracy, ASR) "
+        "benchmark of sanitize on poisoned subsets of ../shared/datasets.",
+    )
+    parser.add_argument("--suite", default="cpu", choices=sorted(SUITES), help="case suite")
+    parser.add_argument(
+        "--cases", nargs="+", help="run only these case names of the suite (see --list)"
+    )
+    parser.add_argument("--list", action="store_true", help="list the suite's cases and exit")
+    parser.add_argument(
+        "--out", type=Path, default=REPO / "benchmarks" / "out" / "detection", help="results"
+    )
+    parser.add_argument("--rows", type=int, default=5000, help="train rows a case (5000)")
+    parser.add_argument("--test-rows", type=int, default=2000, help="test rows a case (2000)")
+    parser.add_argument(
+        "--retrain-epochs",
+        type=int,
+        default=Settings.retrain_epochs,
+        help=f"epochs of each retraining arm; 0 skips retraining ({Settings.retrain_epochs})",
+    )
+    parser.add_argument(
+        "--train-steps", type=int, help="override bootstrap.train_steps of the default config"
+    )
+    parser.add_argument("--seed", type=int, default=0, help="subset, poison, model seed (0)")
+    parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N (auto)")
+    parser.add_argument(
+        "--datasets", type=Path, default=DATASETS, help=f"datasets root ({DATASETS})"
+    )
+    parser.add_argument("--art", action="store_true", help="also run IBM ART's detectors")
+    parser.add_argument(
+        "--art-lib",
+        type=Path,
+        default=DEFAULT_ART_LIB,
+        help="folder ART was pip-installed into with --target, put on sys.path for --art "
+        "(default: benchmarks/out/art-lib when it exists)",
+    )
+    parser.add_argument(
+        "--skip-existing", action="store_true", help="reuse <out>/<case>.json files found"
+    )
+    parser.add_argument(
+        "--report-only", action="store_true", help="only rebuild detection.md from the JSONs"
+    )
+    parser.add_argument("--work-dir", type=Path, help="parent of the temporary case folders")
+    parser.add_argument(
+        "--keep-work", action="store_true", help="copy each case's folder to kept-<case>"
+    )
+    parser.add_argument("--verbose", action="store_true", help="show sanitize's stage logs")
+    return parser.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    cases = SUITES[args.suite]
+    if args.list:
+        for c in cases:
+            print(f"{c.name:<30} {c.dataset:<8} {c.attack:<8} target {c.target} rate {c.rate}")
+        return 0
+    if args.cases:
+        known = {c.name for c in cases}
+        unknown = [n for n in args.cases if n not in known]
+        if unknown:
+            print(f"unknown case(s) {unknown}; known: {', '.join(sorted(known))}", file=sys.stderr)
+            return 2
+        cases = tuple(c for c in cases if c.name in args.cases)
+    if args.verbose:
+        import logging
+
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    settings = Settings(
+        datasets=args.datasets,
+        rows=args.rows,
+        test_rows=args.test_rows,
+        train_steps=args.train_steps,
+        retrain_epochs=args.retrain_epochs,
+        seed=args.seed,
+        device=args.device,
+        art=args.art,
+        work_dir=args.work_dir,
+        keep_work=args.keep_work,
+        art_lib=args.art_lib,
+    )
+    if args.art and not args.report_only:
+        import_art(args.art_lib)  # fail now, not after the first case
+    args.out.mkdir(parents=True, exist_ok=True)
+    command = "python " + " ".join(shlex.quote(a) for a in [sys.argv[0], *(argv or sys.argv[1:])])
+
+    start = time.perf_counter()
+    results, failed = [], 0
+    for i, case in enumerate(cases, 1):
+        path = args.out / f"{case.name}.json"
+        if (args.skip_existing or args.report_only) and path.exists():
+            results.append(json.loads(path.read_text()))
+            progress(f"[{i}/{len(cases)}] {case.name}: reused {path}")
+            continue
+        if args.report_only:
+            continue
+        progress(f"[{i}/{len(cases)}] {case.name}")
+        try:
+            result = run_case(case, settings)
+        except Exception as exc:  # noqa: BLE001 - one failed case must not end the suite
+            failed += 1
+            progress(f"{case.name}: FAILED {type(exc).__name__}: {exc}")
+            result = {"case": dataclasses.asdict(case), "error": f"{type(exc).__name__}: {exc}"}
+        result["name"] = case.name
+        path.write_text(json.dumps(result, indent=1, default=_json_default) + "\n")
+        results.append(result)
+        if "error" not in result:
+            progress(f"{case.name}: done in {result['seconds']['total'] / 60:.1f} min")
+    wall = time.perf_counter() - start
+    if args.report_only:
+        wall = sum(r.get("seconds", {}).get("total", 0.0) for r in results)
+    header = {
+        "command": command,
+        "machine": machine_description(args.device),
+        "code": code_description(),
+        "wall_seconds": wall,
+        "retrain_epochs": args.retrain_epochs,
+        "test_rows": args.test_rows,
+    }
+    text = markdown(results, header)
+    (args.out / "detection.md").write_text(text)
+    print(text)
+    return 1 if failed else 0
+
+
+def _copy_tree(src: Path, dst: Path) -> None:
+    import shutil
+
+    shutil.rmtree(dst, ignore_errors=True)
+    shutil.copytree(src, dst)
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, Path):
+        return str(value)
+    raise TypeError(f"not JSON-serialisable: {type(value).__name__}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
