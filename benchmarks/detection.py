@@ -452,6 +452,12 @@ def art_side_by_side(
     t = time.perf_counter()
     _, is_clean = defence.detect_poison(**params)
     results["art_ac"] = scored(is_clean, time.perf_counter() - t, params)
+    # Evidence that ART read our penultimate features: its activations against features.npy.
+    features = np.load(paths.features, mmap_mode="r")[usable]
+    ours = np.concatenate([features[y == c] for c in range(spec.n_classes)])
+    results["art_ac"]["max_feature_difference"] = float(
+        np.abs(np.concatenate(defence.activations_by_class) - ours).max()
+    )
     for key, rate in (("art_ss", None), ("art_ss_oracle", true_rate)):
         kwargs = {} if rate is None else {"expected_pp_poison": float(rate)}
         t = time.perf_counter()

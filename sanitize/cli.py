@@ -307,6 +307,10 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("sanitize: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        # The reader went away (`sanitize metrics ... | head`): not an error of ours.
+        sys.stderr = open(os.devnull, "w")  # noqa: SIM115 - silences the flush at exit
+        return EXIT_OK
 
 
 if __name__ == "__main__":

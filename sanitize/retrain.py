@@ -5,9 +5,9 @@ test split (the cost of removed clean rows) and attack success rate on triggered
 rows (the backdoor that survived). :func:`retrain_and_score` trains a fresh
 :class:`~sanitize.model.BootstrapNet` with the recipe of a *final* model, not the
 bootstrap's: light augmentation (random crop with 4 px zero padding) and Adam with a
-one-cycle learning rate. There is no horizontal flip on purpose: a flip moves a corner
-trigger to the other corner, which would teach the model a weaker backdoor and understate
-the ASR the attacker gets against an ordinary recipe.
+one-cycle (triangular) learning rate. There is no horizontal flip on purpose: a flip
+moves a corner trigger to the other corner, which would teach the model a weaker backdoor
+and understate the ASR the attacker gets against an ordinary recipe.
 
 Rows are drawn with :class:`torch.utils.data.WeightedRandomSampler` over ``train_weights``
 (the ``sample_weight`` column of ``clean.parquet``, mean 1; uniform when None), with
@@ -24,6 +24,7 @@ from __future__ import annotations
 import math
 import os
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -50,7 +51,7 @@ class RetrainRecipe:
     batch_size : int, default=128
         Rows an optimizer step.
     lr : float, default=2e-3
-        Peak learning rate of Adam's one-cycle schedule.
+        Peak learning rate of Adam's one-cycle schedule (:func:`one_cycle`).
     weight_decay : float, default=5e-4
         L2 penalty of Adam (coupled, as ``torch.optim.Adam`` applies it).
     pct_start : float, default=0.25
@@ -304,11 +305,8 @@ def _train(
 
     model = BootstrapNet(spec).to(device=device, memory_format=fmt)
     optimizer = torch.optim.Adam(model.parameters(), lr=recipe.lr, weight_decay=recipe.weight_decay)
-    scheduler = torch.optim.lr_scheduler.OneCycleLR(
-        optimizer,
-        max_lr=recipe.lr,
-        total_steps=epochs * steps_per_epoch,
-        pct_start=recipe.pct_start,
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, one_cycle(epochs * steps_per_epoch, recipe.pct_start)
     )
     model.train()
     for _ in range(epochs):
@@ -328,6 +326,24 @@ def _train(
             scheduler.step()
     model.eval()
     return model, normalizer
+
+
+def one_cycle(total_steps: int, pct_start: float) -> Callable[[int], float]:
+    """Learning-rate factor of a triangular one-cycle schedule (as airbench uses).
+
+    Rises linearly from ``1 / warm`` to 1 over the first ``warm = max(1, round(pct_start *
+    total_steps))`` steps, then falls linearly towards 0, which it would reach one step
+    after the last. Unlike ``OneCycleLR`` it is defined for any number of steps, one
+    included.
+    """
+    warm = max(1, round(pct_start * total_steps))
+
+    def factor(step: int) -> float:
+        if step < warm:
+            return (step + 1) / warm
+        return max(0.0, (total_steps - step) / (total_steps - warm + 1))
+
+    return factor
 
 
 def random_crop(batch: torch.Tensor, pad: int, generator: torch.Generator) -> torch.Tensor:
