@@ -317,3 +317,13 @@ def test_early_loss_ignores_rows_never_trained():
     result = EarlyLoss().score(np.zeros((labels.size, 2), np.float32), labels, ctx)
     assert not result.flagged[::2].any()
     assert result.flagged[1::2][poison[1::2]].mean() >= 0.9
+
+
+def test_early_loss_flags_a_fast_group_that_is_most_of_its_class():
+    """At a 10% rate in ten classes the target class is half poison: still caught."""
+    history, labels, poison = make_history(n_fast=180)  # 60% of class 3
+    ctx = DetectorContext(n_classes=N_CLASSES, seed=0, loss_history=history)
+    result = EarlyLoss().score(np.zeros((labels.size, 2), np.float32), labels, ctx)
+    tpr, fpr = rates(result, poison)
+    assert tpr >= 0.95 and fpr <= 0.005
+    assert result.info["per_class"][str(PLANT_CLASS)]["group_weight"] > 0.5

@@ -39,6 +39,11 @@ class EarlyLoss(Detector):
         group). Rule: 6 robust standard deviations is beyond any clean tail seen here.
     min_group_size : int, default=10
         Fewest rows a low group must hold. Rule: as in the spectral detector.
+    max_group_weight : float, default=0.75
+        Largest share of its class a low group may hold. Rule: unlike a cluster, a
+        fast-learned group is oriented by the method itself (poisons are the low side), so
+        it may be most of its class: 10% BadNets on 5,000 CIFAR-10 rows makes the target
+        class 51% poison; 0.75 covers rates up to about 25% in ten balanced classes.
     min_class_size : int, default=20
         Smaller classes are not tested (score 0) and listed in ``info``.
     loss_eps : float, default=1e-4
@@ -62,6 +67,7 @@ class EarlyLoss(Detector):
         separation_threshold: float = 3.0,
         z_threshold: float = 6.0,
         min_group_size: int = 10,
+        max_group_weight: float = 0.75,
         min_class_size: int = 20,
         loss_eps: float = 1e-4,
         max_fit_rows: int = 20000,
@@ -69,6 +75,7 @@ class EarlyLoss(Detector):
         self.separation_threshold = separation_threshold
         self.z_threshold = z_threshold
         self.min_group_size = min_group_size
+        self.max_group_weight = max_group_weight
         self.min_class_size = min_class_size
         self.loss_eps = loss_eps
         self.max_fit_rows = max_fit_rows
@@ -81,6 +88,8 @@ class EarlyLoss(Detector):
             raise ConfigError(f"{pre}z_threshold must be > 0")
         if self.min_group_size < 1 or self.min_class_size < 4:
             raise ConfigError(f"{pre}min_group_size must be >= 1 and min_class_size >= 4")
+        if not 0 < self.max_group_weight < 1:
+            raise ConfigError(f"{pre}max_group_weight must be in (0, 1)")
         if not self.loss_eps > 0:
             raise ConfigError(f"{pre}loss_eps must be > 0")
 
@@ -118,6 +127,7 @@ class EarlyLoss(Detector):
                 rng=rng,
                 seed=context.seed,
                 side="low",
+                max_group_weight=self.max_group_weight,
             )
             raw[idx] = ratio_score(test.strength)
             flagged[idx] = test.strength >= 1.0

@@ -58,17 +58,22 @@ def separated_group(
     rng: np.random.Generator,
     seed: int,
     side: str = "either",
+    max_group_weight: float = 0.5,
 ) -> GroupTest:
-    """Test 1-D ``values`` (unit variance) for a minor group separated from the bulk.
+    """Test 1-D ``values`` (unit variance) for a group separated from the rest.
 
     A two-component Gaussian mixture is fitted, started from the exact 1-D 2-means split
-    (deterministic, no restarts). The class has a group when the separation
-    ``|m1 - m2| / sqrt((s1**2 + s2**2) / 2)`` reaches ``separation_threshold``, the minor
-    component holds less than half and at least ``min_group_size`` rows, and it lies on
-    ``side`` ("low", "high" or "either") of the major one. Then the rows past the point
-    where the minor component becomes the more likely (or past ``z_threshold`` robust
-    deviations toward it) are flagged. Without a group only rows beyond ``z_threshold``
-    robust deviations (on ``side``) are flagged.
+    (deterministic, no restarts). The candidate group is the minor component when ``side``
+    is "either", else the component on ``side`` ("low" or "high"), whatever its weight.
+    The class has a group when the separation ``|m1 - m2| / sqrt((s1**2 + s2**2) / 2)``
+    reaches ``separation_threshold`` and the candidate holds less than ``max_group_weight``
+    of the rows (and at least ``min_group_size``). Then the rows past the point where the
+    candidate becomes the more likely component (or past ``z_threshold`` robust deviations
+    toward it) are flagged. Without a group only rows beyond ``z_threshold`` robust
+    deviations (on ``side``) are flagged.
+
+    A side-specific test with ``max_group_weight`` above 0.5 can flag a group that is most
+    of its class: at a 10% rate in a 10-class set the target class is half poison.
     """
     fit_rows = values
     if values.size > max_fit_rows:
@@ -90,16 +95,19 @@ def separated_group(
     means = gmm.means_.ravel()
     var = gmm.covariances_.ravel()
     weights = gmm.weights_
-    minor = int(np.argmin(weights))
+    minor_weight = float(weights.min())
+    if side == "either":
+        minor = int(np.argmin(weights))
+    else:
+        minor = int(np.argmin(means)) if side == "low" else int(np.argmax(means))
     major = 1 - minor
     separation = float(abs(means[minor] - means[major]) / np.sqrt((var[0] + var[1]) / 2))
-    minor_weight = float(weights[minor])
+    group_weight = float(weights[minor])
     minor_side = "high" if means[minor] > means[major] else "low"
     group = (
         separation >= separation_threshold
-        and minor_weight < 0.5
-        and minor_weight * values.size >= min_group_size
-        and side in ("either", minor_side)
+        and group_weight < max_group_weight
+        and group_weight * values.size >= min_group_size
     )
 
     if not group:
@@ -113,7 +121,7 @@ def separated_group(
             strength, cut = np.abs(z) / z_threshold, [lo, hi]
         return GroupTest(strength, separation, minor_weight, False, "robust_outlier", {"cut": cut})
 
-    # Orient q so that the minor component lies on the positive side.
+    # Orient q so that the candidate component lies on the positive side.
     sign = 1.0 if minor_side == "high" else -1.0
     q = sign * values
     m_major, m_minor = sign * means[major], sign * means[minor]
@@ -122,6 +130,7 @@ def separated_group(
     z_cut = med + z_threshold * scale
     cut = min(boundary, z_cut) if z_cut > m_major else boundary
     details = {
+        "group_weight": group_weight,
         "cut": cut * sign,
         "cut_posterior": boundary * sign,
         "cut_robust_z": z_cut * sign,
