@@ -207,8 +207,8 @@ def test_cbd_flags_rows_fit_by_bootstrap_only_and_weights_them_down():
     assert tpr >= 0.95 and fpr <= 0.02
     assert result.weight is not None and result.weight.dtype == np.float32
     assert np.all((result.weight > 0) & (result.weight <= 1))
-    assert result.weight[poison].max() < 0.05
-    assert abs(np.median(result.weight[~poison]) - 0.5) < 0.05
+    assert result.weight[poison].max() < 0.5  # beyond the cut
+    assert np.median(result.weight[~poison]) > 0.7  # typical rows keep most of their weight
     # The score decreases with the weight.
     order = np.argsort(result.weight)
     assert np.all(np.diff(result.score[order].astype(np.float64)) <= 1e-6)
