@@ -15,7 +15,6 @@ by batch with the same result as in memory (:func:`sanitize.attacks.dataset.pois
 from __future__ import annotations
 
 import functools
-import inspect
 import numbers
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
@@ -26,6 +25,7 @@ import numpy as np
 from PIL import Image
 
 from sanitize.errors import ConfigError, InputError
+from sanitize.registry import Registry, keyword_params
 
 MIN_SIDE = 8  # pixels; smaller images leave no room for a patch and its margin
 
@@ -93,7 +93,7 @@ class Attack(ABC):
 
     def get_params(self) -> dict[str, Any]:
         """The keyword parameters of ``__init__`` and their current values."""
-        return {k: getattr(self, k) for k in _keyword_params(type(self))}
+        return {k: getattr(self, k) for k in keyword_params(type(self))}
 
     def __repr__(self) -> str:
         params = ", ".join(f"{k}={v!r}" for k, v in self.get_params().items())
@@ -269,24 +269,17 @@ class Attack(ABC):
         return out, np.full(len(kept), target, dtype=labels.dtype)
 
 
-_REGISTRY: dict[str, type[Attack]] = {}
+_ATTACKS: Registry[Attack] = Registry("attack")
 
 
 def register(cls: type[Attack]) -> type[Attack]:
     """Class decorator: make an attack available by its ``name``."""
-    name = getattr(cls, "name", None)
-    if not isinstance(name, str) or not name:
-        raise TypeError(f"{cls.__name__} needs a non-empty class attribute 'name'")
-    known = _REGISTRY.get(name)
-    if known is not None and known.__qualname__ != cls.__qualname__:
-        raise ValueError(f"attack name {name!r} is taken by {known.__qualname__}")
-    _REGISTRY[name] = cls
-    return cls
+    return _ATTACKS.register(cls)
 
 
 def available_attacks() -> tuple[str, ...]:
     """Names of the registered attacks, sorted."""
-    return tuple(sorted(_REGISTRY))
+    return _ATTACKS.names()
 
 
 def get_attack(name: str, **params: Any) -> Attack:
@@ -308,18 +301,7 @@ def get_attack(name: str, **params: Any) -> Attack:
     >>> int(result.poisoned.sum()), set(result.labels[result.poisoned].tolist())
     (5, {0})
     """
-    cls = _REGISTRY.get(name)
-    if cls is None:
-        raise ConfigError(f"unknown attack {name!r}; known: {', '.join(available_attacks())}")
-    accepted = _keyword_params(cls)
-    unknown = sorted(set(params) - set(accepted))
-    if unknown:
-        raise ConfigError(
-            f"attack {name!r} has no parameter(s) {unknown}; known: {', '.join(accepted)}"
-        )
-    attack = cls(**params)
-    attack._check_params()
-    return attack
+    return _ATTACKS.build(name, **params)
 
 
 # --- validation -------------------------------------------------------------------------
@@ -411,14 +393,6 @@ def _is_real(value: Any) -> bool:
         and not isinstance(value, bool)
         and bool(np.isfinite(float(value)))
     )
-
-
-def _keyword_params(cls: type) -> list[str]:
-    return [
-        p.name
-        for p in inspect.signature(cls.__init__).parameters.values()
-        if p.kind is inspect.Parameter.KEYWORD_ONLY
-    ]
 
 
 def _plan_slice(mask: np.ndarray, start: int, count: int) -> np.ndarray:

@@ -9,7 +9,6 @@ actually used. The contract that ties them together: ``score >= 0.5`` exactly wh
 
 from __future__ import annotations
 
-import inspect
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
@@ -17,7 +16,8 @@ from typing import Any, ClassVar
 import numpy as np
 import scipy.linalg
 
-from sanitize.errors import ConfigError, InputError
+from sanitize.errors import InputError
+from sanitize.registry import Registry, keyword_params
 
 _CONTEXT_ARRAYS = ("loss_history", "loss_bootstrap", "loss_clean")
 
@@ -116,12 +116,7 @@ class Detector(ABC):
 
     def get_params(self) -> dict[str, Any]:
         """The keyword parameters of ``__init__`` and their current values."""
-        keys = [
-            p.name
-            for p in inspect.signature(type(self).__init__).parameters.values()
-            if p.kind is inspect.Parameter.KEYWORD_ONLY
-        ]
-        return {k: getattr(self, k) for k in keys}
+        return {k: getattr(self, k) for k in keyword_params(type(self))}
 
     def _check_params(self) -> None:  # noqa: B027 - optional hook, a no-op by default
         """Raise :class:`~sanitize.errors.ConfigError` for a parameter out of range."""
@@ -221,24 +216,17 @@ class Detector(ABC):
         return features, labels.astype(np.int64, copy=False)
 
 
-_REGISTRY: dict[str, type[Detector]] = {}
+_DETECTORS: Registry[Detector] = Registry("detector")
 
 
 def register(cls: type[Detector]) -> type[Detector]:
     """Class decorator: make a detector available by its ``name``."""
-    name = getattr(cls, "name", None)
-    if not isinstance(name, str) or not name:
-        raise TypeError(f"{cls.__name__} needs a non-empty class attribute 'name'")
-    known = _REGISTRY.get(name)
-    if known is not None and known.__qualname__ != cls.__qualname__:
-        raise ValueError(f"detector name {name!r} is taken by {known.__qualname__}")
-    _REGISTRY[name] = cls
-    return cls
+    return _DETECTORS.register(cls)
 
 
 def available_detectors() -> tuple[str, ...]:
     """Names of the registered detectors, sorted."""
-    return tuple(sorted(_REGISTRY))
+    return _DETECTORS.names()
 
 
 def get_detector(name: str, **params: Any) -> Detector:
@@ -260,23 +248,7 @@ def get_detector(name: str, **params: Any) -> Detector:
     >>> int(result.flagged.sum()), result.score.shape
     (0, (200,))
     """
-    cls = _REGISTRY.get(name)
-    if cls is None:
-        known = ", ".join(available_detectors())
-        raise ConfigError(f"unknown detector {name!r}; known: {known}")
-    accepted = [
-        p.name
-        for p in inspect.signature(cls.__init__).parameters.values()
-        if p.kind is inspect.Parameter.KEYWORD_ONLY
-    ]
-    unknown = sorted(set(params) - set(accepted))
-    if unknown:
-        raise ConfigError(
-            f"detector {name!r} has no parameter(s) {unknown}; known: {', '.join(accepted)}"
-        )
-    detector = cls(**params)
-    detector._check_params()
-    return detector
+    return _DETECTORS.build(name, **params)
 
 
 def robust_z(values: np.ndarray, mad_floor: float) -> tuple[np.ndarray, float, float]:
