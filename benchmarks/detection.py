@@ -59,7 +59,12 @@ from sanitize.retrain import read_image_parquet, retrain_and_score  # noqa: E402
 
 DATASETS = REPO.parent / "shared" / "datasets"
 DEFAULT_ART_LIB = REPO / "benchmarks" / "out" / "art-lib"
-ARMS = ("none", "true_clean", "ours")  # the three retraining arms, in table order
+# Retraining arms, in table order: the poisoned set as it is, its truly clean rows,
+# clean.parquet drawn by sample_weight, and clean.parquet drawn uniformly (--arms adds it:
+# it tells what the weights do apart from the removal).
+ALL_ARMS = ("none", "true_clean", "ours", "ours_unweighted")
+DEFAULT_ARMS = ALL_ARMS[:3]
+ARM_LABELS = {"none": "none", "true_clean": "true", "ours": "ours", "ours_unweighted": "unw"}
 
 
 # --- cases --------------------------------------------------------------------------------
@@ -159,7 +164,8 @@ class Settings:
     rows: int = 5000
     test_rows: int = 2000
     train_steps: int | None = None
-    retrain_epochs: int = 8
+    retrain_epochs: int = 4
+    arms: tuple[str, ...] = DEFAULT_ARMS
     seed: int = 0
     device: str = "auto"
     art: bool = False
@@ -298,7 +304,7 @@ def retrain_arms(
     settings: Settings,
     log: Callable[[str], None],
 ) -> dict[str, dict]:
-    """Clean accuracy and ASR of a fresh network trained on each arm (see ``ARMS``)."""
+    """Clean accuracy and ASR of a fresh network trained on each arm (see ``ALL_ARMS``)."""
     size, channels = summary.height, summary.channels
     source = open_source(str(summary.out), DataConfig())
     n_classes = len(source.class_names) if source.class_names else None
@@ -327,9 +333,10 @@ def retrain_arms(
         "none": (images, labels, None),
         "true_clean": (images[~is_poison], labels[~is_poison], None),
         "ours": (ours_images, ours_labels, ours_weights),
+        "ours_unweighted": (ours_images, ours_labels, None),
     }
     out = {}
-    for arm in ARMS:
+    for arm in settings.arms:
         x, y, w = arms[arm]
         res = retrain_and_score(
             x,
@@ -513,6 +520,9 @@ def detector_names(results: list[dict]) -> list[str]:
 def markdown(results: list[dict], header: dict[str, Any]) -> str:
     """The summary tables: detection and retraining, then (with --art) ART side by side."""
     detectors = detector_names(results)
+    arms = [a for a in ALL_ARMS if any(a in (r.get("retrain") or {}) for r in results)]
+    arms = arms or list(DEFAULT_ARMS)
+    arm_names = " / ".join(ARM_LABELS[a] for a in arms)
     lines = [
         "# Detection benchmark",
         "",
@@ -525,21 +535,22 @@ def markdown(results: list[dict], header: dict[str, Any]) -> str:
         "",
         "Per detector: TPR / FPR of its own flags (score >= 0.5). Retraining: a fresh "
         f"network, {header['retrain_epochs']} epochs, same recipe and seed for every arm, "
-        "on the poisoned set (none), its truly clean rows (true), and clean.parquet with "
-        f"sample_weight (ours); accuracy on {header['test_rows']:,} test rows, ASR on their "
-        "non-target rows with the trigger. Mean: over the dirty-label attacks.",
+        "on the poisoned set (none), its truly clean rows (true), clean.parquet drawn by "
+        "sample_weight (ours) and, where run, clean.parquet drawn uniformly (unw); accuracy "
+        f"on {header['test_rows']:,} test rows, ASR on their non-target rows with the "
+        "trigger (none in the clean case). Mean: over the dirty-label attacks.",
         "",
     ]
     cols = ["case", "poisons", "TPR", "FPR", "removed", "AUROC"]
     cols += [f"{d} TPR / FPR" for d in detectors]
-    cols += ["acc none / true / ours", "ASR none / true / ours", "min"]
+    cols += [f"acc {arm_names}", f"ASR {arm_names}", "min"]
     lines += ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
 
     def row(label: str, r: dict | None, agg: dict | None = None) -> str:
         if r is not None and "error" in r:
             cells = [label, "failed: " + r["error"].splitlines()[0][:80]]
             return "| " + " | ".join(cells + [""] * (len(cols) - 2)) + " |"
-        get = agg if agg is not None else _case_values(r, detectors)
+        get = agg if agg is not None else _case_values(r, detectors, arms)
         cells = [
             label,
             _f(get["poisons"]) if not isinstance(get["poisons"], float) else _f(get["poisons"], 0),
@@ -556,7 +567,7 @@ def markdown(results: list[dict], header: dict[str, Any]) -> str:
     for r in results:
         lines.append(row(r["name"], r))
         if "error" not in r:
-            values.append((r, _case_values(r, detectors)))
+            values.append((r, _case_values(r, detectors, arms)))
     dirty = [v for r, v in values if r.get("dirty_label")]
     if dirty:
         lines.append(row(f"**mean ({len(dirty)} dirty-label)**", None, _aggregate(dirty)))
@@ -603,7 +614,7 @@ def _art_cell(tpr: Any, fpr: Any, removed: Any) -> str:
     return f"{_f(tpr, 2)} / {_f(fpr, 3)} / {removed_text}"
 
 
-def _case_values(r: dict, detectors: list[str]) -> dict[str, Any]:
+def _case_values(r: dict, detectors: list[str], arms: list[str]) -> dict[str, Any]:
     det = r["detection"]
     dec = det["decision"]
     retrain = r.get("retrain") or {}
@@ -617,11 +628,11 @@ def _case_values(r: dict, detectors: list[str]) -> dict[str, Any]:
             d: (det[d]["tpr"], det[d]["fpr"]) if d in det else (math.nan, math.nan)
             for d in detectors
         },
-        "acc": [_get(retrain, a, "clean_accuracy") for a in ARMS],
+        "acc": [_get(retrain, a, "clean_accuracy") for a in arms],
         # No trigger in the clean case: its "ASR" would be a misclassification rate.
         "asr": [
             math.nan if r["case"]["attack"] == "none" else _get(retrain, a, "attack_success_rate")
-            for a in ARMS
+            for a in arms
         ],
         "minutes": r["seconds"]["total"] / 60,
     }
@@ -643,8 +654,8 @@ def _aggregate(values: list[dict]) -> dict[str, Any]:
             d: (_mean([v["det"][d][0] for v in values]), _mean([v["det"][d][1] for v in values]))
             for d in detectors
         },
-        "acc": [_mean([v["acc"][i] for v in values]) for i in range(len(ARMS))],
-        "asr": [_mean([v["asr"][i] for v in values]) for i in range(len(ARMS))],
+        "acc": [_mean([v["acc"][i] for v in values]) for i in range(len(values[0]["acc"]))],
+        "asr": [_mean([v["asr"][i] for v in values]) for i in range(len(values[0]["asr"]))],
         "minutes": _mean([v["minutes"] for v in values]),
     }
 
@@ -713,6 +724,14 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         help=f"epochs of each retraining arm; 0 skips retraining ({Settings.retrain_epochs})",
     )
     parser.add_argument(
+        "--arms",
+        nargs="+",
+        choices=ALL_ARMS,
+        default=list(DEFAULT_ARMS),
+        help="retraining arms (none true_clean ours); ours_unweighted: clean.parquet drawn "
+        "uniformly",
+    )
+    parser.add_argument(
         "--train-steps", type=int, help="override bootstrap.train_steps of the default config"
     )
     parser.add_argument("--seed", type=int, default=0, help="subset, poison, model seed (0)")
@@ -766,6 +785,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         test_rows=args.test_rows,
         train_steps=args.train_steps,
         retrain_epochs=args.retrain_epochs,
+        arms=tuple(a for a in ALL_ARMS if a in args.arms),
         seed=args.seed,
         device=args.device,
         art=args.art,

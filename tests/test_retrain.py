@@ -8,6 +8,7 @@ import subprocess
 import sys
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import torch
@@ -118,7 +119,7 @@ def test_random_crop_is_a_shifted_window_of_the_zero_padded_image():
 
 def test_read_image_parquet_decodes_images_labels_and_weights(tmp_path):
     table = pq.read_table(SAMPLE_SOURCE).slice(0, 20)
-    table = table.append_column("sample_weight", np.linspace(0.5, 1.5, 20).astype(np.float32))
+    table = table.append_column("sample_weight", pa.array(np.linspace(0.5, 1.5, 20), pa.float32()))
     path = tmp_path / "clean.parquet"
     pq.write_table(table, path)
     images, labels, weights = read_image_parquet(
