@@ -32,6 +32,7 @@ from sanitize.detect import DetectorContext, DetectorResult, decide, get_detecto
 from sanitize.export import StagedOutputs, write_tables
 from sanitize.model import (
     NetSpec,
+    Normalizer,
     embed_rows,
     load_checkpoint,
     resolve_device,
@@ -107,8 +108,6 @@ def bootstrap_stage(config: SanitizeConfig, paths: RunPaths) -> dict[str, Any]:
     if boot.checkpoint:
         model, normalizer = load_checkpoint(boot.checkpoint, spec=spec, device=device)
         if normalizer is None:
-            from sanitize.model import Normalizer
-
             normalizer = Normalizer.fit(images, train_rows)
         history = np.full((images.shape[0], 0), np.nan, dtype=np.float32)
         log.info("bootstrap loaded %s", boot.checkpoint)
