@@ -7,17 +7,20 @@ and the ``sanitize`` command runs that flow.
 from sanitize.api import SanitizeResult, sanitize_dataset
 from sanitize.config import BootstrapConfig, DataConfig, DecisionConfig, SanitizeConfig
 from sanitize.errors import ConfigError, InputError, SanitizeError
+from sanitize.torch_data import ImageParquetDataset, weighted_sampler
 
 __all__ = [
     "BootstrapConfig",
     "ConfigError",
     "DataConfig",
     "DecisionConfig",
+    "ImageParquetDataset",
     "InputError",
     "SanitizeConfig",
     "SanitizeError",
     "SanitizeResult",
     "sanitize_dataset",
+    "weighted_sampler",
 ]
 
 try:

@@ -22,26 +22,22 @@ only difference between them is the data and its weights. A row of weight 0 is n
 from __future__ import annotations
 
 import math
-import os
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 import torch.nn.functional as F
-from torch.utils.data import WeightedRandomSampler
 
-from sanitize.data import decode_image, image_bytes
 from sanitize.data.schema import SAMPLE_WEIGHT
 from sanitize.errors import InputError
 from sanitize.model.device import autocast, memory_format, resolve_device
 from sanitize.model.net import BootstrapNet, NetSpec
 from sanitize.model.train import Normalizer
+from sanitize.torch_data import ImageParquetDataset, weighted_sampler
 
 
 @dataclass(frozen=True)
@@ -190,6 +186,9 @@ def read_image_parquet(
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
     """Decode an HF-layout Parquet file into images, labels and (optionally) weights.
 
+    The arrays of a :class:`~sanitize.torch_data.ImageParquetDataset`, decoded at once on
+    several threads; labels are the file's values, not class indices.
+
     Parameters
     ----------
     path : str or Path
@@ -212,33 +211,24 @@ def read_image_parquet(
     InputError
         A missing column, a null label, or an image that cannot be decoded (the row named).
     """
-    columns = [image_column, label_column] + ([weight_column] if weight_column else [])
-    try:
-        table = pq.read_table(path, columns=columns)
-    except FileNotFoundError:
-        raise InputError(f"file not found: {path}") from None
-    except (pa.ArrowInvalid, KeyError) as exc:
-        raise InputError(f"cannot read columns {columns} of {path}: {exc}") from None
-    labels_col = table.column(label_column)
-    if labels_col.null_count:
-        raise InputError(f"{path}: column {label_column!r} has {labels_col.null_count} null(s)")
-    labels = labels_col.to_numpy().astype(np.int64)
-    cells = table.column(image_column).to_pylist()
-
-    def decode(item: tuple[int, object]) -> np.ndarray:
-        row, cell = item
-        try:
-            return decode_image(image_bytes(cell), size, channels)
-        except ValueError as exc:
-            raise InputError(f"{path}: row {row}: {exc}") from None
-
-    with ThreadPoolExecutor(min(8, os.cpu_count() or 1)) as pool:
-        decoded = list(pool.map(decode, enumerate(cells)))
-    images = np.stack(decoded) if decoded else np.zeros((0, channels, size, size), dtype=np.uint8)
-    weights = None
-    if weight_column:
-        weights = table.column(weight_column).to_numpy(zero_copy_only=False).astype(np.float32)
-    return images, labels, weights
+    dataset = ImageParquetDataset(
+        path,
+        size=size,
+        channels=channels,
+        image_column=image_column,
+        label_column=label_column,
+        weight_column=weight_column,
+    )
+    if weight_column and weight_column not in pq.read_schema(path).names:
+        raise InputError(f"missing column {weight_column!r} in {path}")
+    values = np.asarray(dataset.classes)
+    if values.size and not np.issubdtype(values.dtype, np.integer):
+        raise InputError(
+            f"{path}: column {label_column!r} holds {values.dtype} labels, not integers"
+        )
+    labels = values[dataset.labels].astype(np.int64)
+    images = dataset.images_u8()
+    return images, labels, dataset.weights if weight_column else None
 
 
 def load_clean_parquet(
@@ -295,12 +285,7 @@ def _train(
     # Data: uint8 on the device once; crops and normalisation are whole-batch tensor work.
     x_all = torch.from_numpy(np.ascontiguousarray(images)).to(device)
     y_all = torch.from_numpy(labels).to(device)
-    sampler = WeightedRandomSampler(
-        torch.from_numpy(weights.astype(np.float64)),
-        num_samples=len(drawn),
-        replacement=True,
-        generator=generator,
-    )
+    sampler = weighted_sampler(weights, generator=generator)  # len(drawn) draws an epoch
     steps_per_epoch = max(1, len(drawn) // recipe.batch_size)  # the short last batch is dropped
 
     model = BootstrapNet(spec).to(device=device, memory_format=fmt)
