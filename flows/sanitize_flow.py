@@ -1,8 +1,10 @@
-"""The ``sanitize`` flow: each pipeline stage is a task; tasks exchange paths, not arrays.
+"""The ``sanitize`` flow: one task a stage of the plan; tasks exchange paths, not arrays.
 
-The method lives in ``sanitize.stages``; this module only wires it. Caching is off
-(``NO_CACHE``): Prefect's default policy hashes task inputs, and a stage's real inputs are
-files on disk, not its arguments.
+The method lives in ``sanitize.stages`` and the stage order in ``sanitize.plan``; this
+module only wires them. Each task waits for the stages it needs, so under a distributed
+task runner the detectors run at once on different workers. Prefect's caching is off
+(``NO_CACHE``): its default policy hashes task inputs, while a stage's real inputs are files
+on disk; resume is content-keyed instead (``sanitize.resume``), the same as in-process.
 """
 
 from __future__ import annotations
@@ -14,20 +16,15 @@ from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
 from pydantic import Field
 
-from sanitize import stages
 from sanitize.api import SanitizeResult
 from sanitize.config import SanitizeConfig
+from sanitize.lock import run_lock
 from sanitize.paths import RunPaths
+from sanitize.plan import build_plan
+from sanitize.resume import plan_keys, run_stage
+from sanitize.threads import stage_threads
 
-_task = task(cache_policy=NO_CACHE, persist_result=False)
-
-read_task = _task(stages.read_stage, name="read")
-bootstrap_task = _task(stages.bootstrap_stage, name="bootstrap")
-embed_task = _task(stages.embed_stage, name="embed")
-clean_model_task = _task(stages.clean_model_stage, name="clean-model")
-detect_task = _task(stages.detect_stage, name="detect")
-decide_task = _task(stages.decide_stage, name="decide")
-export_task = _task(stages.export_stage, name="export")
+stage_task = task(run_stage, cache_policy=NO_CACHE, persist_result=False)
 
 
 @flow(name="sanitize", log_prints=False, persist_result=False)
@@ -35,7 +32,13 @@ def sanitize_flow(
     source: Annotated[
         str, Field(description="HF Parquet file/dir, image folder or .npz; path or fsspec URI")
     ],
-    out: Annotated[str, Field(description="Output directory for clean/quarantine/scores/report")],
+    out: Annotated[
+        str,
+        Field(
+            description="Output directory for clean/quarantine/scores/report; shared storage "
+            "that every worker can reach under a distributed task runner"
+        ),
+    ],
     config: Annotated[
         dict[str, Any] | None,
         Field(description="SanitizeConfig as nested dict (see sanitize.config)"),
@@ -45,22 +48,25 @@ def sanitize_flow(
     """Find likely poisons in ``source`` and write the filtered dataset to ``out``.
 
     Returns the run's ``counts`` (rows, kept, removed, ...) and ``verdict`` from
-    ``report.json``.
+    ``report.json``. Raises ``RunLockedError`` when another run holds ``out``.
     """
     cfg = SanitizeConfig.from_dict(config or {})
     paths = RunPaths.at(out)
-    results: dict[str, dict] = {"read": read_task(source, cfg, paths)}
-    results["bootstrap"] = bootstrap_task(cfg, paths)
-    results["embed"] = embed_task(cfg, paths)
-    if "cbd" in cfg.detectors:
-        results["clean_model"] = clean_model_task(cfg, paths)
-    # One after another: concurrent detectors share the BLAS thread pool, which changes
-    # float rounding and would make outputs differ from run to run.
-    for name in cfg.detectors:
-        results[f"detect_{name}"] = detect_task(name, cfg, paths)
-    results["decide"] = decide_task(cfg, paths)
-    results["export"] = export_task(source, cfg, paths, results)
-    if not keep_work:
-        shutil.rmtree(paths.work, ignore_errors=True)
+    with run_lock(paths.out):
+        plan = build_plan(cfg)
+        threads = stage_threads()
+        keys = plan_keys(plan, source, cfg, threads)
+        futures: dict[str, Any] = {}
+        for stage in plan:
+            needed = {name: futures[name] for name in stage.needs}
+            futures[stage.name] = stage_task.with_options(name=stage.name).submit(
+                stage, source, cfg, paths, keys[stage.name], needed, threads
+            )
+        # In plan order, so a failure surfaces as the first failing stage's own error
+        # (an InputError from read, say), not as a downstream "upstream failed".
+        for future in futures.values():
+            future.result()
+        if not keep_work:
+            shutil.rmtree(paths.work, ignore_errors=True)
     result = SanitizeResult.load(paths.out)
     return {**result.counts, "verdict": result.verdict["text"]}

@@ -8,8 +8,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sanitize import stages
 from sanitize.config import SanitizeConfig
+from sanitize.lock import run_lock
 from sanitize.paths import (
     CLEAN_FILE,
     OUTPUT_FILES,
@@ -18,6 +18,9 @@ from sanitize.paths import (
     SCORES_FILE,
     RunPaths,
 )
+from sanitize.plan import build_plan
+from sanitize.resume import plan_keys, run_stage
+from sanitize.threads import stage_threads
 
 
 @dataclass(frozen=True)
@@ -75,17 +78,20 @@ class SanitizeResult:
 
 
 def run_stages(source: str, config: SanitizeConfig, paths: RunPaths) -> dict[str, dict]:
-    """Run every stage in order in this process; returns each stage's result by name."""
+    """Run the plan's stages in order in this process; returns each stage's result by name.
+
+    A stage that an earlier run into ``paths.out`` finished with the same inputs is reused
+    (see :mod:`sanitize.resume`). The caller holds the run lock.
+    """
+    plan = build_plan(config)
+    threads = stage_threads()
+    keys = plan_keys(plan, source, config, threads)
     results: dict[str, dict] = {}
-    results["read"] = stages.read_stage(source, config, paths)
-    results["bootstrap"] = stages.bootstrap_stage(config, paths)
-    results["embed"] = stages.embed_stage(config, paths)
-    if "cbd" in config.detectors:
-        results["clean_model"] = stages.clean_model_stage(config, paths)
-    for name in config.detectors:
-        results[f"detect_{name}"] = stages.detect_stage(name, config, paths)
-    results["decide"] = stages.decide_stage(config, paths)
-    results["export"] = stages.export_stage(source, config, paths, results)
+    for stage in plan:
+        inputs = {name: results[name] for name in stage.needs}
+        results[stage.name] = run_stage(
+            stage, source, config, paths, keys[stage.name], inputs, threads
+        )
     return results
 
 
@@ -109,7 +115,13 @@ def sanitize_dataset(
     config : SanitizeConfig, optional
         Defaults to ``SanitizeConfig()``.
     keep_work : bool, default=False
-        Keep the stage files (decoded images, features, models) under ``out/.work``.
+        Keep the stage files (decoded images, features, models) under ``out/.work``; a
+        later run into ``out`` with the same source and config then reuses them.
+
+    Raises
+    ------
+    RunLockedError
+        Another run is writing into ``out`` (``out/.sanitize.lock``).
 
     Returns
     -------
@@ -122,9 +134,10 @@ def sanitize_dataset(
     """
     config = config or SanitizeConfig()
     paths = RunPaths.at(out)
-    run_stages(str(source), config, paths)
-    if not keep_work:
-        shutil.rmtree(paths.work, ignore_errors=True)
+    with run_lock(paths.out):
+        run_stages(str(source), config, paths)
+        if not keep_work:
+            shutil.rmtree(paths.work, ignore_errors=True)
     return SanitizeResult.load(paths.out)
 
 
