@@ -122,6 +122,7 @@ def train_model(
     normalizer: Normalizer | None = None,
     stop_below: float | None = None,
     on_epoch: Callable[[int, float, float], None] | None = None,
+    on_step: Callable[[int], None] | None = None,
 ) -> TrainResult:
     """Train a fresh :class:`BootstrapNet` on ``images[rows]`` with Adam.
 
@@ -144,6 +145,8 @@ def train_model(
         returned ``loss_history`` then has as many columns as epochs run.
     on_epoch : callable(epoch, seconds, mean_loss), optional
         Called after each epoch (progress display).
+    on_step : callable(rows), optional
+        Called after each optimizer step with the rows of its batch (progress display).
     """
     torch.manual_seed(seed)
     generator = torch.Generator().manual_seed(seed)
@@ -192,6 +195,8 @@ def train_model(
             optimizer.step()
             scheduler.step()
             epoch_loss[idx] = loss.detach()
+            if on_step is not None:
+                on_step(len(idx))
         losses = epoch_loss.cpu().numpy()
         history[rows, epoch] = losses
         seconds = timer.stop()
