@@ -42,6 +42,7 @@ from sanitize.model import (
 )
 from sanitize.model.train import epochs_for
 from sanitize.paths import REPORT_JSON, RunPaths
+from sanitize.progress import track
 from sanitize.report import build_report, provenance_of
 
 log = logging.getLogger("sanitize")
@@ -69,7 +70,8 @@ def read_stage(source: str, config: SanitizeConfig, paths: RunPaths) -> dict[str
     start = time.perf_counter()
     paths.prepare()
     src = open_source(source, config.data)
-    summary = read_source(src, config.data, paths.work)
+    with track("read"):
+        summary = read_source(src, config.data, paths.work)
     seconds = time.perf_counter() - start
     log.info(
         "read      %s; %d classes, %dx%d px, %d channel(s); %d unreadable, %d without label",
@@ -114,6 +116,7 @@ def bootstrap_stage(config: SanitizeConfig, paths: RunPaths) -> dict[str, Any]:
     else:
 
         def on_epoch(epoch: int, seconds: float, loss: float) -> None:
+            bar.note(f"epoch {epoch + 1}/{epochs}, mean loss {loss:.3f}")
             log.info(
                 "bootstrap epoch %d/%d: %s, mean loss %.3f",
                 epoch + 1,
@@ -122,19 +125,21 @@ def bootstrap_stage(config: SanitizeConfig, paths: RunPaths) -> dict[str, Any]:
                 loss,
             )
 
-        result = train_model(
-            images,
-            y,
-            train_rows,
-            spec,
-            epochs=epochs,
-            batch_size=boot.batch_size,
-            lr=boot.lr,
-            seed=config.seed,
-            device=device,
-            stop_below=stop_below,
-            on_epoch=on_epoch,
-        )
+        with track("bootstrap", total=epochs * len(train_rows)) as bar:
+            result = train_model(
+                images,
+                y,
+                train_rows,
+                spec,
+                epochs=epochs,
+                batch_size=boot.batch_size,
+                lr=boot.lr,
+                seed=config.seed,
+                device=device,
+                stop_below=stop_below,
+                on_epoch=on_epoch,
+                on_step=bar.advance,
+            )
         model, normalizer, history = result.model, result.normalizer, result.loss_history
     save_checkpoint(model, normalizer, paths.model_bootstrap)
     np.save(paths.loss_history, history)
@@ -155,9 +160,17 @@ def embed_stage(config: SanitizeConfig, paths: RunPaths) -> dict[str, Any]:
     usable, y, classes = _usable(paths)
     spec = NetSpec(classes["channels"], len(classes["names"]), config.bootstrap.width)
     model, normalizer = load_checkpoint(paths.model_bootstrap, spec=spec, device=device)
-    _, loss = embed_rows(
-        model, normalizer, _images(paths), y, usable, device=device, features_out=paths.features
-    )
+    with track("embed", total=len(usable)) as bar:
+        _, loss = embed_rows(
+            model,
+            normalizer,
+            _images(paths),
+            y,
+            usable,
+            device=device,
+            features_out=paths.features,
+            on_batch=bar.advance,
+        )
     np.save(paths.loss_bootstrap, loss)
     seconds = time.perf_counter() - start
     log.info("embed     %s, %d features a row", _rate(len(usable), seconds), model.feature_dim)
@@ -179,27 +192,31 @@ def clean_model_stage(config: SanitizeConfig, paths: RunPaths) -> dict[str, Any]
         or int(np.load(paths.loss_history).shape[1])
         or epochs_for(len(train_rows), boot.batch_size, boot.train_steps)
     )
-    result = train_model(
-        images,
-        y,
-        train_rows,
-        spec,
-        epochs=epochs,
-        batch_size=boot.batch_size,
-        lr=boot.lr,
-        seed=config.seed + 1,
-        device=device,
-        reference_loss=loss_b,
-        on_epoch=lambda e, s, loss: log.info(
-            "clean-model epoch %d/%d: %s, weighted loss %.3f",
-            e + 1,
-            epochs,
-            _rate(len(train_rows), s),
-            loss,
-        ),
-    )
-    save_checkpoint(result.model, result.normalizer, paths.model_clean)
-    _, loss_c = embed_rows(result.model, result.normalizer, images, y, usable, device=device)
+    with track("clean-model", total=epochs * len(train_rows) + len(usable)) as bar:
+        result = train_model(
+            images,
+            y,
+            train_rows,
+            spec,
+            epochs=epochs,
+            batch_size=boot.batch_size,
+            lr=boot.lr,
+            seed=config.seed + 1,
+            device=device,
+            reference_loss=loss_b,
+            on_epoch=lambda e, s, loss: log.info(
+                "clean-model epoch %d/%d: %s, weighted loss %.3f",
+                e + 1,
+                epochs,
+                _rate(len(train_rows), s),
+                loss,
+            ),
+            on_step=bar.advance,
+        )
+        save_checkpoint(result.model, result.normalizer, paths.model_clean)
+        _, loss_c = embed_rows(
+            result.model, result.normalizer, images, y, usable, device=device, on_batch=bar.advance
+        )
     np.save(paths.loss_clean, loss_c)
     return {
         "seconds": time.perf_counter() - start,
@@ -232,7 +249,8 @@ def detect_stage(name: str, config: SanitizeConfig, paths: RunPaths) -> dict[str
             info={"skipped": reason},
         )
     else:
-        result = detector.score(np.asarray(features[usable]), y[usable], context)
+        with track(f"detect {name}"):
+            result = detector.score(np.asarray(features[usable]), y[usable], context)
     arrays = {"score": result.score, "flagged": result.flagged}
     if result.weight is not None:
         arrays["weight"] = result.weight
