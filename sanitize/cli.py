@@ -1,7 +1,8 @@
 """The ``sanitize`` command.
 
 Exit status: 0 success; 2 bad input, config or usage (one line on stderr names the
-problem); 3 the output directory cannot be written; 1 an unexpected failure.
+problem); 3 the output directory cannot be written; 4 another run holds the output
+directory (its lock, OUT/.sanitize.lock); 1 an unexpected failure.
 
 ``sanitize run`` runs the Prefect flow from ``flows/`` on an embedded (ephemeral) Prefect
 server unless ``PREFECT_API_URL`` points to one; Prefect's own logs stay quiet unless
@@ -22,8 +23,10 @@ from pathlib import Path
 from sanitize.attacks import available_attacks
 from sanitize.config import KNOWN_DETECTORS, SanitizeConfig
 from sanitize.errors import ConfigError, InputError, OutputError, SanitizeError
+from sanitize.lock import RunLockedError, run_lock
 
 EXIT_OK, EXIT_FAILURE, EXIT_BAD_INPUT, EXIT_OUTPUT = 0, 1, 2, 3
+EXIT_LOCKED = 4
 
 
 def _config_from_args(args: argparse.Namespace) -> SanitizeConfig:
@@ -82,19 +85,27 @@ def cmd_run(args: argparse.Namespace) -> int:
     config = _config_from_args(args)
     out = Path(args.out)
     _check_out(out)
+    if args.local and args.runner != "local":
+        raise ConfigError("--local runs the stages in this process; drop it to use --runner")
     start = time.perf_counter()
-    if args.local:
-        from sanitize.api import sanitize_dataset
+    # Locked before Prefect starts, so a second run into OUT is refused at once.
+    with run_lock(out):
+        if args.local:
+            from sanitize.api import sanitize_dataset
 
-        result = sanitize_dataset(args.source, out, config, keep_work=args.keep_work)
-        counts = {**result.counts, "verdict": result.verdict["text"]}
-    else:
-        _prepare_prefect(args.verbose)
-        from flows import sanitize_flow
+            result = sanitize_dataset(args.source, out, config, keep_work=args.keep_work)
+            counts = {**result.counts, "verdict": result.verdict["text"]}
+        else:
+            _prepare_prefect(args.verbose)
+            from flows.runners import run_sanitize_flow
 
-        counts = sanitize_flow(
-            source=str(args.source), out=str(out), config=config.to_dict(), keep_work=args.keep_work
-        )
+            counts = run_sanitize_flow(
+                str(args.source),
+                str(out),
+                config.to_dict(),
+                keep_work=args.keep_work,
+                runner=args.runner,
+            )
     seconds = time.perf_counter() - start
     print(
         f"{counts['rows']:,} rows: kept {counts['kept']:,}, removed {counts['removed']:,} "
@@ -171,7 +182,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="sanitize",
         description="Find backdoor poisons in an image-classification training set.",
         epilog="Exit status: 0 success, 1 unexpected failure, 2 bad input or config, "
-        "3 output directory not writable.",
+        "3 output directory not writable, 4 another run holds the output directory.",
     )
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -237,7 +248,19 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="run the stages in this process, without Prefect (same outputs, faster start)",
     )
-    run.add_argument("--keep-work", action="store_true", help="keep stage files in OUT/.work")
+    run.add_argument(
+        "--runner",
+        default="local",
+        help="Prefect task runner: local (default, threads here), dask://HOST:PORT (a Dask "
+        "scheduler) or ray://HOST:PORT (a Ray cluster); workers need sanitize installed, OUT "
+        "on shared storage and a reachable Prefect API",
+    )
+    run.add_argument(
+        "--keep-work",
+        action="store_true",
+        help="keep stage files in OUT/.work (a later run with the same source and config "
+        "reuses the finished stages)",
+    )
     run.add_argument("-v", "--verbose", action="store_true", help="show Prefect's logs too")
     run.add_argument("-q", "--quiet", action="store_true", help="no per-stage progress lines")
     run.set_defaults(func=cmd_run)
@@ -307,6 +330,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("sanitize: interrupted", file=sys.stderr)
         return 130
+    except RunLockedError as exc:
+        print(f"sanitize: error: {exc}", file=sys.stderr)
+        return EXIT_LOCKED
     except BrokenPipeError:
         # The reader went away (`sanitize metrics ... | head`): not an error of ours.
         sys.stderr = open(os.devnull, "w")  # noqa: SIM115 - silences the flush at exit

@@ -1,0 +1,65 @@
+"""Task-runner choice: the same flow in threads of this process, on Dask, or on Ray.
+
+``local`` runs the tasks in a thread pool here; ``dask://HOST:PORT`` connects
+prefect-dask's ``DaskTaskRunner`` to a running Dask scheduler; ``ray://HOST:PORT``
+connects prefect-ray's ``RayTaskRunner`` to a Ray cluster's client server. Workers need
+the ``sanitize`` package installed, the output directory at the same path (shared
+storage), and a reachable Prefect API (they report task states to it).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
+
+from flows.sanitize_flow import sanitize_flow
+from sanitize.errors import ConfigError
+
+RUNNER_SCHEMES = ("local", "dask://HOST:PORT", "ray://HOST:PORT")
+
+
+def task_runner_for(spec: str) -> TaskRunner:
+    """The task runner that ``spec`` (``local``, ``dask://HOST:PORT``, ``ray://HOST:PORT``) names.
+
+    Raises
+    ------
+    ConfigError
+        Unknown scheme, no port, or the extra the scheme needs is not installed.
+    """
+    if spec in ("", "local"):
+        return ThreadPoolTaskRunner()
+    scheme, sep, address = spec.partition("://")
+    host, colon, port = address.rpartition(":")
+    if not sep or scheme not in ("dask", "ray") or not colon or not host or not port.isdigit():
+        raise ConfigError(
+            f"unknown --runner {spec!r}; expected one of: {', '.join(RUNNER_SCHEMES)}"
+        )
+    if scheme == "dask":
+        try:
+            from prefect_dask import DaskTaskRunner
+        except ImportError:
+            raise ConfigError(
+                "--runner dask://... needs the dask extra: pip install 'sanitize[dask]'"
+            ) from None
+        return DaskTaskRunner(address=f"tcp://{address}")
+    try:
+        from prefect_ray import RayTaskRunner
+    except ImportError:
+        raise ConfigError(
+            "--runner ray://... needs the ray extra: pip install 'sanitize[ray]'"
+        ) from None
+    return RayTaskRunner(address=spec)
+
+
+def run_sanitize_flow(
+    source: str,
+    out: str,
+    config: dict[str, Any] | None = None,
+    *,
+    keep_work: bool = False,
+    runner: str = "local",
+) -> dict[str, Any]:
+    """Run :func:`~flows.sanitize_flow.sanitize_flow` under the task runner ``runner`` names."""
+    flow = sanitize_flow.with_options(task_runner=task_runner_for(runner))
+    return flow(source=source, out=out, config=config, keep_work=keep_work)

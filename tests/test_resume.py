@@ -1,0 +1,178 @@
+"""Resume and locking with real processes: SIGKILL between stages, a second run refused.
+
+One uninterrupted ``sanitize run --local`` is the reference; while it runs, a second run
+into the same directory must be refused. Another run is SIGKILLed once its bootstrap
+stage is marked done, started again, and must reuse what was finished and end with the
+same bytes as the reference.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from sanitize.config import BootstrapConfig, DecisionConfig, SanitizeConfig
+from sanitize.lock import LOCK_FILE
+from sanitize.paths import CLEAN_FILE, QUARANTINE_FILE, REPORT_JSON, SCORES_FILE
+from tests.conftest import REPO, SAMPLE_SOURCE
+
+PARQUET_OUTPUTS = (CLEAN_FILE, QUARANTINE_FILE, SCORES_FILE)
+THREADS = "1"  # the same in every process here: the thread count is part of the stage keys
+CONFIG_TOML = "[bootstrap]\nepochs = 2\nclean_epochs = 2\nwidth = 8\n"
+CONFIG = SanitizeConfig(bootstrap=BootstrapConfig(epochs=2, clean_epochs=2, width=8))
+
+
+def _sanitize(out: Path, config: Path, *extra: str) -> subprocess.Popen:
+    env = {**os.environ, "PYTHONPATH": str(REPO), "SANITIZE_NUM_THREADS": THREADS}
+    command = [sys.executable, "-m", "sanitize.cli", "run", "--local", str(SAMPLE_SOURCE)]
+    return subprocess.Popen(
+        [*command, "--out", str(out), "--config", str(config), *extra],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def _wait_for(predicate, proc: subprocess.Popen, what: str, timeout: float = 300.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if proc.poll() is not None:
+            raise AssertionError(f"run ended (status {proc.returncode}) before {what}")
+        if time.monotonic() > deadline:
+            proc.kill()
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.01)
+
+
+def _holder(lock: Path) -> str:
+    try:
+        return lock.read_text().strip()
+    except FileNotFoundError:
+        return ""
+
+
+def _report_without_timings(out: Path) -> dict:
+    report = json.loads((out / REPORT_JSON).read_text())
+    del report["created_at"], report["stage_timings"]
+    return report
+
+
+@pytest.fixture(scope="module")
+def config_file(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("config") / "fast.toml"
+    path.write_text(CONFIG_TOML)
+    assert SanitizeConfig.from_toml(path) == CONFIG
+    return path
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory, config_file):
+    """An uninterrupted run, and a second run started into the same directory meanwhile."""
+    out = tmp_path_factory.mktemp("reference")
+    first = _sanitize(out, config_file)
+    lock = out / LOCK_FILE
+    _wait_for(lambda: _holder(lock), first, "the lock")
+    started = time.monotonic()
+    second = _sanitize(out, config_file)
+    _, second_err = second.communicate(timeout=120)
+    second_seconds = time.monotonic() - started
+    _, first_err = first.communicate(timeout=600)
+    assert first.returncode == 0, first_err
+    return out, first, second, second_err, second_seconds
+
+
+def test_second_run_into_the_same_directory_is_refused(reference):
+    out, first, second, err, seconds = reference
+    assert second.returncode == 4
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    assert str(out) in lines[0] and f"pid {first.pid}" in lines[0]
+    assert seconds < 60  # refused at once: no stage ran (mostly interpreter start-up here)
+    # Nothing corrupted: the first run finished with complete outputs, and the lock is gone.
+    names = {p.name for p in out.iterdir()}
+    assert {*PARQUET_OUTPUTS, REPORT_JSON} <= names
+    assert not [name for name in names if name.startswith(".")]  # no lock, work or temp file
+    assert json.loads((out / REPORT_JSON).read_text())["counts"]["rows"] == 3000
+
+
+@pytest.fixture(scope="module")
+def resumed(reference, tmp_path_factory, config_file):
+    """A run SIGKILLed once bootstrap is done, then the same command again (keeping work)."""
+    out = tmp_path_factory.mktemp("killed")
+    done = out / ".work" / "done"
+    killed = _sanitize(out, config_file, "--keep-work")
+    _wait_for((done / "bootstrap.json").exists, killed, "the bootstrap marker")
+    killed.send_signal(signal.SIGKILL)
+    killed.wait()
+    finished = {p.stem: p.stat().st_mtime_ns for p in done.glob("*.json")}
+    assert not (out / REPORT_JSON).exists(), "the run ended before it was killed"
+    assert (out / LOCK_FILE).exists()  # the file stays; the lock died with the process
+
+    again = _sanitize(out, config_file, "--keep-work")
+    _, err = again.communicate(timeout=600)
+    assert again.returncode == 0, err
+    return out, finished, err
+
+
+def test_killed_run_resumes_and_reuses_finished_stages(resumed):
+    out, finished, _ = resumed
+    assert {"read", "bootstrap"} <= set(finished)
+    done = out / ".work" / "done"
+    now = {p.stem: p.stat().st_mtime_ns for p in done.glob("*.json")}
+    # The stages finished before the kill were not run again (their markers and files are
+    # untouched); every other stage ran, export included.
+    reused = {stage for stage, mtime in finished.items() if now[stage] == mtime}
+    assert reused == set(finished)
+    assert set(now) - set(finished) >= {"embed", "decide", "export"}
+    model = out / ".work" / "model_bootstrap.safetensors"
+    assert model.stat().st_mtime_ns <= finished["bootstrap"]
+
+
+def test_resumed_outputs_are_byte_identical(reference, resumed):
+    ref_out, out = reference[0], resumed[0]
+    for name in PARQUET_OUTPUTS:
+        assert (out / name).read_bytes() == (ref_out / name).read_bytes(), name
+    assert _report_without_timings(out) == _report_without_timings(ref_out)
+
+
+def test_changed_decision_reruns_only_decide_and_export(resumed, tmp_path, monkeypatch):
+    from sanitize import sanitize_dataset
+
+    monkeypatch.setenv("SANITIZE_NUM_THREADS", THREADS)
+    out = tmp_path / "out"
+    shutil.copytree(resumed[0], out)
+    done = out / ".work" / "done"
+    before = {p.stem: p.stat().st_mtime_ns for p in done.glob("*.json")}
+    config = CONFIG.replace(decision=DecisionConfig(max_removal_fraction=0.02))
+    result = sanitize_dataset(SAMPLE_SOURCE, out, config, keep_work=True)
+    assert result.counts["removed"] <= 0.02 * 3000
+    after = {p.stem: p.stat().st_mtime_ns for p in done.glob("*.json")}
+    rerun = {stage for stage in before if after[stage] != before[stage]}
+    assert rerun == {"decide", "export"}
+
+
+def test_flow_reuses_the_same_stages(prefect_harness, resumed, tmp_path, monkeypatch):
+    from flows import sanitize_flow
+
+    monkeypatch.setenv("SANITIZE_NUM_THREADS", THREADS)
+    out = tmp_path / "out"
+    shutil.copytree(resumed[0], out)
+    done = out / ".work" / "done"
+    before = {p.stem: p.stat().st_mtime_ns for p in done.glob("*.json")}
+    counts = sanitize_flow(
+        source=str(SAMPLE_SOURCE), out=str(out), config=CONFIG.to_dict(), keep_work=True
+    )
+    assert counts["rows"] == 3000
+    assert len(before) == 10  # read, bootstrap, embed, clean_model, 4 detectors, decide, export
+    assert {p.stem: p.stat().st_mtime_ns for p in done.glob("*.json")} == before
+    for name in PARQUET_OUTPUTS:
+        assert (out / name).read_bytes() == (resumed[0] / name).read_bytes(), name
