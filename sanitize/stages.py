@@ -116,7 +116,7 @@ def bootstrap_stage(config: SanitizeConfig, paths: RunPaths) -> dict[str, Any]:
     else:
 
         def on_epoch(epoch: int, seconds: float, loss: float) -> None:
-            bar.note(f"epoch {epoch + 1}/{epochs}, mean loss {loss:.3f}")
+            bar.note(f"epoch {epoch + 1}/{epochs} done, mean loss {loss:.3f}")
             log.info(
                 "bootstrap epoch %d/%d: %s, mean loss %.3f",
                 epoch + 1,

@@ -1,0 +1,234 @@
+"""Validate and describe a source without running the pipeline (``sanitize inspect``).
+
+The source goes through the read stage's own validation (:func:`read_source`), so inspect
+refuses exactly what a run would refuse, with the same one-line message, and counts the
+rows a run would set aside. Images are decoded (that is the only way to find unreadable
+ones) into a temporary directory at a small fixed size, which keeps the cost to one pass
+of decoding and almost no disk.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import tempfile
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+from PIL import Image
+
+from sanitize.config import DataConfig
+from sanitize.data.decode import image_bytes, probe_image
+from sanitize.data.read import read_source
+from sanitize.data.schema import REASON_MISSING_LABEL, REASON_UNREADABLE, ROWS_FILE
+from sanitize.data.source import Source, open_source
+
+# Side images are decoded to while validating: small, since only readability is checked.
+_CHECK_SIZE = 4
+_SHOWN_ROWS = 10
+
+
+@dataclass(frozen=True)
+class SourceDescription:
+    """What :func:`describe_source` found.
+
+    Attributes
+    ----------
+    uri, kind : str
+        The source as given, and ``parquet``, ``parquet_dir``, ``image_folder`` or ``npz``.
+    rows : int
+    columns : dict of str to str
+        Column name to Arrow type, in source order.
+    image_column, label_column : str
+    id_column : str or None
+        The column used as ``sample_id``; None when the row ordinal is the id.
+    classes : list of dict
+        One ``{"index", "label", "name", "rows"}`` per class, in class-index order
+        (usable rows only).
+    image_size, channels : int
+        What a run would decode to (the configured values, else the first readable image's).
+    image_sizes, image_modes : dict of str to int
+        ``"WxH"`` and Pillow mode counts over ``sampled`` rows spread evenly over the source.
+    sampled : int
+    unreadable, missing_label : int
+        Rows a run would quarantine with reason ``unreadable`` / ``missing_label``.
+    unreadable_ids, missing_label_ids : list
+        ``sample_id`` of the first few of them.
+    fingerprint : str
+        Content digest of the source (the one ``report.json`` records).
+    """
+
+    uri: str
+    kind: str
+    rows: int
+    columns: dict[str, str]
+    image_column: str
+    label_column: str
+    id_column: str | None
+    classes: list[dict[str, Any]]
+    image_size: int
+    channels: int
+    image_sizes: dict[str, int]
+    image_modes: dict[str, int]
+    sampled: int
+    unreadable: int
+    missing_label: int
+    unreadable_ids: list[Any]
+    missing_label_ids: list[Any]
+    fingerprint: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def text(self) -> str:
+        """A few lines for a person."""
+        id_text = self.id_column or "row ordinal (no sample_id column)"
+        lines = [
+            f"source       {self.uri} ({self.kind})",
+            f"rows         {self.rows:,}",
+            f"fingerprint  {self.fingerprint}",
+            "columns      " + ", ".join(f"{k}: {v}" for k, v in self.columns.items()),
+            f"image        column {self.image_column!r}; decoded to {self.image_size}x"
+            f"{self.image_size}, {self.channels} channel(s)",
+            f"             sampled {self.sampled} rows: sizes {_counts(self.image_sizes)}; "
+            f"modes {_counts(self.image_modes)}",
+            f"label        column {self.label_column!r}; {len(self.classes)} classes",
+            f"id           {id_text}",
+        ]
+        for c in self.classes:
+            name = f" ({c['name']})" if c["name"] != str(c["label"]) else ""
+            lines.append(f"  class {c['index']:>3}  label {c['label']!r}{name}: {c['rows']:,} rows")
+        for what, count, ids in (
+            ("unreadable", self.unreadable, self.unreadable_ids),
+            ("null label", self.missing_label, self.missing_label_ids),
+        ):
+            shown = f" (sample_id {', '.join(map(repr, ids))}{', ...' if count > len(ids) else ''})"
+            lines.append(f"{what:<12} {count:,} rows{shown if count else ''}")
+        return "\n".join(lines)
+
+
+def describe_source(uri: str, data: DataConfig, *, sample: int = 64) -> SourceDescription:
+    """Validate ``uri`` as a run would and describe it; nothing is written next to it.
+
+    Parameters
+    ----------
+    uri : str
+        A local path or fsspec URI (see :func:`sanitize.data.open_source`).
+    data : DataConfig
+        Column names, image size and channels, as the run would use them.
+    sample : int, default=64
+        Rows, spread evenly over the source, whose image sizes and modes are tallied.
+
+    Raises
+    ------
+    InputError
+        Whatever the read stage would refuse (missing column, no rows, one class, ...).
+    """
+    source = open_source(uri, data)
+    sampler = _SamplingSource(source, data.image_column, sample)
+    checked = dataclasses.replace(data, image_size=data.image_size or _CHECK_SIZE)
+    with tempfile.TemporaryDirectory(prefix="sanitize-inspect-") as work:
+        summary = read_source(sampler, checked, work)
+        rows = pq.read_table(f"{work}/{ROWS_FILE}", columns=["sample_id", "reason", "y"])
+    reasons = rows.column("reason").to_pylist()
+    ids = rows.column("sample_id").to_pylist()
+    unreadable = [i for i, r in zip(ids, reasons, strict=True) if r == REASON_UNREADABLE]
+    missing = [i for i, r in zip(ids, reasons, strict=True) if r == REASON_MISSING_LABEL]
+    has_id = data.id_column in source.schema.names
+    return SourceDescription(
+        uri=str(uri),
+        kind=source.kind,
+        rows=summary.n_rows,
+        columns={f.name: str(f.type) for f in source.schema},
+        image_column=data.image_column,
+        label_column=data.label_column,
+        id_column=data.id_column if has_id else None,
+        classes=[
+            {"index": i, "label": value, "name": name, "rows": summary.label_counts[name]}
+            for i, (value, name) in enumerate(
+                zip(summary.class_values, summary.class_names, strict=True)
+            )
+        ],
+        image_size=data.image_size or sampler.first_size or summary.image_size,
+        channels=summary.channels,
+        image_sizes=dict(sampler.sizes.most_common()),
+        image_modes=dict(sampler.modes.most_common()),
+        sampled=sampler.sampled,
+        unreadable=len(unreadable),
+        missing_label=len(missing),
+        unreadable_ids=unreadable[:_SHOWN_ROWS],
+        missing_label_ids=missing[:_SHOWN_ROWS],
+        fingerprint=source.fingerprint(),
+    )
+
+
+class _SamplingSource(Source):
+    """A source that passes every batch through and tallies sizes and modes of a sample.
+
+    The read stage streams the source once; the sample is taken from that same stream, so
+    inspect reads the data once (plus once more for the fingerprint).
+    """
+
+    def __init__(self, inner: Source, image_column: str, sample: int) -> None:
+        super().__init__(
+            uri=inner.uri,
+            num_rows=inner.num_rows,
+            schema=inner.schema,
+            class_names=inner.class_names,
+            filesystem=inner.filesystem,
+        )
+        self.kind = inner.kind
+        self._inner = inner
+        self._column = image_column
+        step = max(1, inner.num_rows // max(1, sample))
+        self._rows = set(range(0, inner.num_rows, step)[:sample])
+        self.sizes: Counter[str] = Counter()
+        self.modes: Counter[str] = Counter()
+        self.sampled = 0
+        self.first_size: int | None = None  # max(w, h) of the first readable image
+
+    def iter_located_batches(self, batch_rows: int) -> Iterator[tuple[pa.RecordBatch, str]]:
+        start = 0
+        for batch, base_dir in self._inner.iter_located_batches(batch_rows):
+            if self._column in batch.schema.names:
+                column = batch.column(self._column)
+                wanted = [i for i in range(batch.num_rows) if start + i in self._rows]
+                for cell in column.take(pa.array(wanted, pa.int64())).to_pylist():
+                    self._tally(cell, base_dir)
+                for i in range(batch.num_rows if self.first_size is None else 0):
+                    self.first_size = self._probe(column[i].as_py(), base_dir)
+                    if self.first_size is not None:
+                        break
+            start += batch.num_rows
+            yield batch, base_dir
+
+    def _files(self) -> list[tuple[str, str]]:
+        return self._inner._files()
+
+    def _probe(self, cell: Any, base_dir: str) -> int | None:
+        """max(width, height) of a cell's image, as the run probes it; None if unreadable."""
+        try:
+            return probe_image(image_bytes(cell, filesystem=self.filesystem, base_dir=base_dir))[1]
+        except ValueError:
+            return None
+
+    def _tally(self, cell: Any, base_dir: str) -> None:
+        self.sampled += 1
+        try:
+            data = image_bytes(cell, filesystem=self.filesystem, base_dir=base_dir)
+            with Image.open(io.BytesIO(data)) as image:
+                width, height = image.size
+                mode = image.mode
+        except Exception:  # noqa: BLE001 - counted as unreadable below, as the run would
+            self.sizes["unreadable"] += 1
+            return
+        self.sizes[f"{width}x{height}"] += 1
+        self.modes[mode] += 1
+
+
+def _counts(counter: dict[str, int]) -> str:
+    return ", ".join(f"{k} x{v}" for k, v in counter.items()) or "-"
