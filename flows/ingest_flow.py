@@ -108,7 +108,11 @@ def ingest_flow(
         description=f"{len(todo)} new partition(s) of {landing}",
     )
     for done, part in enumerate(todo, start=1):
-        outcome = _ingest(part, destination, cfg, work_dir)
+        try:
+            outcome = _ingest(part, destination, cfg, work_dir)
+        except Exception as exc:  # noqa: BLE001 - reported in the outcomes and the final state
+            logger.exception("%s: unexpected failure", part.name)
+            outcome = _outcome(part, "failed", one_line(exc))
         logger.info("%s: %s %s", part.name, outcome["status"], outcome["reason"] or "")
         outcomes.append(outcome)
         update_progress_artifact(
