@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 EXTRAS ?= dev,dask,cpu
 DEMO_OUT ?= demo_out
 
-.PHONY: install demo test lint sample-data lock clean
+.PHONY: install browser demo test lint sample-data lock clean
 
 $(BIN)/.installed: pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -23,8 +23,15 @@ demo: install
 lint: install
 	$(BIN)/ruff check .
 
-test: lint
-	$(BIN)/python -m pytest
+# Debian's Chromium + ChromeDriver for the report's browser test; installing them needs root.
+browser:
+	@test -x /usr/bin/chromium -a -x /usr/bin/chromedriver || { \
+	  [ "$$(id -u)" = 0 ] || { echo "make browser: run as root to apt-get install chromium" >&2; exit 1; }; \
+	  apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium chromium-driver; }
+
+# SANITIZE_REQUIRE_BROWSER: under make, a missing browser fails the report test, not skips it.
+test: lint browser
+	SANITIZE_REQUIRE_BROWSER=1 $(BIN)/python -m pytest
 
 sample-data: install
 	$(BIN)/python sample_data/build.py

@@ -44,9 +44,22 @@ class StagedOutputs:
         self._staged.append((tmp, self.out / name))
         return tmp
 
+    def staged(self, name: str) -> Path:
+        """The temporary path already given for output ``name`` (to read it before commit)."""
+        for tmp, final in self._staged:
+            if final.name == name:
+                return tmp
+        raise KeyError(f"no output {name!r} staged")
+
     def write_json(self, name: str, payload: dict[str, Any]) -> None:
         with open(self.path(name), "w") as fh:
             json.dump(payload, fh, indent=2, sort_keys=False, default=str)
+            fh.flush()
+            os.fsync(fh.fileno())
+
+    def write_text(self, name: str, text: str) -> None:
+        with open(self.path(name), "w", encoding="utf-8") as fh:
+            fh.write(text)
             fh.flush()
             os.fsync(fh.fileno())
 

@@ -15,7 +15,8 @@ CLEAN_FILE = "clean.parquet"
 QUARANTINE_FILE = "quarantine.parquet"
 SCORES_FILE = "scores.parquet"
 REPORT_JSON = "report.json"
-OUTPUT_FILES = (CLEAN_FILE, QUARANTINE_FILE, SCORES_FILE, REPORT_JSON)
+REPORT_HTML = "report.html"
+OUTPUT_FILES = (CLEAN_FILE, QUARANTINE_FILE, SCORES_FILE, REPORT_HTML, REPORT_JSON)
 
 
 @dataclass(frozen=True)

@@ -41,9 +41,10 @@ from sanitize.model import (
     train_model,
 )
 from sanitize.model.train import epochs_for
-from sanitize.paths import REPORT_JSON, RunPaths
+from sanitize.paths import CLEAN_FILE, QUARANTINE_FILE, REPORT_HTML, REPORT_JSON, RunPaths
 from sanitize.progress import track
 from sanitize.report import build_report, provenance_of
+from sanitize.report_html import embedding_projection, render_report, with_projection
 
 log = logging.getLogger("sanitize")
 
@@ -307,10 +308,18 @@ def decide_stage(config: SanitizeConfig, paths: RunPaths) -> dict[str, Any]:
 def export_stage(
     source: str, config: SanitizeConfig, paths: RunPaths, stage_results: dict[str, dict]
 ) -> dict[str, Any]:
-    """Write clean / quarantine / scores Parquet and report.json, all renamed into place at once."""
+    """Write clean / quarantine / scores Parquet, report.html and report.json, renamed at once.
+
+    scores.parquet also carries each row's 2-D embedding projection (``embedding_x``,
+    ``embedding_y``), so report.html can be re-rendered after ``.work`` is gone.
+    """
     start = time.perf_counter()
     src = open_source(source, config.data)
-    decision = pq.read_table(paths.decision)
+    usable, _, _ = _usable(paths)
+    decision = with_projection(
+        pq.read_table(paths.decision),
+        embedding_projection(np.load(paths.features, mmap_mode="r"), usable, seed=config.seed),
+    )
     provenance = provenance_of(source, config, stage_results)
     with StagedOutputs(paths.out) as staged:
         counts = write_tables(
@@ -329,7 +338,14 @@ def export_stage(
             classes=json.loads(paths.classes.read_text()),
             stage_results={**stage_results, "export": export_result},
         )
-        staged.write_json(REPORT_JSON, report)
+        html = render_report(
+            report,
+            decision,
+            clean_path=staged.staged(CLEAN_FILE),
+            quarantine_path=staged.staged(QUARANTINE_FILE),
+        )
+        staged.write_text(REPORT_HTML, html)
+        staged.write_json(REPORT_JSON, report)  # last: its presence says the run finished
         staged.commit()
     log.info("export    %s -> %s", _rate(decision.num_rows, seconds), paths.out)
     return export_result

@@ -12,7 +12,7 @@ import pytest
 from PIL import Image
 
 from sanitize import sanitize_dataset
-from sanitize.paths import CLEAN_FILE, QUARANTINE_FILE, REPORT_JSON, SCORES_FILE
+from sanitize.paths import CLEAN_FILE, QUARANTINE_FILE, REPORT_HTML, REPORT_JSON, SCORES_FILE
 from tests.conftest import SAMPLE_SOURCE
 
 
@@ -55,7 +55,7 @@ def run(source_with_bad_rows, tmp_path_factory, fast_config):
 def test_four_outputs_and_no_leftovers(run):
     _, out, result = run
     names = sorted(p.name for p in out.iterdir())
-    assert names == sorted([CLEAN_FILE, QUARANTINE_FILE, SCORES_FILE, REPORT_JSON])
+    assert names == sorted([CLEAN_FILE, QUARANTINE_FILE, SCORES_FILE, REPORT_HTML, REPORT_JSON])
     assert result.counts["rows"] == 3000
 
 

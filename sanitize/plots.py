@@ -1,0 +1,252 @@
+"""Small inline-SVG charts for ``report.html``: no plotting library, no network, no script.
+
+Each function returns one ``<svg>`` element as a string, sized by its ``viewBox`` so it
+scales with the page. Inputs are already-reduced figures (bin counts, a bounded sample of
+points), so every chart stays a few kilobytes whatever the size of the dataset.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from html import escape
+
+import numpy as np
+
+KEPT_COLOUR = "#7f9cc7"
+REMOVED_COLOUR = "#d1493f"
+THRESHOLD_COLOUR = "#222"
+AXIS_COLOUR = "#9aa0a6"
+TEXT_COLOUR = "#4a4f55"
+
+
+@dataclass(frozen=True)
+class Frame:
+    """Plot area of a chart: total size and margins, in SVG user units (about pixels)."""
+
+    width: float = 440
+    height: float = 210
+    left: float = 46
+    right: float = 14
+    top: float = 14
+    bottom: float = 34
+
+    @property
+    def inner_width(self) -> float:
+        return self.width - self.left - self.right
+
+    @property
+    def inner_height(self) -> float:
+        return self.height - self.top - self.bottom
+
+
+def _svg(frame: Frame, body: list[str], label: str) -> str:
+    return (
+        f'<svg class="chart" viewBox="0 0 {frame.width:g} {frame.height:g}" role="img" '
+        f'aria-label="{escape(label)}" xmlns="http://www.w3.org/2000/svg">'
+        + "".join(body)
+        + "</svg>"
+    )
+
+
+def _text(x: float, y: float, text: str, *, anchor: str = "middle", size: int = 11, **attrs) -> str:
+    extra = "".join(f' {k.replace("_", "-")}="{v}"' for k, v in attrs.items())
+    return (
+        f'<text x="{x:.1f}" y="{y:.1f}" text-anchor="{anchor}" font-size="{size}" '
+        f'fill="{TEXT_COLOUR}"{extra}>{escape(text)}</text>'
+    )
+
+
+def _log_ticks(top: float) -> list[int]:
+    """Counts 1, 10, 100, ... up to ``top``."""
+    return [10**k for k in range(int(math.log10(max(top, 1))) + 1)]
+
+
+def score_histogram(
+    kept: np.ndarray,
+    removed: np.ndarray,
+    *,
+    threshold: float = 0.5,
+    bins: int = 40,
+    label: str = "score histogram",
+) -> str:
+    """Stacked histogram of scores in [0, 1], kept rows under removed rows, log-count axis.
+
+    Parameters
+    ----------
+    kept, removed : ndarray of shape (n,)
+        Scores of the rows the decision kept and removed (NaN entries are ignored).
+    threshold : float, default=0.5
+        Drawn as a dashed vertical line; a detector flags exactly the rows at or above it.
+    bins : int, default=40
+        Equal-width bins over [0, 1].
+
+    Notes
+    -----
+    The count axis is log(1 + count): poisons are a few percent of a class, and on a linear
+    axis their bars vanish next to the clean mass near 0.
+    """
+    frame = Frame()
+    edges = np.linspace(0.0, 1.0, bins + 1)
+    kept_counts, _ = np.histogram(kept[np.isfinite(kept)], bins=edges)
+    removed_counts, _ = np.histogram(removed[np.isfinite(removed)], bins=edges)
+    total = kept_counts + removed_counts
+    top = math.log10(1 + max(int(total.max(initial=0)), 1))
+
+    def y_of(count: float) -> float:
+        return frame.top + frame.inner_height * (1 - math.log10(1 + count) / top)
+
+    def x_of(value: float) -> float:
+        return frame.left + frame.inner_width * value
+
+    body: list[str] = []
+    for tick in _log_ticks(10**top - 1):
+        y = y_of(tick)
+        body.append(
+            f'<line x1="{frame.left}" x2="{frame.width - frame.right}" y1="{y:.1f}" '
+            f'y2="{y:.1f}" stroke="#eceef1"/>'
+        )
+        body.append(_text(frame.left - 5, y + 4, f"{tick:,}", anchor="end", size=10))
+    bar_width = frame.inner_width / bins
+    for i in range(bins):
+        x = x_of(edges[i]) + 0.5
+        base = frame.top + frame.inner_height
+        for count, below, colour, name in (
+            (kept_counts[i], 0, KEPT_COLOUR, "kept"),
+            (removed_counts[i], kept_counts[i], REMOVED_COLOUR, "removed"),
+        ):
+            if count == 0:
+                continue
+            y_top, y_bottom = y_of(below + count), (y_of(below) if below else base)
+            body.append(
+                f'<rect x="{x:.1f}" y="{y_top:.1f}" width="{bar_width - 1:.1f}" '
+                f'height="{max(y_bottom - y_top, 0.5):.1f}" fill="{colour}">'
+                f"<title>{edges[i]:.3f}-{edges[i + 1]:.3f}: {count:,} {name}</title></rect>"
+            )
+    body.append(_axes(frame))
+    for value in (0.0, 0.25, 0.5, 0.75, 1.0):
+        body.append(_text(x_of(value), frame.height - frame.bottom + 14, f"{value:g}", size=10))
+    body.append(_text(frame.left + frame.inner_width / 2, frame.height - 4, "score", size=10))
+    x = x_of(threshold)
+    body.append(
+        f'<line x1="{x:.1f}" x2="{x:.1f}" y1="{frame.top - 4}" '
+        f'y2="{frame.top + frame.inner_height}" stroke="{THRESHOLD_COLOUR}" '
+        f'stroke-width="1.4" stroke-dasharray="4 3"/>'
+    )
+    body.append(_text(x + 5, frame.top + 6, f"flag \u2265 {threshold:g}", anchor="start", size=10))
+    return _svg(frame, body, label)
+
+
+def _axes(frame: Frame) -> str:
+    x0, y0 = frame.left, frame.top + frame.inner_height
+    return (
+        f'<path d="M{x0},{frame.top} V{y0:.1f} H{frame.width - frame.right}" '
+        f'fill="none" stroke="{AXIS_COLOUR}"/>'
+    )
+
+
+@dataclass(frozen=True)
+class Bar:
+    """One row of a horizontal bar chart."""
+
+    label: str
+    value: float
+    text: str
+    highlight: bool = False
+
+
+def bar_chart(
+    bars: Sequence[Bar],
+    *,
+    scale_max: float,
+    width: float = 560,
+    label_chars: int = 22,
+    label: str = "bar chart",
+) -> str:
+    """Horizontal bars, one row each, value on a shared axis from 0 to ``scale_max``.
+
+    ``highlight`` bars are drawn in the removal colour, the others in the kept colour; the
+    ``text`` of each bar is written right of it; labels longer than ``label_chars`` are cut.
+    """
+    row, label_width, text_width = 22, 14 + 6.6 * label_chars, 150
+    frame = Frame(
+        width=width,
+        height=row * len(bars) + 8,
+        left=label_width,
+        right=text_width,
+        top=4,
+        bottom=4,
+    )
+    body: list[str] = []
+    scale_max = scale_max if scale_max > 0 else 1.0
+    for i, bar in enumerate(bars):
+        y = frame.top + i * row
+        length = frame.inner_width * min(bar.value / scale_max, 1.0)
+        colour = REMOVED_COLOUR if bar.highlight else KEPT_COLOUR
+        body.append(
+            f'<rect x="{frame.left}" y="{y + 3}" width="{frame.inner_width:.1f}" '
+            f'height="{row - 6}" fill="#f3f4f6"/>'
+        )
+        if length > 0:
+            body.append(
+                f'<rect x="{frame.left}" y="{y + 3}" width="{max(length, 1.5):.1f}" '
+                f'height="{row - 6}" fill="{colour}"><title>{escape(bar.text)}</title></rect>'
+            )
+        body.append(
+            _text(frame.left - 8, y + row / 2 + 4, _clip(bar.label, label_chars), anchor="end")
+        )
+        body.append(
+            _text(frame.left + frame.inner_width + 8, y + row / 2 + 4, bar.text, anchor="start")
+        )
+    return _svg(frame, body, label)
+
+
+def _clip(text: str, n: int) -> str:
+    return text if len(text) <= n else text[: n - 1] + "\u2026"
+
+
+def scatter(
+    x: np.ndarray,
+    y: np.ndarray,
+    removed: np.ndarray,
+    *,
+    label: str = "embedding projection",
+) -> str:
+    """Points coloured by decision: kept first, removed drawn on top.
+
+    Parameters
+    ----------
+    x, y : ndarray of shape (n,)
+        Coordinates (any units; the chart fits their range). Callers pass a bounded sample.
+    removed : ndarray of shape (n,), bool
+    """
+    frame = Frame(width=560, height=420, left=28, right=14, top=14, bottom=28)
+    body: list[str] = [
+        f'<rect x="{frame.left}" y="{frame.top}" width="{frame.inner_width}" '
+        f'height="{frame.inner_height}" fill="#fbfbfc" stroke="#e3e5e8"/>'
+    ]
+    if len(x):
+        lo_x, hi_x = float(np.min(x)), float(np.max(x))
+        lo_y, hi_y = float(np.min(y)), float(np.max(y))
+        pad_x = (hi_x - lo_x) * 0.05 or 1.0
+        pad_y = (hi_y - lo_y) * 0.05 or 1.0
+        px = frame.left + frame.inner_width * (x - lo_x + pad_x) / (hi_x - lo_x + 2 * pad_x)
+        py = frame.top + frame.inner_height * (1 - (y - lo_y + pad_y) / (hi_y - lo_y + 2 * pad_y))
+        for mask, colour, radius, opacity in (
+            (~removed, KEPT_COLOUR, 2.0, 0.55),
+            (removed, REMOVED_COLOUR, 2.6, 0.9),
+        ):
+            dots = "".join(
+                f'<circle cx="{a:.1f}" cy="{b:.1f}" r="{radius}"/>'
+                for a, b in zip(px[mask], py[mask], strict=True)
+            )
+            body.append(f'<g fill="{colour}" fill-opacity="{opacity}">{dots}</g>')
+    body.append(
+        _text(frame.left + frame.inner_width / 2, frame.height - 8, "first principal component")
+    )
+    y_mid = frame.top + frame.inner_height / 2
+    body.append(
+        _text(16, y_mid, "second principal component", transform=f"rotate(-90 16 {y_mid:.1f})")
+    )
+    return _svg(frame, body, label)
