@@ -24,43 +24,80 @@ from sanitize.attacks import available_attacks
 from sanitize.config import KNOWN_DETECTORS, SanitizeConfig
 from sanitize.errors import ConfigError, InputError, OutputError, SanitizeError
 from sanitize.lock import RunLockedError, run_lock
+from sanitize.progress import TerminalProgress, listening
 
 EXIT_OK, EXIT_FAILURE, EXIT_BAD_INPUT, EXIT_OUTPUT = 0, 1, 2, 3
 EXIT_LOCKED = 4
 
 
+# Named options of `sanitize run` and `inspect`: (section, field, attribute of args).
+_CONFIG_FLAGS = (
+    ("data", "image_column", "image_column"),
+    ("data", "label_column", "label_column"),
+    ("data", "id_column", "id_column"),
+    ("data", "image_size", "image_size"),
+    ("data", "channels", "channels"),
+    ("data", "batch_rows", "batch_rows"),
+    ("bootstrap", "checkpoint", "checkpoint"),
+    ("bootstrap", "epochs", "epochs"),
+    ("bootstrap", "clean_epochs", "clean_epochs"),
+    ("bootstrap", "train_steps", "train_steps"),
+    ("bootstrap", "fit_loss", "fit_loss"),
+    ("bootstrap", "batch_size", "batch_size"),
+    ("bootstrap", "lr", "lr"),
+    ("bootstrap", "width", "width"),
+    ("bootstrap", "max_train_rows", "max_train_rows"),
+    ("bootstrap", "device", "device"),
+    ("decision", "min_votes", "min_votes"),
+    ("decision", "max_removal_fraction", "max_removal"),
+)
+
+
 def _config_from_args(args: argparse.Namespace) -> SanitizeConfig:
+    """The run's config: the ``--config`` TOML, then each ``--set``, then the named flags."""
     raw: dict = {}
-    if args.config:
+    if getattr(args, "config", None):
         raw = SanitizeConfig.from_toml(args.config).to_dict()
-    sections = {
-        "data": {
-            "image_column": args.image_column,
-            "label_column": args.label_column,
-            "id_column": args.id_column,
-            "image_size": args.image_size,
-            "channels": args.channels,
-        },
-        "bootstrap": {
-            "checkpoint": args.checkpoint,
-            "epochs": args.epochs,
-            "clean_epochs": args.clean_epochs,
-            "device": args.device,
-        },
-        "decision": {"max_removal_fraction": args.max_removal},
-    }
-    for section, values in sections.items():
-        for key, value in values.items():
-            if value is not None:
-                raw.setdefault(section, {})[key] = value
-    if args.detectors:
+    for item in getattr(args, "set", None) or []:
+        _set_option(raw, item)
+    for section, key, attr in _CONFIG_FLAGS:
+        value = getattr(args, attr, None)
+        if value is not None:
+            raw.setdefault(section, {})[key] = value
+    if getattr(args, "detectors", None):
         raw["detectors"] = [d.strip() for d in args.detectors.split(",") if d.strip()]
         raw["detector_params"] = {
             k: v for k, v in raw.get("detector_params", {}).items() if k in raw["detectors"]
         }
-    if args.seed is not None:
+    if getattr(args, "seed", None) is not None:
         raw["seed"] = args.seed
     return SanitizeConfig.from_dict(raw)
+
+
+def _set_option(raw: dict, item: str) -> None:
+    """Apply one ``--set KEY=VALUE`` (``bootstrap.lr=1e-3``) to the nested config ``raw``.
+
+    Values parse as ``--param`` values; one with a comma is a list (``detectors=spectral,cbd``,
+    ``decision.weight_clip=0.05,1``); ``none`` is None.
+    """
+    key, sep, text = item.partition("=")
+    parts = [p.strip() for p in key.split(".")]
+    if not sep or not all(parts):
+        raise ConfigError(f"--set expects section.key=value, got {item!r}")
+    text = text.strip()
+    if "," in text:
+        value: object = [_param_value(v.strip()) for v in text.split(",") if v.strip()]
+    elif text.lower() == "none":
+        value = None
+    else:
+        value = _param_value(text)
+    node = raw
+    for part in parts[:-1]:
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise ConfigError(f"--set {key}: {part!r} is not a section")
+        node = child
+    node[parts[-1]] = value
 
 
 def _prepare_prefect(verbose: bool) -> None:
@@ -135,6 +172,17 @@ def cmd_report(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_inspect(args: argparse.Namespace) -> int:
+    from sanitize.data.describe import describe_source
+
+    description = describe_source(args.source, _config_from_args(args).data, sample=args.sample)
+    if args.json:
+        print(json.dumps(description.to_dict(), indent=2, default=str))
+    else:
+        print(description.text())
+    return EXIT_OK
+
+
 def _param_value(text: str) -> bool | int | float | str:
     """A ``--param`` value as bool ("true"/"false"), int, float, or else the string."""
     if text.lower() in ("true", "false"):
@@ -184,6 +232,35 @@ def cmd_poison(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _add_data_options(parser: argparse.ArgumentParser) -> None:
+    data = parser.add_argument_group("data")
+    data.add_argument("--image-column", help="image column (default: image)")
+    data.add_argument("--label-column", help="label column (default: label)")
+    data.add_argument(
+        "--id-column",
+        help="row identity column, kept as sample_id "
+        "(default: sample_id; the row ordinal when absent)",
+    )
+    data.add_argument(
+        "--image-size", type=int, help="resize images to N x N (default: first image's)"
+    )
+    data.add_argument(
+        "--channels", type=int, choices=(1, 3), help="1 grey or 3 RGB (default: first image's)"
+    )
+    data.add_argument(
+        "--batch-rows", type=int, help="rows read and decoded at a time (default: 2048)"
+    )
+
+
+def _add_config_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--config",
+        metavar="FILE.toml",
+        help="TOML file holding any config field: seed, detectors, [data], [bootstrap], "
+        "[decision], [detector_params.NAME] (default: none; command-line options override it)",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="sanitize",
@@ -205,30 +282,22 @@ def build_parser() -> argparse.ArgumentParser:
         "a local path or an fsspec URI (file://, s3://, ...)",
     )
     run.add_argument("--out", required=True, help="output directory")
+    _add_config_option(run)
     run.add_argument(
-        "--config",
-        help="TOML file with [data], [bootstrap], [decision] sections; "
-        "command-line options override it",
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="set any config field, repeatable, over --config: bootstrap.lr=1e-3, "
+        "detectors=spectral,cbd, detector_params.spectral.z_threshold=4 (default: none)",
     )
-    data = run.add_argument_group("data")
-    data.add_argument("--image-column", help="image column (default: image)")
-    data.add_argument("--label-column", help="label column (default: label)")
-    data.add_argument(
-        "--id-column",
-        help="row identity column, kept as sample_id "
-        "(default: sample_id; the row ordinal when absent)",
-    )
-    data.add_argument(
-        "--image-size", type=int, help="resize images to N x N (default: first image's)"
-    )
-    data.add_argument(
-        "--channels", type=int, choices=(1, 3), help="1 grey or 3 RGB (default: first image's)"
-    )
+    _add_data_options(run)
     model = run.add_argument_group("bootstrap model")
     model.add_argument(
         "--checkpoint",
         help="weights of the bootstrap network (.safetensors or a "
-        "torch state dict, loaded with weights_only=True) instead of training it",
+        "torch state dict, loaded with weights_only=True) instead of training it "
+        "(default: none, train it)",
     )
     model.add_argument(
         "--epochs",
@@ -240,6 +309,26 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         help="epochs of CBD's deconfounded model (default: as many as the bootstrap ran)",
     )
+    model.add_argument(
+        "--train-steps",
+        type=int,
+        help="step budget of the automatic epoch count (default: 1500)",
+    )
+    model.add_argument(
+        "--fit-loss",
+        type=float,
+        help="mean training loss (nats) at which automatic training stops (default: 0.2)",
+    )
+    model.add_argument("--batch-size", type=int, help="rows a training step (default: 128)")
+    model.add_argument("--lr", type=float, help="Adam learning rate (default: 0.002)")
+    model.add_argument(
+        "--width", type=int, help="channels of the network's first block (default: 32)"
+    )
+    model.add_argument(
+        "--max-train-rows",
+        type=int,
+        help="rows the models train on, a stratified sample above it (default: 50000)",
+    )
     model.add_argument("--device", help="auto (default), cpu, cuda or cuda:N")
     model.add_argument("--seed", type=int, help="seed of every random step (default: 0)")
     detect = run.add_argument_group("detection")
@@ -249,6 +338,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     detect.add_argument(
         "--max-removal", type=float, help="cap on the share of rows removed (default: 0.25)"
+    )
+    detect.add_argument(
+        "--min-votes",
+        type=int,
+        help="detectors that must flag a row to remove it (default: 1)",
     )
     run.add_argument(
         "--local",
@@ -269,7 +363,13 @@ def build_parser() -> argparse.ArgumentParser:
         "reuses the finished stages)",
     )
     run.add_argument("-v", "--verbose", action="store_true", help="show Prefect's logs too")
-    run.add_argument("-q", "--quiet", action="store_true", help="no per-stage progress lines")
+    run.add_argument(
+        "--progress",
+        action=argparse.BooleanOptionalAction,
+        help="per-stage progress on stderr: a live line with rows/s on a terminal, plain "
+        "per-stage lines otherwise (default: on when stderr is a terminal)",
+    )
+    run.add_argument("-q", "--quiet", action="store_true", help="same as --no-progress")
     run.set_defaults(func=cmd_run)
 
     metrics = sub.add_parser("metrics", help="TPR/FPR/AUROC of a finished run against ground truth")
@@ -277,6 +377,27 @@ def build_parser() -> argparse.ArgumentParser:
     metrics.add_argument("--truth", required=True, help="CSV with columns sample_id,poisoned")
     metrics.add_argument("--json", action="store_true", help="print JSON instead of a table")
     metrics.set_defaults(func=cmd_metrics, quiet=False)
+
+    inspect = sub.add_parser(
+        "inspect",
+        help="validate and describe a source without running (rows, classes, images, ids)",
+        description="Check SOURCE as `sanitize run` would (same errors, exit 2) and describe "
+        "it: rows, columns, id column, classes with counts, image sizes and modes of a "
+        "sample, unreadable and null-label rows, fingerprint. Every image is decoded once.",
+    )
+    inspect.add_argument(
+        "source", help="HF Parquet file or directory, image folder, or .npz; path or fsspec URI"
+    )
+    _add_config_option(inspect)
+    _add_data_options(inspect)
+    inspect.add_argument(
+        "--sample",
+        type=int,
+        default=64,
+        help="rows whose image sizes and modes are tallied (default: 64)",
+    )
+    inspect.add_argument("--json", action="store_true", help="print JSON instead of text")
+    inspect.set_defaults(func=cmd_inspect, quiet=False)
 
     report = sub.add_parser(
         "report",
@@ -311,32 +432,54 @@ def build_parser() -> argparse.ArgumentParser:
         action="append",
         default=[],
         metavar="KEY=VALUE",
-        help="attack parameter, repeatable (e.g. alpha=0.1, trigger_path=kitty.png)",
+        help="attack parameter, repeatable (e.g. alpha=0.1, trigger_path=kitty.png; "
+        "default: the attack's own)",
     )
     poison.add_argument("--image-column", help="image column (default: image)")
     poison.add_argument("--label-column", help="label column (default: label)")
     poison.add_argument("--id-column", help="row identity column (default: sample_id)")
     poison.set_defaults(func=cmd_poison, quiet=False)
+    for subparser in sub.choices.values():
+        subparser.epilog = subparser.epilog or parser.epilog
     return parser
 
 
-def _setup_logging(quiet: bool) -> None:
-    handler = logging.StreamHandler(sys.stderr)
+def _setup_output(args: argparse.Namespace) -> TerminalProgress | None:
+    """Progress and log lines on stderr; the live line only on a terminal.
+
+    ``--progress`` / ``--no-progress`` (``-q``) decide; by default progress shows when
+    stderr is a terminal. Warnings and errors always show.
+    """
+    tty = sys.stderr.isatty()
+    show = getattr(args, "progress", None)
+    if getattr(args, "quiet", False):
+        show = False
+    if show is None:
+        show = tty
+    terminal = TerminalProgress(sys.stderr) if show and tty else None
+    handler = terminal.handler() if terminal else logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("%(message)s"))
     logger = logging.getLogger("sanitize")
     logger.handlers[:] = [handler]
-    logger.setLevel(logging.WARNING if quiet else logging.INFO)
+    logger.setLevel(logging.INFO if show else logging.WARNING)
     logger.propagate = False
+    return terminal
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    _setup_logging(args.quiet)
+    terminal = _setup_output(args)
     try:
-        return args.func(args)
+        if terminal is None:
+            return args.func(args)
+        with terminal, listening(terminal):
+            return args.func(args)
     except (InputError, ConfigError) as exc:
         print(f"sanitize: error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
+    except RunLockedError as exc:
+        print(f"sanitize: error: {exc}", file=sys.stderr)
+        return EXIT_LOCKED
     except OutputError as exc:
         print(f"sanitize: error: {exc}", file=sys.stderr)
         return EXIT_OUTPUT
@@ -346,9 +489,6 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("sanitize: interrupted", file=sys.stderr)
         return 130
-    except RunLockedError as exc:
-        print(f"sanitize: error: {exc}", file=sys.stderr)
-        return EXIT_LOCKED
     except BrokenPipeError:
         # The reader went away (`sanitize metrics ... | head`): not an error of ours.
         sys.stderr = open(os.devnull, "w")  # noqa: SIM115 - silences the flush at exit
