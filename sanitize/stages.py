@@ -19,6 +19,7 @@ import pyarrow.parquet as pq
 
 from sanitize.config import SanitizeConfig
 from sanitize.data import open_source, read_source
+from sanitize.data.observed import ObservedSource
 from sanitize.data.schema import (
     FLAGGED,
     LABEL,
@@ -71,8 +72,9 @@ def read_stage(source: str, config: SanitizeConfig, paths: RunPaths) -> dict[str
     start = time.perf_counter()
     paths.prepare()
     src = open_source(source, config.data)
-    with track("read"):
-        summary = read_source(src, config.data, paths.work)
+    with track("read", total=src.num_rows) as bar:
+        counted = ObservedSource(src, lambda batch, _dir, _start: bar.advance(batch.num_rows))
+        summary = read_source(counted, config.data, paths.work)
     seconds = time.perf_counter() - start
     log.info(
         "read      %s; %d classes, %dx%d px, %d channel(s); %d unreadable, %d without label",

@@ -7,10 +7,15 @@ import logging
 import threading
 
 import numpy as np
+import pyarrow.parquet as pq
 import torch
 
 from sanitize import progress
+from sanitize.config import DataConfig, SanitizeConfig
 from sanitize.model import NetSpec, train_model
+from sanitize.paths import RunPaths
+from sanitize.stages import read_stage
+from tests.conftest import SAMPLE_SOURCE
 
 
 class _Clock:
@@ -135,3 +140,17 @@ def test_train_model_reports_every_step():
         on_step=steps.append,
     )  # fmt: skip
     assert steps == [16, 16, 8, 16, 16, 8]
+
+
+def test_read_stage_reports_rows_as_batches_are_decoded(tmp_path):
+    source = tmp_path / "small.parquet"
+    pq.write_table(pq.read_table(SAMPLE_SOURCE).slice(0, 300), source)
+    recorder = _Recorder()
+    with progress.listening(recorder):
+        config = SanitizeConfig(data=DataConfig(batch_rows=64))
+        result = read_stage(str(source), config, RunPaths.at(tmp_path / "out"))
+    assert result["rows"] == 300
+    assert recorder.events[0] == ("started", "read", 300, "rows")
+    done = [e[2] for e in recorder.events if e[0] == "advanced"]
+    assert done == [64, 128, 192, 256, 300]
+    assert recorder.events[-1] == ("finished", "read")

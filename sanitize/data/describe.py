@@ -13,7 +13,6 @@ import dataclasses
 import io
 import tempfile
 from collections import Counter
-from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,6 +22,7 @@ from PIL import Image
 
 from sanitize.config import DataConfig
 from sanitize.data.decode import image_bytes, probe_image
+from sanitize.data.observed import ObservedSource
 from sanitize.data.read import read_source
 from sanitize.data.schema import REASON_MISSING_LABEL, REASON_UNREADABLE, ROWS_FILE
 from sanitize.data.source import Source, open_source
@@ -129,10 +129,10 @@ def describe_source(uri: str, data: DataConfig, *, sample: int = 64) -> SourceDe
         Whatever the read stage would refuse (missing column, no rows, one class, ...).
     """
     source = open_source(uri, data)
-    sampler = _SamplingSource(source, data.image_column, sample)
+    sampler = _Sample(source, data.image_column, sample)
     checked = dataclasses.replace(data, image_size=data.image_size or _CHECK_SIZE)
     with tempfile.TemporaryDirectory(prefix="sanitize-inspect-") as work:
-        summary = read_source(sampler, checked, work)
+        summary = read_source(ObservedSource(source, sampler.observe), checked, work)
         rows = pq.read_table(f"{work}/{ROWS_FILE}", columns=["sample_id", "reason", "y"])
     reasons = rows.column("reason").to_pylist()
     ids = rows.column("sample_id").to_pylist()
@@ -166,60 +166,44 @@ def describe_source(uri: str, data: DataConfig, *, sample: int = 64) -> SourceDe
     )
 
 
-class _SamplingSource(Source):
-    """A source that passes every batch through and tallies sizes and modes of a sample.
+class _Sample:
+    """Tallies image sizes and modes of ``sample`` rows spread evenly over the source, and
+    finds the first readable image, from the batches the read stage streams (so inspect
+    reads the data once, plus once more for the fingerprint)."""
 
-    The read stage streams the source once; the sample is taken from that same stream, so
-    inspect reads the data once (plus once more for the fingerprint).
-    """
-
-    def __init__(self, inner: Source, image_column: str, sample: int) -> None:
-        super().__init__(
-            uri=inner.uri,
-            num_rows=inner.num_rows,
-            schema=inner.schema,
-            class_names=inner.class_names,
-            filesystem=inner.filesystem,
-        )
-        self.kind = inner.kind
-        self._inner = inner
+    def __init__(self, source: Source, image_column: str, sample: int) -> None:
+        self._filesystem = source.filesystem
         self._column = image_column
-        step = max(1, inner.num_rows // max(1, sample))
-        self._rows = set(range(0, inner.num_rows, step)[:sample])
+        step = max(1, source.num_rows // max(1, sample))
+        self._rows = set(range(0, source.num_rows, step)[:sample])
         self.sizes: Counter[str] = Counter()
         self.modes: Counter[str] = Counter()
         self.sampled = 0
         self.first_size: int | None = None  # max(w, h) of the first readable image
 
-    def iter_located_batches(self, batch_rows: int) -> Iterator[tuple[pa.RecordBatch, str]]:
-        start = 0
-        for batch, base_dir in self._inner.iter_located_batches(batch_rows):
-            if self._column in batch.schema.names:
-                column = batch.column(self._column)
-                wanted = [i for i in range(batch.num_rows) if start + i in self._rows]
-                for cell in column.take(pa.array(wanted, pa.int64())).to_pylist():
-                    self._tally(cell, base_dir)
-                for i in range(batch.num_rows if self.first_size is None else 0):
-                    self.first_size = self._probe(column[i].as_py(), base_dir)
-                    if self.first_size is not None:
-                        break
-            start += batch.num_rows
-            yield batch, base_dir
-
-    def _files(self) -> list[tuple[str, str]]:
-        return self._inner._files()
+    def observe(self, batch: pa.RecordBatch, base_dir: str, start: int) -> None:
+        if self._column not in batch.schema.names:
+            return
+        column = batch.column(self._column)
+        wanted = [i for i in range(batch.num_rows) if start + i in self._rows]
+        for cell in column.take(pa.array(wanted, pa.int64())).to_pylist():
+            self._tally(cell, base_dir)
+        for i in range(batch.num_rows if self.first_size is None else 0):
+            self.first_size = self._probe(column[i].as_py(), base_dir)
+            if self.first_size is not None:
+                break
 
     def _probe(self, cell: Any, base_dir: str) -> int | None:
         """max(width, height) of a cell's image, as the run probes it; None if unreadable."""
         try:
-            return probe_image(image_bytes(cell, filesystem=self.filesystem, base_dir=base_dir))[1]
+            return probe_image(image_bytes(cell, filesystem=self._filesystem, base_dir=base_dir))[1]
         except ValueError:
             return None
 
     def _tally(self, cell: Any, base_dir: str) -> None:
         self.sampled += 1
         try:
-            data = image_bytes(cell, filesystem=self.filesystem, base_dir=base_dir)
+            data = image_bytes(cell, filesystem=self._filesystem, base_dir=base_dir)
             with Image.open(io.BytesIO(data)) as image:
                 width, height = image.size
                 mode = image.mode
