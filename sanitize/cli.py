@@ -399,6 +399,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="rows whose image sizes and modes are tallied (default: 64)",
     )
     inspect.add_argument("--json", action="store_true", help="print JSON instead of text")
+    inspect.add_argument(
+        "--progress",
+        action=argparse.BooleanOptionalAction,
+        help="a live line with rows/s while images are decoded "
+        "(default: on when stderr is a terminal)",
+    )
     inspect.set_defaults(func=cmd_inspect, quiet=False)
 
     report = sub.add_parser(

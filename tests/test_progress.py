@@ -12,6 +12,7 @@ import torch
 
 from sanitize import progress
 from sanitize.config import DataConfig, SanitizeConfig
+from sanitize.data.describe import describe_source
 from sanitize.model import NetSpec, train_model
 from sanitize.paths import RunPaths
 from sanitize.stages import read_stage
@@ -154,3 +155,14 @@ def test_read_stage_reports_rows_as_batches_are_decoded(tmp_path):
     done = [e[2] for e in recorder.events if e[0] == "advanced"]
     assert done == [64, 128, 192, 256, 300]
     assert recorder.events[-1] == ("finished", "read")
+
+
+def test_inspect_reports_rows_as_batches_are_decoded(tmp_path):
+    source = tmp_path / "small.parquet"
+    pq.write_table(pq.read_table(SAMPLE_SOURCE).slice(0, 250), source)
+    recorder = _Recorder()
+    with progress.listening(recorder):
+        described = describe_source(str(source), DataConfig(batch_rows=100))
+    assert described.rows == 250
+    assert recorder.events[0] == ("started", "inspect", 250, "rows")
+    assert [e[2] for e in recorder.events if e[0] == "advanced"] == [100, 200, 250]

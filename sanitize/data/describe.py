@@ -26,6 +26,7 @@ from sanitize.data.observed import ObservedSource
 from sanitize.data.read import read_source
 from sanitize.data.schema import REASON_MISSING_LABEL, REASON_UNREADABLE, ROWS_FILE
 from sanitize.data.source import Source, open_source
+from sanitize.progress import track
 
 # Side images are decoded to while validating: small, since only readability is checked.
 _CHECK_SIZE = 4
@@ -131,8 +132,16 @@ def describe_source(uri: str, data: DataConfig, *, sample: int = 64) -> SourceDe
     source = open_source(uri, data)
     sampler = _Sample(source, data.image_column, sample)
     checked = dataclasses.replace(data, image_size=data.image_size or _CHECK_SIZE)
-    with tempfile.TemporaryDirectory(prefix="sanitize-inspect-") as work:
-        summary = read_source(ObservedSource(source, sampler.observe), checked, work)
+    with (
+        tempfile.TemporaryDirectory(prefix="sanitize-inspect-") as work,
+        track("inspect", total=source.num_rows) as bar,
+    ):
+
+        def observe(batch: pa.RecordBatch, base_dir: str, start: int) -> None:
+            sampler.observe(batch, base_dir, start)
+            bar.advance(batch.num_rows)
+
+        summary = read_source(ObservedSource(source, observe), checked, work)
         rows = pq.read_table(f"{work}/{ROWS_FILE}", columns=["sample_id", "reason", "y"])
     reasons = rows.column("reason").to_pylist()
     ids = rows.column("sample_id").to_pylist()
