@@ -257,6 +257,8 @@ def test_page_stays_small_and_fast_on_many_rows(tmp_path, run):
         }
         for c in range(n_classes)
     }
+    shown = max(report["per_class"].values(), key=lambda e: e["removed_fraction"])
+    shown["name"] = "<script>alert('x')</script>"  # names are data, not markup
     report["per_detector"] = {"spectral": report["per_detector"]["spectral"]}
     (tmp_path / REPORT_JSON).write_text(json.dumps(report))
 
@@ -271,6 +273,7 @@ def test_page_stays_small_and_fast_on_many_rows(tmp_path, run):
     )
     assert html.count("<img") == THUMB_CLASSES * THUMBS_PER_CLASS
     assert "more classes" in html
+    assert "<script" not in html and "&lt;script&gt;" in html
 
 
 # --- in a real browser ---------------------------------------------------------------------
