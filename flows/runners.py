@@ -9,12 +9,16 @@ storage), and a reachable Prefect API (they report task states to it).
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
+from prefect.settings import get_current_settings
 from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
 
 from flows.sanitize_flow import sanitize_flow
 from sanitize.errors import ConfigError
+
+log = logging.getLogger("sanitize")
 
 RUNNER_SCHEMES = ("local", "dask://HOST:PORT", "ray://HOST:PORT")
 
@@ -61,5 +65,12 @@ def run_sanitize_flow(
     runner: str = "local",
 ) -> dict[str, Any]:
     """Run :func:`~flows.sanitize_flow.sanitize_flow` under the task runner ``runner`` names."""
-    flow = sanitize_flow.with_options(task_runner=task_runner_for(runner))
+    task_runner = task_runner_for(runner)
+    if runner not in ("", "local") and not get_current_settings().api.url:
+        log.warning(
+            "no PREFECT_API_URL: each worker starts a temporary Prefect server of its own, and "
+            "the task runs are not seen in one place; point PREFECT_API_URL at a Prefect "
+            "server the workers can reach"
+        )
+    flow = sanitize_flow.with_options(task_runner=task_runner)
     return flow(source=source, out=out, config=config, keep_work=keep_work)
