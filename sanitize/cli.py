@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 
 from sanitize.attacks import available_attacks
-from sanitize.config import KNOWN_DETECTORS, SanitizeConfig
+from sanitize.config import DEFAULT_DETECTORS, KNOWN_DETECTORS, SanitizeConfig
 from sanitize.errors import ConfigError, InputError, OutputError, SanitizeError
 from sanitize.lock import RunLockedError, run_lock
 from sanitize.progress import TerminalProgress, listening
@@ -336,7 +336,13 @@ def build_parser() -> argparse.ArgumentParser:
     detect = run.add_argument_group("detection")
     detect.add_argument(
         "--detectors",
-        help="comma-separated, from: " + ", ".join(KNOWN_DETECTORS) + " (default: all)",
+        help=(
+            "comma-separated, from: "
+            + ", ".join(KNOWN_DETECTORS)
+            + " (default: "
+            + ",".join(DEFAULT_DETECTORS)
+            + ")"
+        ),
     )
     detect.add_argument(
         "--max-removal", type=float, help="cap on the share of rows removed (default: 0.25)"

@@ -18,7 +18,15 @@ from typing import Any
 
 from sanitize.errors import ConfigError
 
-KNOWN_DETECTORS = ("activation_clustering", "spectral", "early_loss", "cbd")
+KNOWN_DETECTORS = (
+    "activation_clustering",
+    "spectral",
+    "spectre",
+    "early_loss",
+    "cbd",
+)
+# Run when a config does not list its detectors.
+DEFAULT_DETECTORS = ("activation_clustering", "spectral", "early_loss", "cbd")
 
 
 @dataclass(frozen=True)
@@ -178,7 +186,7 @@ class SanitizeConfig:
     data: DataConfig = field(default_factory=DataConfig)
     bootstrap: BootstrapConfig = field(default_factory=BootstrapConfig)
     decision: DecisionConfig = field(default_factory=DecisionConfig)
-    detectors: tuple[str, ...] = KNOWN_DETECTORS
+    detectors: tuple[str, ...] = DEFAULT_DETECTORS
     detector_params: tuple[tuple[str, tuple[tuple[str, Any], ...]], ...] = ()
     seed: int = 0
 

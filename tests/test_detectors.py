@@ -14,6 +14,7 @@ from sanitize.detect import (
     DetectorResult,
     EarlyLoss,
     SpectralSignature,
+    Spectre,
     available_detectors,
     get_detector,
 )
@@ -224,7 +225,7 @@ def test_cbd_flags_nothing_when_models_agree():
 # --- errors and registry -----------------------------------------------------------------
 
 
-@pytest.mark.parametrize("name", ["activation_clustering", "spectral", "cbd"])
+@pytest.mark.parametrize("name", ["activation_clustering", "spectral", "spectre", "cbd"])
 @pytest.mark.parametrize("bad", [np.nan, np.inf])
 def test_non_finite_features_are_refused_naming_detector_and_row(name, bad):
     x, y, context, _ = make_losses(n=200, n_poison=5)
@@ -258,13 +259,11 @@ def test_missing_context_is_named():
 
 
 def test_registry():
-    assert available_detectors() == ("activation_clustering", "cbd", "early_loss", "spectral")
+    known = ("activation_clustering", "cbd", "early_loss", "spectral", "spectre")
+    assert available_detectors() == known
     with pytest.raises(ConfigError) as err:
         get_detector("x")
-    assert (
-        str(err.value)
-        == "unknown detector 'x'; known: activation_clustering, cbd, early_loss, spectral"
-    )
+    assert str(err.value) == "unknown detector 'x'; known: " + ", ".join(known)
     assert isinstance(get_detector("spectral", z_threshold=5.0), SpectralSignature)
     with pytest.raises(ConfigError, match="no parameter"):
         get_detector("spectral", bogus=1)
@@ -327,3 +326,34 @@ def test_early_loss_flags_a_fast_group_that_is_most_of_its_class():
     tpr, fpr = rates(result, poison)
     assert tpr >= 0.95 and fpr <= 0.005
     assert result.info["per_class"][str(PLANT_CLASS)]["group_weight"] > 0.5
+
+
+# --- SPECTRE (robust whitening + QUE) ------------------------------------------------------
+
+
+@pytest.mark.parametrize("data", ["planted", "heavy"])
+def test_spectre_flags_planted_cluster_at_12_and_45_percent(data, request):
+    x, y, poison = request.getfixturevalue(data)
+    result = Spectre().score(x, y, CTX)
+    check_result(result, len(y))
+    tpr, fpr = rates(result, poison)
+    assert tpr >= 0.95 and fpr <= 0.01
+    assert result.info["classes_flagged"] == [PLANT_CLASS]
+
+
+def test_spectre_flags_at_most_one_percent_when_clean(clean):
+    x, y, _ = clean
+    result = Spectre().score(x, y, CTX)
+    check_result(result, len(y))
+    assert result.flagged.mean() <= 0.01
+    assert not any(v.get("group") for v in result.info["per_class"].values())
+
+
+def test_spectre_whitens_with_the_other_classes():
+    """A class that is broad in every direction alike is not split by its own breadth."""
+    x, y, _ = make_features(2, n_plant=0)
+    x = x.copy()
+    rows = y == 0
+    x[rows] = x[rows].mean(axis=0) + 3.0 * (x[rows] - x[rows].mean(axis=0))
+    result = Spectre().score(x, y, CTX)
+    assert result.flagged.mean() <= 0.01

@@ -17,6 +17,7 @@ from sanitize.detect.cbd import CBD
 from sanitize.detect.decision import Decision, decide
 from sanitize.detect.early_loss import EarlyLoss
 from sanitize.detect.spectral import SpectralSignature
+from sanitize.detect.spectre import Spectre
 
 __all__ = [
     "CBD",
@@ -27,6 +28,7 @@ __all__ = [
     "DetectorResult",
     "EarlyLoss",
     "SpectralSignature",
+    "Spectre",
     "available_detectors",
     "decide",
     "get_detector",

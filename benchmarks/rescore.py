@@ -1,0 +1,105 @@
+"""Re-run the detectors and the decision on kept stage files, without training anything.
+
+``benchmarks/detection.py --keep-work --work-dir W`` leaves one folder a case,
+``W/kept-<case>/``, holding the poisoned set's ground truth and the run's stage files
+(``run/.work``: features, loss histories, rows). This script scores the detectors of the
+current code on those files and prints TPR / FPR / AUROC per detector and for the
+decision, so a change to a detector or to the decision is measured on every case in
+seconds instead of retraining the bootstrap model. The ground truth is read here, after
+scoring, never by the detectors.
+
+    python benchmarks/rescore.py /tmp/bench-work/kept-*  [--detectors a b ...]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+from sanitize.config import DecisionConfig, SanitizeConfig  # noqa: E402
+from sanitize.detect import DetectorContext, decide, get_detector  # noqa: E402
+from sanitize.evaluate import detection_metrics, read_truth  # noqa: E402
+from sanitize.paths import RunPaths  # noqa: E402
+
+
+def load_case(kept: Path) -> dict:
+    """Stage arrays of the usable rows of one kept case, and their ground truth."""
+    paths = RunPaths.at(kept / "run")
+    rows = pq.read_table(paths.rows, columns=["sample_id", "y", "ok"])
+    ok = np.flatnonzero(rows.column("ok").to_numpy(zero_copy_only=False))
+    ids = rows.column("sample_id").to_pylist()
+    truth_by_id = read_truth(next(kept.glob("*.truth.csv")))
+    classes = json.loads(paths.classes.read_text())
+
+    def rows_of(path: Path) -> np.ndarray | None:
+        return np.load(path)[ok] if path.exists() else None
+
+    return {
+        "name": kept.name.removeprefix("kept-"),
+        "features": np.load(paths.features, mmap_mode="r")[ok],
+        "labels": rows.column("y").to_numpy()[ok].astype(np.int64),
+        "truth": np.array([truth_by_id[ids[i]] for i in ok]),
+        "context": DetectorContext(
+            n_classes=len(classes["names"]),
+            seed=0,
+            loss_history=rows_of(paths.loss_history),
+            loss_bootstrap=rows_of(paths.loss_bootstrap),
+            loss_clean=rows_of(paths.loss_clean),
+        ),
+    }
+
+
+def rescore(case: dict, detectors: Sequence[str], config: SanitizeConfig) -> dict:
+    results, seconds = {}, {}
+    for name in detectors:
+        start = time.perf_counter()
+        results[name] = get_detector(name, **config.params_for(name)).score(
+            case["features"], case["labels"], case["context"]
+        )
+        seconds[name] = time.perf_counter() - start
+    decision = decide(results, len(case["labels"]), config.decision)
+    truth = case["truth"]
+    out = {
+        name: detection_metrics(r.flagged, r.score, truth) | {"seconds": seconds[name]}
+        for name, r in results.items()
+    }
+    out["decision"] = detection_metrics(decision.flagged, decision.poison_score, truth)
+    return out
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("kept", nargs="+", type=Path, help="kept-<case> folders")
+    parser.add_argument("--detectors", nargs="+", help="detector names (default: the config's)")
+    parser.add_argument("--min-votes", type=int, default=None)
+    args = parser.parse_args(argv)
+    config = SanitizeConfig()
+    if args.min_votes is not None:
+        config = config.replace(decision=DecisionConfig(min_votes=args.min_votes))
+    detectors = args.detectors or list(config.detectors)
+    print(f"{'case':<30} {'detector':<22} {'TPR':>6} {'FPR':>6} {'AUROC':>6} {'rm':>5}")
+    for kept in sorted(args.kept):
+        if not (kept / "run" / ".work").exists():
+            continue
+        case = load_case(kept)
+        for name, m in rescore(case, detectors, config).items():
+            print(
+                f"{case['name']:<30} {name:<22} {m['tpr']:6.3f} {m['fpr']:6.3f} "
+                f"{m['auroc']:6.3f} {m['removed']:5d}"
+            )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
