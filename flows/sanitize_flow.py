@@ -20,8 +20,7 @@ from sanitize.api import SanitizeResult
 from sanitize.config import SanitizeConfig
 from sanitize.lock import run_lock
 from sanitize.paths import RunPaths
-from sanitize.plan import build_plan
-from sanitize.resume import plan_keys, run_stage
+from sanitize.resume import plan_run, run_stage
 from sanitize.threads import stage_threads
 
 stage_task = task(run_stage, cache_policy=NO_CACHE, persist_result=False)
@@ -53,9 +52,8 @@ def sanitize_flow(
     cfg = SanitizeConfig.from_dict(config or {})
     paths = RunPaths.at(out)
     with run_lock(paths.out):
-        plan = build_plan(cfg)
         threads = stage_threads()
-        keys = plan_keys(plan, source, cfg, threads)
+        plan, keys = plan_run(source, cfg, threads)
         futures: dict[str, Any] = {}
         for stage in plan:
             needed = {name: futures[name] for name in stage.needs}

@@ -18,8 +18,7 @@ from sanitize.paths import (
     SCORES_FILE,
     RunPaths,
 )
-from sanitize.plan import build_plan
-from sanitize.resume import plan_keys, run_stage
+from sanitize.resume import plan_run, run_stage
 from sanitize.threads import stage_threads
 
 
@@ -83,9 +82,8 @@ def run_stages(source: str, config: SanitizeConfig, paths: RunPaths) -> dict[str
     A stage that an earlier run into ``paths.out`` finished with the same inputs is reused
     (see :mod:`sanitize.resume`). The caller holds the run lock.
     """
-    plan = build_plan(config)
     threads = stage_threads()
-    keys = plan_keys(plan, source, config, threads)
+    plan, keys = plan_run(source, config, threads)
     results: dict[str, dict] = {}
     for stage in plan:
         inputs = {name: results[name] for name in stage.needs}

@@ -67,6 +67,13 @@ class RunPaths:
     def loss_bootstrap(self) -> Path:
         return self.work / "loss_bootstrap.npy"
 
+    def shard_features(self, shard: int) -> Path:
+        """Features of one embedding shard (its source rows only); merged into ``features``."""
+        return self.work / f"features_shard{shard}.npy"
+
+    def shard_loss(self, shard: int) -> Path:
+        return self.work / f"loss_bootstrap_shard{shard}.npy"
+
     @property
     def model_clean(self) -> Path:
         return self.work / "model_clean.safetensors"

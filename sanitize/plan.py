@@ -41,6 +41,10 @@ class Stage:
         Top-level config fields the stage reads (see the module docstring).
     detector : str or None
         The detector a ``detect`` stage runs.
+    shard, rows : int or None, tuple of (int, int) or None
+        Index and source rows ``[start, stop)`` of an ``embed_shard`` stage.
+    shards : tuple of (int, int) pairs
+        The shards' row ranges, in order, for the ``embed_merge`` stage.
     """
 
     name: str
@@ -48,6 +52,9 @@ class Stage:
     needs: tuple[str, ...]
     config_fields: tuple[str, ...]
     detector: str | None = None
+    shard: int | None = None
+    rows: tuple[int, int] | None = None
+    shards: tuple[tuple[int, int], ...] = ()
 
     def run(
         self, source: str, config: SanitizeConfig, paths: RunPaths, inputs: StageResults
@@ -74,6 +81,12 @@ _RUNNERS: dict[str, Callable[..., dict[str, Any]]] = {
     "read": lambda st, source, cfg, paths, inputs: stages.read_stage(source, cfg, paths),
     "bootstrap": lambda st, source, cfg, paths, inputs: stages.bootstrap_stage(cfg, paths),
     "embed": lambda st, source, cfg, paths, inputs: stages.embed_stage(cfg, paths),
+    "embed_shard": lambda st, source, cfg, paths, inputs: stages.embed_shard_stage(
+        cfg, paths, st.shard, st.rows
+    ),
+    "embed_merge": lambda st, source, cfg, paths, inputs: stages.merge_embed_shards_stage(
+        paths, list(st.shards), [inputs[name] for name in st.needs]
+    ),
     "clean_model": lambda st, source, cfg, paths, inputs: stages.clean_model_stage(cfg, paths),
     "detect": lambda st, source, cfg, paths, inputs: stages.detect_stage(st.detector, cfg, paths),
     "decide": lambda st, source, cfg, paths, inputs: stages.decide_stage(cfg, paths),
@@ -86,6 +99,11 @@ _OUTPUTS: dict[str, Callable[[Stage, RunPaths], tuple[Path, ...]]] = {
     "read": lambda st, p: (p.images, p.rows, p.classes),
     "bootstrap": lambda st, p: (p.train_rows, p.model_bootstrap, p.loss_history),
     "embed": lambda st, p: (p.features, p.loss_bootstrap),
+    "embed_shard": lambda st, p: (
+        p.shard_features(st.shard),
+        p.shard_loss(st.shard),
+    ),
+    "embed_merge": lambda st, p: (p.features, p.loss_bootstrap),
     "clean_model": lambda st, p: (p.model_clean, p.loss_clean),
     "detect": lambda st, p: (p.detector_scores(st.detector), p.detector_info(st.detector)),
     "decide": lambda st, p: (p.decision, p.decision_info),
@@ -93,19 +111,40 @@ _OUTPUTS: dict[str, Callable[[Stage, RunPaths], tuple[Path, ...]]] = {
 }
 
 
-def build_plan(config: SanitizeConfig) -> tuple[Stage, ...]:
-    """The stages ``config`` runs, in an order where every stage follows its ``needs``.
+# Rule: a shard is a task's worth of embedding (a minute or so on a CPU worker, seconds on
+# a GPU) whose features (64 Mi floats at 256 a row) fit a worker's memory; a multiple of
+# the embedding batch (512) keeps the batches the same as one unsharded pass.
+EMBED_SHARD_ROWS = 65_536
+
+
+def build_plan(
+    config: SanitizeConfig, n_rows: int, *, shard_rows: int | None = None
+) -> tuple[Stage, ...]:
+    """The stages ``config`` runs on a source of ``n_rows`` rows, each after its ``needs``.
 
     read -> bootstrap -> embed -> clean_model (only with the ``cbd`` detector) -> one
-    ``detect_<name>`` per detector, independent of each other -> decide -> export. Every
-    detector waits for the clean model when there is one: the detector context hands
+    ``detect_<name>`` per detector, independent of each other -> decide -> export. Above
+    ``shard_rows`` rows (default :data:`EMBED_SHARD_ROWS`), embed is ``embed_<i>`` stages
+    over consecutive row ranges, independent of each other, then ``embed`` merging them.
+    Every detector waits for the clean model when there is one: the detector context hands
     each of them f_C's losses.
     """
     plan = [
         Stage("read", "read", (), ("data",)),
         Stage("bootstrap", "bootstrap", ("read",), ("bootstrap", "seed")),
-        Stage("embed", "embed", ("bootstrap",), ("bootstrap",)),
     ]
+    shard_rows = shard_rows or EMBED_SHARD_ROWS
+    if n_rows <= shard_rows:
+        plan.append(Stage("embed", "embed", ("bootstrap",), ("bootstrap",)))
+    else:
+        ranges = tuple((lo, min(lo + shard_rows, n_rows)) for lo in range(0, n_rows, shard_rows))
+        shards = [
+            Stage(f"embed_{i}", "embed_shard", ("bootstrap",), ("bootstrap",), shard=i, rows=rows)
+            for i, rows in enumerate(ranges)
+        ]
+        plan += shards
+        names = tuple(s.name for s in shards)
+        plan.append(Stage("embed", "embed_merge", names, ("bootstrap",), shards=ranges))
     before_detect = ("embed",)
     if "cbd" in config.detectors:
         plan.append(Stage("clean_model", "clean_model", ("embed",), ("bootstrap", "seed")))

@@ -28,7 +28,7 @@ import sanitize
 from sanitize.config import SanitizeConfig
 from sanitize.data import open_source
 from sanitize.paths import RunPaths
-from sanitize.plan import Stage, StageResults
+from sanitize.plan import Stage, StageResults, build_plan
 from sanitize.threads import pinned_threads
 
 log = logging.getLogger("sanitize")
@@ -48,19 +48,20 @@ def code_digest() -> str:
 
 
 def plan_keys(
-    plan: tuple[Stage, ...], source: str, config: SanitizeConfig, threads: int
+    plan: tuple[Stage, ...], fingerprint: str, config: SanitizeConfig, threads: int
 ) -> dict[str, str]:
     """The resume key of every stage of ``plan``, by stage name.
 
-    Reads the whole source once to fingerprint its content.
+    ``fingerprint`` is the source's content fingerprint (``Source.fingerprint()``).
     """
-    fingerprint = open_source(source, config.data).fingerprint()
     keys: dict[str, str] = {}
     for stage in plan:
         payload = {
             "stage": stage.name,
             "source_fingerprint": fingerprint,
             "config": stage.config_part(config),
+            "rows": stage.rows,
+            "shards": stage.shards,
             "needs": {name: keys[name] for name in stage.needs},
             "version": sanitize.__version__,
             "code": code_digest(),
@@ -69,6 +70,18 @@ def plan_keys(
         text = json.dumps(payload, sort_keys=True, default=str)
         keys[stage.name] = hashlib.sha256(text.encode()).hexdigest()[:24]
     return keys
+
+
+def plan_run(
+    source: str, config: SanitizeConfig, threads: int
+) -> tuple[tuple[Stage, ...], dict[str, str]]:
+    """The plan for ``source`` and the resume key of each of its stages.
+
+    Reads the whole source once, to fingerprint its content.
+    """
+    src = open_source(source, config.data)
+    plan = build_plan(config, src.num_rows)
+    return plan, plan_keys(plan, src.fingerprint(), config, threads)
 
 
 def marker_path(paths: RunPaths, stage: Stage) -> Path:

@@ -180,6 +180,63 @@ def embed_stage(config: SanitizeConfig, paths: RunPaths) -> dict[str, Any]:
     return {"seconds": seconds, "rows": int(len(usable)), "feature_dim": model.feature_dim}
 
 
+def embed_shard_stage(
+    config: SanitizeConfig, paths: RunPaths, shard: int, rows: tuple[int, int]
+) -> dict[str, Any]:
+    """Like :func:`embed_stage` for the usable rows among source rows ``[start, stop)`` only.
+
+    Writes ``paths.shard_features(shard)`` and ``paths.shard_loss(shard)``, one row a
+    source row of the range; :func:`merge_embed_shards_stage` puts the shards together.
+    """
+    begin = time.perf_counter()
+    start, stop = rows
+    device = resolve_device(config.bootstrap.device)
+    usable, y, classes = _usable(paths)
+    part = usable[(usable >= start) & (usable < stop)] - start
+    spec = NetSpec(classes["channels"], len(classes["names"]), config.bootstrap.width)
+    model, normalizer = load_checkpoint(paths.model_bootstrap, spec=spec, device=device)
+    with track(f"embed shard {shard}", total=len(part)) as bar:
+        _, loss = embed_rows(
+            model,
+            normalizer,
+            _images(paths)[start:stop],
+            y[start:stop],
+            part,
+            device=device,
+            features_out=paths.shard_features(shard),
+            on_batch=bar.advance,
+        )
+    np.save(paths.shard_loss(shard), loss)
+    seconds = time.perf_counter() - begin
+    log.info("embed     shard %d: %s", shard, _rate(len(part), seconds))
+    return {"seconds": seconds, "rows": int(len(part)), "feature_dim": model.feature_dim}
+
+
+def merge_embed_shards_stage(
+    paths: RunPaths, shards: list[tuple[int, int]], shard_results: list[dict[str, Any]]
+) -> dict[str, Any]:
+    """Copy the shards' features and losses into ``paths.features`` and ``paths.loss_bootstrap``.
+
+    The result counts the shards' own seconds too, so ``embed`` in the report's timings is
+    the embedding work, whichever workers did it.
+    """
+    begin = time.perf_counter()
+    n_rows, dim = shards[-1][1], shard_results[0]["feature_dim"]
+    features = np.lib.format.open_memmap(
+        paths.features, mode="w+", dtype=np.float32, shape=(n_rows, dim)
+    )
+    loss = np.full(n_rows, np.nan, dtype=np.float32)
+    for shard, (start, stop) in enumerate(shards):
+        features[start:stop] = np.load(paths.shard_features(shard), mmap_mode="r")
+        loss[start:stop] = np.load(paths.shard_loss(shard))
+    features.flush()
+    del features
+    np.save(paths.loss_bootstrap, loss)
+    seconds = time.perf_counter() - begin + sum(r["seconds"] for r in shard_results)
+    rows = sum(r["rows"] for r in shard_results)
+    return {"seconds": seconds, "rows": rows, "feature_dim": dim, "shards": len(shards)}
+
+
 def clean_model_stage(config: SanitizeConfig, paths: RunPaths) -> dict[str, Any]:
     """Train CBD's deconfounded model f_C, weighting each sample by l_B / (l_B + l_C)."""
     start = time.perf_counter()

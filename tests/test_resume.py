@@ -30,6 +30,22 @@ CONFIG_TOML = "[bootstrap]\nepochs = 2\nclean_epochs = 2\nwidth = 8\n"
 CONFIG = SanitizeConfig(bootstrap=BootstrapConfig(epochs=2, clean_epochs=2, width=8))
 
 
+def test_plan_orders_stages_after_their_needs():
+    from sanitize.plan import build_plan
+
+    plan = build_plan(CONFIG, 150_000, shard_rows=65_536)
+    names = [stage.name for stage in plan]
+    assert len(set(names)) == len(names) and names[0] == "read" and names[-1] == "export"
+    for i, stage in enumerate(plan):
+        assert set(stage.needs) <= set(names[:i])
+    shards = [stage.rows for stage in plan if stage.kind == "embed_shard"]
+    assert shards == [(0, 65_536), (65_536, 131_072), (131_072, 150_000)]
+    detects = [stage for stage in plan if stage.kind == "detect"]
+    assert [s.detector for s in detects] == list(CONFIG.detectors)
+    assert all(s.needs == ("embed", "clean_model") for s in detects)
+    assert [s.name for s in build_plan(CONFIG, 3000)][:3] == ["read", "bootstrap", "embed"]
+
+
 def _sanitize(out: Path, config: Path, *extra: str) -> subprocess.Popen:
     env = {**os.environ, "PYTHONPATH": str(REPO), "SANITIZE_NUM_THREADS": THREADS}
     command = [sys.executable, "-m", "sanitize.cli", "run", "--local", str(SAMPLE_SOURCE)]

@@ -20,6 +20,9 @@ def test_dask_runner_matches_the_local_runner(prefect_harness, tmp_path, monkeyp
     # (torch's default): unpinned, the two bootstrap models would differ. The stages pin
     # the count the flow's process chose (one here, the fastest on a busy 2-core runner).
     monkeypatch.setenv("SANITIZE_NUM_THREADS", "1")
+    # Three embedding shards (rows 0-1023, 1024-2047, 2048-2999) mapped over the workers;
+    # the local run below embeds in one pass, in the same batches of 512.
+    monkeypatch.setattr("sanitize.plan.EMBED_SHARD_ROWS", 1024)
     with (
         LocalCluster(
             n_workers=2, processes=True, threads_per_worker=1, dashboard_address=None
@@ -35,7 +38,7 @@ def test_dask_runner_matches_the_local_runner(prefect_harness, tmp_path, monkeyp
     assert counts["rows"] == 3000
     # Every stage ran as a task on the cluster's workers (which ones is the scheduler's call:
     # the detectors take about a second here, too little for it to spread them).
-    assert len(stream.data) == 10
+    assert len(stream.data) == 13
     assert {task["worker"] for task in stream.data} <= workers
 
     sanitize_dataset(SAMPLE_SOURCE, tmp_path / "local", CONFIG)
