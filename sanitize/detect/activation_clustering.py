@@ -5,7 +5,6 @@ from __future__ import annotations
 import warnings
 
 import numpy as np
-from sklearn.cluster import KMeans
 from sklearn.decomposition import FastICA
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.metrics import silhouette_score
@@ -20,6 +19,7 @@ from sanitize.detect.base import (
     robust_z,
     top_directions,
 )
+from sanitize.detect.kmeans import kmeans
 from sanitize.errors import ConfigError
 
 _REDUCTIONS = ("pca", "ica")
@@ -256,8 +256,8 @@ class ActivationClustering(Detector):
                 reduced = ica.fit_transform(reduced)
         reduced = reduced.astype(np.float64)
 
-        km = KMeans(n_clusters=2, n_init=10, random_state=seed).fit(reduced)
-        dist = np.linalg.norm(reduced[:, None, :] - km.cluster_centers_[None, :, :], axis=2)
+        centers = kmeans(reduced, 2, n_init=10, seed=seed).centers
+        dist = np.linalg.norm(reduced[:, None, :] - centers[None, :, :], axis=2)
         assign = (dist[:, 1] < dist[:, 0]).astype(int)
         sizes = np.bincount(assign, minlength=2)
         small = int(np.argmin(sizes))
