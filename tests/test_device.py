@@ -1,0 +1,97 @@
+"""The GPU code path, exercised where there is no GPU: device choice, precision, memory layout."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from sanitize.cli import main
+from sanitize.config import BootstrapConfig, SanitizeConfig
+from sanitize.errors import ConfigError
+from sanitize.model import NetSpec, embed_rows, resolve_device, train_model
+from sanitize.model.device import autocast, memory_format
+from tests.conftest import SAMPLE_SOURCE
+
+CPU = torch.device("cpu")
+no_gpu = pytest.mark.skipif(torch.cuda.is_available(), reason="a CUDA GPU is present")
+
+
+def test_auto_picks_cuda_only_when_torch_sees_a_gpu():
+    expected = "cuda" if torch.cuda.is_available() else "cpu"
+    assert resolve_device("auto").type == expected
+    assert resolve_device().type == expected
+    assert resolve_device("cpu") == CPU
+
+
+@no_gpu
+@pytest.mark.parametrize("name", ["cuda", "cuda:0", "cuda:3"])
+def test_cuda_without_a_gpu_is_a_config_error_that_says_what_to_use(name):
+    with pytest.raises(ConfigError) as err:
+        resolve_device(name)
+    message = str(err.value)
+    assert f"device {name!r} requested but no CUDA GPU is available" in message
+    assert "'auto' or 'cpu'" in message and "\n" not in message
+
+
+@pytest.mark.parametrize("name", ["gpu", "tpu", "mps", "CUDA", ""])
+def test_unknown_device_names_are_refused_by_the_config(name):
+    with pytest.raises(ConfigError, match="bootstrap.device must be auto, cpu, cuda or cuda:N"):
+        SanitizeConfig(bootstrap=BootstrapConfig(device=name))
+
+
+@no_gpu
+def test_cli_run_with_cuda_and_no_gpu_exits_2_with_one_line(tmp_path, capsys):
+    code = main(
+        ["run", str(SAMPLE_SOURCE), "--out", str(tmp_path / "out"), "--local"]
+        + [
+            "--device",
+            "cuda",
+        ]
+    )
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2
+    assert err[-1].startswith("sanitize: error: device 'cuda' requested but no CUDA GPU")
+    assert not (tmp_path / "out" / "clean.parquet").exists()
+
+
+def test_cpu_precision_is_fp32_and_layout_contiguous():
+    assert memory_format(CPU) == torch.contiguous_format
+    net = torch.nn.Conv2d(3, 4, 3)
+    x = torch.randn(2, 3, 8, 8)
+    with autocast(CPU):
+        assert not torch.is_autocast_enabled("cpu")
+        y = net(x)
+    assert y.dtype == torch.float32
+    assert y.is_contiguous()
+
+
+def _toy(n: int = 96, seed: int = 0):
+    rng = np.random.default_rng(seed)
+    return (rng.random((n, 3, 12, 12)) * 255).astype(np.uint8), rng.integers(0, 3, n)
+
+
+def test_training_and_embedding_on_cpu_run_in_fp32_with_data_on_the_device(tmp_path):
+    images, labels = _toy()
+    path = tmp_path / "images.npy"
+    np.save(path, images)
+    mapped = np.load(path, mmap_mode="r")
+    rows = np.arange(0, 96, 2)
+    kwargs = dict(epochs=2, batch_size=16, lr=1e-3, seed=3, device=CPU)
+    result = train_model(mapped, labels, rows, NetSpec(3, 3, width=4), **kwargs)
+    # A memory map and the same array in RAM train the same model: only the rows are read.
+    again = train_model(images, labels, rows, NetSpec(3, 3, width=4), **kwargs)
+    for a, b in zip(result.model.parameters(), again.model.parameters(), strict=True):
+        assert a.device == CPU and a.dtype == torch.float32 and a.is_contiguous()
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+    assert (
+        np.isnan(result.loss_history[1::2]).all() and np.isfinite(result.loss_history[rows]).all()
+    )
+
+    feats, loss = embed_rows(result.model, result.normalizer, mapped, labels, rows, device=CPU)
+    assert feats.dtype == np.float32 and loss.dtype == np.float32
+    with torch.no_grad():
+        x = result.normalizer.apply(torch.from_numpy(images[rows]))
+        direct = result.model.features(x).numpy()
+    np.testing.assert_allclose(feats[rows], direct, rtol=1e-5, atol=1e-6)
+    assert not feats[1::2].any() and np.isnan(loss[1::2]).all()
