@@ -1,13 +1,19 @@
-"""The GPU code path, exercised where there is no GPU: device choice, precision, memory layout."""
+"""The GPU code path exercised where there is no GPU (device, precision, layout); CPU decoding."""
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 import torch
 
 from sanitize.cli import main
-from sanitize.config import BootstrapConfig, SanitizeConfig
+from sanitize.config import BootstrapConfig, DataConfig, SanitizeConfig
+from sanitize.data import open_source, read_source
+from sanitize.data.read import DECODE_PROCESS_MIN_ROWS, DECODE_WORKERS_ENV, decode_workers
 from sanitize.errors import ConfigError
 from sanitize.model import NetSpec, embed_rows, resolve_device, train_model
 from sanitize.model.device import autocast, memory_format
@@ -95,3 +101,49 @@ def test_training_and_embedding_on_cpu_run_in_fp32_with_data_on_the_device(tmp_p
         direct = result.model.features(x).numpy()
     np.testing.assert_allclose(feats[rows], direct, rtol=1e-5, atol=1e-6)
     assert not feats[1::2].any() and np.isnan(loss[1::2]).all()
+
+
+# --- the CPU path: decode worker processes ------------------------------------------------
+
+
+def _with_a_corrupt_row(tmp_path):
+    table = pq.read_table(SAMPLE_SOURCE).slice(0, 600)
+    cells = table.column("image").to_pylist()
+    cells[5] = {"bytes": b"not an image", "path": None}
+    index = table.schema.get_field_index("image")
+    table = table.set_column(index, "image", pa.array(cells, type=table.schema.field(index).type))
+    path = tmp_path / "source.parquet"
+    pq.write_table(table, path)
+    return path
+
+
+def test_decode_worker_processes_write_what_threads_write(tmp_path, monkeypatch):
+    source = _with_a_corrupt_row(tmp_path)
+    outputs = {}
+    for workers in ("0", "2"):
+        monkeypatch.setenv(DECODE_WORKERS_ENV, workers)
+        assert decode_workers(10) == int(workers)
+        work = tmp_path / f"work{workers}"
+        summary = read_source(
+            open_source(str(source), DataConfig(batch_rows=256)), DataConfig(batch_rows=256), work
+        )
+        outputs[workers] = (
+            summary,
+            np.load(work / "images.npy"),
+            pq.read_table(work / "rows.parquet"),
+        )
+    (s0, img0, rows0), (s2, img2, rows2) = outputs["0"], outputs["2"]
+    assert s0 == s2 and s2.n_unreadable == 1
+    np.testing.assert_array_equal(img0, img2)
+    assert img2[5].sum() == 0 and img2[6].any()
+    assert rows0.equals(rows2) and rows2.column("reason")[5].as_py() == "unreadable"
+
+
+def test_decode_workers_default_rule(monkeypatch):
+    monkeypatch.delenv(DECODE_WORKERS_ENV, raising=False)
+    assert decode_workers(DECODE_PROCESS_MIN_ROWS - 1) == 0
+    cpus = len(os.sched_getaffinity(0))
+    assert decode_workers(DECODE_PROCESS_MIN_ROWS) == (0 if cpus < 2 else min(8, cpus))
+    monkeypatch.setenv(DECODE_WORKERS_ENV, "two")
+    with pytest.raises(ConfigError, match="SANITIZE_DECODE_WORKERS must be an integer >= 0"):
+        decode_workers(10)

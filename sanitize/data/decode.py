@@ -58,6 +58,30 @@ def decode_image(data: bytes, size: int, channels: int) -> np.ndarray:
     return np.ascontiguousarray(array.transpose(2, 0, 1))
 
 
+def decode_many(
+    payloads: list[bytes | None], size: int, channels: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Decode several images at once (the unit of work of a decode worker process).
+
+    Returns
+    -------
+    pixels : ndarray of shape (len(payloads), channels, size, size), uint8
+        Zeros where a payload is None or cannot be decoded.
+    ok : ndarray of shape (len(payloads),), bool
+    """
+    pixels = np.zeros((len(payloads), channels, size, size), dtype=np.uint8)
+    ok = np.zeros(len(payloads), dtype=bool)
+    for i, payload in enumerate(payloads):
+        if payload is None:
+            continue
+        try:
+            pixels[i] = decode_image(payload, size, channels)
+        except ValueError:
+            continue
+        ok[i] = True
+    return pixels, ok
+
+
 def probe_image(data: bytes) -> tuple[int, int]:
     """(channels, size) an image suggests: 1 for grey modes else 3, and max(width, height).
 
