@@ -13,6 +13,7 @@ import torch
 from sanitize.cli import main
 from sanitize.config import BootstrapConfig, DataConfig, SanitizeConfig
 from sanitize.data import open_source, read_source
+from sanitize.data.npyfile import NpyWriter, release_pages
 from sanitize.data.read import DECODE_PROCESS_MIN_ROWS, DECODE_WORKERS_ENV, decode_workers
 from sanitize.errors import ConfigError
 from sanitize.model import NetSpec, embed_rows, resolve_device, train_model
@@ -147,3 +148,74 @@ def test_decode_workers_default_rule(monkeypatch):
     monkeypatch.setenv(DECODE_WORKERS_ENV, "two")
     with pytest.raises(ConfigError, match="SANITIZE_DECODE_WORKERS must be an integer >= 0"):
         decode_workers(10)
+
+
+# --- the CPU path: stage arrays written and read without growing RSS ----------------------
+
+
+def test_npy_writer_writes_what_an_array_holds_for_any_row_order(tmp_path):
+    rng = np.random.default_rng(0)
+    expected = np.zeros((50, 3, 2), dtype=np.float32)
+    with NpyWriter(tmp_path / "a.npy", expected.shape, np.float32) as writer:
+        for rows in (np.array([3, 4, 5, 9]), np.array([30, 2, 31, 1]), np.arange(40, 50)):
+            values = rng.normal(size=(len(rows), 3, 2)).astype(np.float32)
+            writer.write_rows(rows, values)
+            expected[rows] = values
+        writer.write(20, np.ones((2, 3, 2), dtype=np.float32))
+        expected[20:22] = 1
+        with pytest.raises(ValueError, match="outside"):
+            writer.write(49, np.ones((2, 3, 2), dtype=np.float32))
+    np.testing.assert_array_equal(np.load(tmp_path / "a.npy"), expected)
+
+
+def _rss_file_kib() -> int:
+    with open("/proc/self/status") as fh:
+        return next(int(line.split()[1]) for line in fh if line.startswith("RssFile:"))
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/status"), reason="needs Linux /proc")
+def test_release_pages_drops_a_read_memory_map_from_rss(tmp_path):
+    path = tmp_path / "big.npy"
+    np.save(path, np.ones((64, 1024, 1024), dtype=np.uint8))  # 64 MiB
+    mapped = np.load(path, mmap_mode="r")
+    before = _rss_file_kib()
+    assert int(mapped[::2].sum(dtype=np.int64)) == 32 * 1024 * 1024  # touches every page
+    touched = _rss_file_kib()
+    release_pages(mapped[10:20])  # a slice shares its parent's map
+    after = _rss_file_kib()
+    assert touched - before > 48 * 1024
+    assert touched - after > 48 * 1024
+    assert int(mapped[0].sum(dtype=np.int64)) == 1024 * 1024  # still readable
+
+
+def test_embedding_to_a_file_matches_embedding_in_ram(tmp_path):
+    images, labels = _toy(n=80)
+    path = tmp_path / "images.npy"
+    np.save(path, images)
+    mapped = np.load(path, mmap_mode="r")
+    model = train_model(
+        images,
+        labels,
+        np.arange(80),
+        NetSpec(3, 3, width=4),
+        epochs=1,
+        batch_size=16,
+        lr=1e-3,
+        seed=0,
+        device=CPU,
+    )
+    rows = np.setdiff1d(np.arange(80), [0, 7, 8, 79])  # unreadable rows leave gaps
+    kwargs = dict(device=CPU, batch_size=16, release_every=32)
+    in_ram, loss = embed_rows(model.model, model.normalizer, images, labels, rows, **kwargs)
+    out = tmp_path / "features.npy"
+    on_disk, loss2 = embed_rows(
+        model.model, model.normalizer, mapped, labels, rows, features_out=out, **kwargs
+    )
+    assert isinstance(on_disk, np.memmap)
+    np.testing.assert_array_equal(np.load(out), in_ram)
+    np.testing.assert_array_equal(loss, loss2)
+    none, loss3 = embed_rows(
+        model.model, model.normalizer, mapped, labels, rows, keep_features=False, **kwargs
+    )
+    assert none is None
+    np.testing.assert_array_equal(loss, loss3)

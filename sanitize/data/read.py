@@ -1,8 +1,9 @@
 """Read stage: validate a source, decode every image, and write the stage files.
 
-The stage streams ``source.iter_batches(batch_rows)`` once. Images are decoded into a
-memory-mapped ``images.npy``; the small per-row metadata (id, label, class index, status)
-is kept in memory and written to ``rows.parquet``; ``classes.json`` names the classes.
+The stage streams ``source.iter_batches(batch_rows)`` once. Images are decoded into
+``images.npy``, written block by block (:mod:`sanitize.data.npyfile`); the small per-row
+metadata (id, label, class index, status) is kept in memory and written to
+``rows.parquet``; ``classes.json`` names the classes.
 Layouts are documented in :mod:`sanitize.data.schema`.
 
 Bad rows are never dropped: an undecodable image sets the row aside with reason
@@ -31,6 +32,7 @@ import pyarrow.parquet as pq
 
 from sanitize.config import DataConfig
 from sanitize.data.decode import decode_many, image_bytes, probe_image
+from sanitize.data.npyfile import NpyWriter
 from sanitize.data.schema import (
     CLASSES_FILE,
     IMAGES_FILE,
@@ -166,12 +168,13 @@ def _read_rows(source: Source, data: DataConfig, has_id: bool, images_path: Path
     canonical_chunks: list[pa.Array] = []
     seen_ids: dict[Any, int] = {}
     size, channels = data.image_size, data.channels
-    images: np.ndarray | None = None
+    images: NpyWriter | None = None
     start = 0
     n_workers = decode_workers(n)
     with (
         ThreadPoolExecutor(_DECODE_THREADS) as pool,
         _decode_executor(n_workers) as workers,
+        contextlib.ExitStack() as files,
     ):
         for batch, base_dir in source.iter_located_batches(data.batch_rows):
             rows = batch.num_rows
@@ -193,15 +196,14 @@ def _read_rows(source: Source, data: DataConfig, has_id: bool, images_path: Path
                     channels = channels or probed[0]
                     size = size or probed[1]
             if images is None and size is not None and channels is not None:
-                images = np.lib.format.open_memmap(
-                    images_path, mode="w+", dtype=np.uint8, shape=(n, channels, size, size)
-                )
+                shape = (n, channels, size, size)
+                images = files.enter_context(NpyWriter(images_path, shape, np.uint8))
             if images is None:
                 unreadable[start : start + rows] = True
             else:
                 decoder, parts = (workers, 2 * n_workers) if workers else (pool, _DECODE_THREADS)
                 pixels, good = _decode(decoder, parts, payloads, size, channels)
-                images[start : start + rows] = pixels
+                images.write(start, pixels)
                 ok[start : start + rows] = good
                 unreadable[start : start + rows] = ~good
             start += rows
@@ -212,8 +214,6 @@ def _read_rows(source: Source, data: DataConfig, has_id: bool, images_path: Path
             f"no usable rows in source {source.uri}: none of its {n} images in column "
             f"{data.image_column!r} can be decoded"
         )
-    images.flush()
-    del images
 
     labels_all = pa.chunked_array(label_chunks, type=source.schema.field(data.label_column).type)
     canonical = pa.chunked_array(canonical_chunks)

@@ -9,6 +9,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from sanitize.data.npyfile import NpyWriter, release_pages
 from sanitize.model.device import autocast, memory_format
 from sanitize.model.net import BootstrapNet
 from sanitize.model.train import Normalizer
@@ -25,48 +26,65 @@ def embed_rows(
     device: torch.device,
     batch_size: int = 512,
     features_out: Path | None = None,
+    keep_features: bool = True,
     on_batch: Callable[[int], None] | None = None,
-) -> tuple[np.ndarray, np.ndarray]:
+    release_every: int = 16384,
+) -> tuple[np.ndarray | None, np.ndarray]:
     """Features and cross-entropy of ``images[rows]`` under ``model`` in eval mode.
 
     Parameters
     ----------
     images : ndarray of shape (n_rows, C, H, W), uint8
-        Read in batches of ``batch_size`` rows (a memory map stays on disk).
+        Read in batches of ``batch_size`` rows; a read-only memory map has the pages read
+        so far dropped from this process every ``release_every`` rows, so its resident
+        memory stays bounded whatever the number of rows.
     labels : ndarray of shape (n_rows,), int
         Class indices used for the loss.
     rows : ndarray of int
         Rows to embed; the other rows of the outputs are zero (features) and NaN (loss).
     features_out : Path, optional
-        When given, features are written to this ``.npy`` memory map instead of RAM.
+        When given, features are written to this ``.npy`` file batch by batch (never held
+        whole in RAM) and returned as a read-only memory map of it.
+    keep_features : bool, default=True
+        False (without ``features_out``): compute the loss only and return None features.
 
     Returns
     -------
-    features : ndarray of shape (n_rows, feature_dim), float32
+    features : ndarray of shape (n_rows, feature_dim), float32, or None
     loss : ndarray of shape (n_rows,), float32
     """
     model.eval()
     fmt = memory_format(device)
     n_rows = images.shape[0]
-    if features_out is not None:
-        features = np.lib.format.open_memmap(
-            features_out, mode="w+", dtype=np.float32, shape=(n_rows, model.feature_dim)
-        )
-    else:
-        features = np.zeros((n_rows, model.feature_dim), dtype=np.float32)
+    shape = (n_rows, model.feature_dim)
+    writer = NpyWriter(features_out, shape, np.float32) if features_out is not None else None
+    features = np.zeros(shape, dtype=np.float32) if keep_features and writer is None else None
     loss = np.full(n_rows, np.nan, dtype=np.float32)
     rows = np.asarray(rows, dtype=np.int64)
-    for start in range(0, len(rows), batch_size):
-        idx = rows[start : start + batch_size]
-        x = torch.from_numpy(np.ascontiguousarray(images[idx])).to(device)
-        x = normalizer.apply(x).contiguous(memory_format=fmt)
-        y = torch.from_numpy(labels[idx].astype(np.int64)).to(device)
-        with autocast(device):
-            logits, feats = model.forward_with_features(x)
-        features[idx] = feats.float().cpu().numpy()
-        loss[idx] = F.cross_entropy(logits.float(), y, reduction="none").cpu().numpy()
-        if on_batch is not None:
-            on_batch(len(idx))
-    if isinstance(features, np.memmap):
-        features.flush()
+    since_release = 0
+    try:
+        for start in range(0, len(rows), batch_size):
+            idx = rows[start : start + batch_size]
+            x = torch.from_numpy(np.ascontiguousarray(images[idx])).to(device)
+            x = normalizer.apply(x).contiguous(memory_format=fmt)
+            y = torch.from_numpy(labels[idx].astype(np.int64)).to(device)
+            with autocast(device):
+                logits, feats = model.forward_with_features(x)
+            if writer is not None:
+                writer.write_rows(idx, feats.float().cpu().numpy())
+            elif features is not None:
+                features[idx] = feats.float().cpu().numpy()
+            loss[idx] = F.cross_entropy(logits.float(), y, reduction="none").cpu().numpy()
+            since_release += len(idx)
+            if since_release >= release_every:
+                release_pages(images)
+                since_release = 0
+            if on_batch is not None:
+                on_batch(len(idx))
+    finally:
+        if writer is not None:
+            writer.close()
+    release_pages(images)
+    if writer is not None:
+        features = np.load(features_out, mmap_mode="r")
     return features, loss

@@ -19,6 +19,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from sanitize.data.npyfile import release_pages
 from sanitize.model.device import autocast, memory_format
 from sanitize.model.net import BootstrapNet, NetSpec
 
@@ -154,8 +155,11 @@ def train_model(
     normalizer = normalizer or Normalizer.fit(images, rows)
     fmt = memory_format(device)
 
-    # Data: uint8 on the device once, normalised per batch.
+    # Data: uint8 on the device once, normalised per batch. ``rows`` is the training sample
+    # (at most bootstrap.max_train_rows), so this copy is bounded whatever the set's size;
+    # the pages of a memory-mapped ``images`` read for it are dropped from RSS.
     x_all = torch.from_numpy(np.ascontiguousarray(images[rows])).to(device)
+    release_pages(images)
     y_all = torch.from_numpy(labels[rows].astype(np.int64)).to(device)
     ref_all = None
     if reference_loss is not None:
