@@ -275,7 +275,14 @@ def clean_model_stage(config: SanitizeConfig, paths: RunPaths) -> dict[str, Any]
         )
         save_checkpoint(result.model, result.normalizer, paths.model_clean)
         _, loss_c = embed_rows(
-            result.model, result.normalizer, images, y, usable, device=device, on_batch=bar.advance
+            result.model,
+            result.normalizer,
+            images,
+            y,
+            usable,
+            device=device,
+            keep_features=False,  # only l_C is needed; features would be n_rows x d in RAM
+            on_batch=bar.advance,
         )
     np.save(paths.loss_clean, loss_c)
     return {
