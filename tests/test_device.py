@@ -144,7 +144,7 @@ def test_decode_workers_default_rule(monkeypatch):
     monkeypatch.delenv(DECODE_WORKERS_ENV, raising=False)
     assert decode_workers(DECODE_PROCESS_MIN_ROWS - 1) == 0
     cpus = len(os.sched_getaffinity(0))
-    assert decode_workers(DECODE_PROCESS_MIN_ROWS) == (0 if cpus < 2 else min(8, cpus))
+    assert decode_workers(DECODE_PROCESS_MIN_ROWS) == (0 if cpus < 4 else min(8, cpus))
     monkeypatch.setenv(DECODE_WORKERS_ENV, "two")
     with pytest.raises(ConfigError, match="SANITIZE_DECODE_WORKERS must be an integer >= 0"):
         decode_workers(10)

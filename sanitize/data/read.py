@@ -47,11 +47,15 @@ from sanitize.errors import ConfigError, InputError
 _LABEL_TYPES = "integers, integral floats, bools or strings"
 _DECODE_THREADS = min(8, os.cpu_count() or 1)
 DECODE_WORKERS_ENV = "SANITIZE_DECODE_WORKERS"
-# Rule: a decode worker process starts in about 2 s (a fresh interpreter importing
-# sanitize); one CPU decodes about 5,000 CIFAR-10 images a second, so below 20,000 rows
-# the start-up would eat the gain. Threads do not help with decoding small images: Pillow's
-# per-image Python work holds the GIL (measured: 1 thread 5,600 rows/s, 2 threads 5,500).
+# Rule: the fork server starts in a few seconds (a fresh interpreter importing sanitize);
+# one CPU decodes about 5,000 CIFAR-10 images a second, so below 20,000 rows the start-up
+# would eat the gain. Threads do not help with decoding small images: Pillow's per-image
+# Python work holds the GIL (1 thread 5,600 rows/s, 2 threads 5,500). On 2 CPUs processes
+# did not pay either (40,000 CIFAR-10 rows: 3.4 s in threads, 3.7 s with 2 warm workers,
+# 6.5 s with the fork server's start): the parent's Parquet reading and fetching needs a
+# CPU too, so processes start at 4 CPUs.
 DECODE_PROCESS_MIN_ROWS = 20_000
+DECODE_PROCESS_MIN_CPUS = 4
 MAX_DECODE_WORKERS = 8
 
 
@@ -459,8 +463,9 @@ def decode_workers(n_rows: int) -> int:
     """Worker processes that decode a source of ``n_rows`` rows; 0 decodes in this process.
 
     ``$SANITIZE_DECODE_WORKERS`` sets the number (0 turns processes off). Otherwise:
-    min(8, usable CPUs) from ``DECODE_PROCESS_MIN_ROWS`` rows on, when there are two CPUs
-    or more; never inside a daemonic process (a Dask worker), which may not have children.
+    min(8, usable CPUs) from ``DECODE_PROCESS_MIN_ROWS`` rows on, when there are
+    ``DECODE_PROCESS_MIN_CPUS`` CPUs or more; never inside a daemonic process (a Dask
+    worker), which may not have children.
     """
     if multiprocessing.current_process().daemon:
         return 0
@@ -473,7 +478,7 @@ def decode_workers(n_rows: int) -> int:
                 f"{DECODE_WORKERS_ENV} must be an integer >= 0, got {raw!r}"
             ) from None
     cpus = len(os.sched_getaffinity(0))
-    if cpus < 2 or n_rows < DECODE_PROCESS_MIN_ROWS:
+    if cpus < DECODE_PROCESS_MIN_CPUS or n_rows < DECODE_PROCESS_MIN_ROWS:
         return 0
     return min(MAX_DECODE_WORKERS, cpus)
 
