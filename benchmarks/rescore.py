@@ -68,7 +68,7 @@ def rescore(case: dict, detectors: Sequence[str], config: SanitizeConfig) -> dic
             case["features"], case["labels"], case["context"]
         )
         seconds[name] = time.perf_counter() - start
-    decision = decide(results, len(case["labels"]), config.decision)
+    decision = decide(results, len(case["labels"]), config.decision, labels=case["labels"])
     truth = case["truth"]
     out = {
         name: detection_metrics(r.flagged, r.score, truth) | {"seconds": seconds[name]}
@@ -82,11 +82,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("kept", nargs="+", type=Path, help="kept-<case> folders")
     parser.add_argument("--detectors", nargs="+", help="detector names (default: the config's)")
-    parser.add_argument("--min-votes", type=int, default=None)
+    parser.add_argument(
+        "--decision",
+        nargs="+",
+        default=[],
+        metavar="KEY=VALUE",
+        help="DecisionConfig fields, e.g. consensus=false consensus_z=2.5",
+    )
+    parser.add_argument("--only-decision", action="store_true", help="print decision rows only")
     args = parser.parse_args(argv)
     config = SanitizeConfig()
-    if args.min_votes is not None:
-        config = config.replace(decision=DecisionConfig(min_votes=args.min_votes))
+    if args.decision:
+        fields = {k: json.loads(v) for k, v in (item.split("=", 1) for item in args.decision)}
+        config = config.replace(decision=DecisionConfig(**fields))
     detectors = args.detectors or list(config.detectors)
     print(f"{'case':<30} {'detector':<22} {'TPR':>6} {'FPR':>6} {'AUROC':>6} {'rm':>5}")
     for kept in sorted(args.kept):
@@ -94,6 +102,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             continue
         case = load_case(kept)
         for name, m in rescore(case, detectors, config).items():
+            if args.only_decision and name != "decision":
+                continue
             print(
                 f"{case['name']:<30} {name:<22} {m['tpr']:6.3f} {m['fpr']:6.3f} "
                 f"{m['auroc']:6.3f} {m['removed']:5d}"

@@ -26,7 +26,7 @@ KNOWN_DETECTORS = (
     "cbd",
 )
 # Run when a config does not list its detectors.
-DEFAULT_DETECTORS = ("activation_clustering", "spectral", "early_loss", "cbd")
+DEFAULT_DETECTORS = ("activation_clustering", "spectre", "early_loss", "cbd")
 
 
 @dataclass(frozen=True)
@@ -150,11 +150,32 @@ class DecisionConfig:
         Cap on the share of rows removed; above it the highest poison scores are kept first.
     weight_clip : tuple of float, default=(0.05, 1.0)
         Clip range of the raw CBD weight w = l_B / (l_B + l_C) before it is normalised.
+    consensus : bool, default=True
+        Also flag the candidate rows of a class that several detectors single out (see
+        ``sanitize.detect.consensus``).
+    consensus_z : float, default=3.0
+        Robust z of a class's evidence among the classes that counts as a detector's vote.
+        Rule: the cross-class z bar of activation clustering; among ten or so clean
+        classes the most split class of one detector reaches 2-3.
+    consensus_votes : int, default=2
+        Detectors that must single out a class. Rule: two independent signals; one is
+        what each detector's own bar already judges.
+    consensus_agree : int, default=2
+        Of those, detectors whose candidate group must hold a row. Rule: as votes.
+    consensus_mad_floor : float, default=0.1
+        Floor on the MAD of a detector's class evidence, as a share of its median.
+        Rule: mixture separations of clean classes spread by about 0.1-0.2 of their
+        median; a tighter spread would turn jitter into votes.
     """
 
     min_votes: int | None = 1
     max_removal_fraction: float = 0.25
     weight_clip: tuple[float, float] = (0.05, 1.0)
+    consensus: bool = True
+    consensus_z: float = 3.0
+    consensus_votes: int = 2
+    consensus_agree: int = 2
+    consensus_mad_floor: float = 0.1
 
     def validate(self) -> None:
         if self.min_votes is not None and self.min_votes < 1:
@@ -163,6 +184,17 @@ class DecisionConfig:
             raise ConfigError(
                 f"decision.max_removal_fraction must be in (0, 1], got {self.max_removal_fraction}"
             )
+        if not self.consensus_z > 0:
+            raise ConfigError(f"decision.consensus_z must be > 0, got {self.consensus_z}")
+        if self.consensus_votes < 2 or self.consensus_agree < 2:
+            raise ConfigError(
+                "decision.consensus_votes and consensus_agree must be >= 2, got "
+                f"{self.consensus_votes} and {self.consensus_agree}"
+            )
+        if self.consensus_agree > self.consensus_votes:
+            raise ConfigError("decision.consensus_agree must not exceed consensus_votes")
+        if not self.consensus_mad_floor > 0:
+            raise ConfigError("decision.consensus_mad_floor must be > 0")
         lo, hi = self.weight_clip
         if not 0 < lo < hi <= 1:
             raise ConfigError(

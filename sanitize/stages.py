@@ -321,6 +321,8 @@ def detect_stage(name: str, config: SanitizeConfig, paths: RunPaths) -> dict[str
     arrays = {"score": result.score, "flagged": result.flagged}
     if result.weight is not None:
         arrays["weight"] = result.weight
+    if result.candidate is not None:
+        arrays["candidate"] = result.candidate
     np.savez(paths.detector_scores(name), **arrays)
     paths.detector_info(name).write_text(json.dumps(result.info, default=_json_default))
     seconds = time.perf_counter() - start
@@ -340,10 +342,16 @@ def decide_stage(config: SanitizeConfig, paths: RunPaths) -> dict[str, Any]:
         saved = np.load(paths.detector_scores(name))
         info = json.loads(paths.detector_info(name).read_text())
         weight = saved["weight"] if "weight" in saved.files else None
+        candidate = saved["candidate"] if "candidate" in saved.files else None
         results[name] = DetectorResult(
-            score=saved["score"], flagged=saved["flagged"], info=info, weight=weight
+            score=saved["score"],
+            flagged=saved["flagged"],
+            info=info,
+            weight=weight,
+            candidate=candidate,
         )
-    decision = decide(results, len(usable), config.decision)
+    y = rows.column("y").to_numpy().astype(np.int64)
+    decision = decide(results, len(usable), config.decision, labels=y[usable])
 
     n = rows.num_rows
     poison_score = np.ones(n, dtype=np.float32)  # rows that could not be scored are removed

@@ -118,3 +118,72 @@ def test_bad_inputs():
         decide({}, 3, DecisionConfig())
     with pytest.raises(ValueError, match="scored 2 rows, expected 3"):
         decide({"a": result([0.1, 0.2])}, 3, DecisionConfig())
+
+
+# --- class consensus ---------------------------------------------------------------------
+
+
+def _class_result(
+    labels: np.ndarray, evidence: dict[int, float], candidate: np.ndarray, score: float = 0.3
+) -> DetectorResult:
+    """A detector that flags nothing itself but reports class evidence and candidates."""
+    n = labels.size
+    per_class = {str(c): {"evidence": e, "n_flagged": 0} for c, e in evidence.items()}
+    return DetectorResult(
+        score=np.where(candidate, score, 0.05).astype(np.float32),
+        flagged=np.zeros(n, dtype=bool),
+        info={"per_class": per_class},
+        candidate=candidate,
+    )
+
+
+def _consensus_case(n_agree: int = 2):
+    """Ten classes of 100 rows; class 4 is the most split for ``n_agree`` of 3 detectors."""
+    labels = np.repeat(np.arange(10), 100)
+    rng = np.random.default_rng(0)
+    poison = (labels == 4) & (np.arange(labels.size) % 100 < 20)
+    results = {}
+    for j, name in enumerate(["a", "b", "c"]):
+        evidence = {c: 1.8 + 0.1 * rng.normal() for c in range(10)}
+        candidate = np.zeros(labels.size, dtype=bool)
+        # Every detector has a candidate group in every class (a 2-component fit always
+        # finds one); only in class 4 do the singling-out detectors put the poison there.
+        for c in range(10):
+            rows = np.flatnonzero(labels == c)
+            candidate[rng.choice(rows, 30, replace=False)] = True
+        if j < n_agree:
+            evidence[4] = 3.2
+            candidate[labels == 4] = poison[labels == 4]
+        results[name] = _class_result(labels, evidence, candidate)
+    return results, labels, poison
+
+
+def test_consensus_flags_candidates_of_a_class_two_detectors_single_out():
+    results, labels, poison = _consensus_case(n_agree=2)
+    decision = decide(results, labels.size, DecisionConfig(), labels=labels)
+    assert np.array_equal(decision.flagged, poison)
+    assert np.all(decision.poison_score[poison] >= 0.5)
+    assert np.all(decision.poison_score[~poison] < 0.5)
+    assert decision.reasons[int(np.flatnonzero(poison)[0])] == ["consensus:a", "consensus:b"]
+    info = decision.info["consensus"]
+    assert info["suspect_classes"] == [4] and info["n_added"] == poison.sum()
+
+
+def test_consensus_needs_two_detectors_and_can_be_turned_off():
+    results, labels, _ = _consensus_case(n_agree=1)
+    decision = decide(results, labels.size, DecisionConfig(), labels=labels)
+    assert not decision.flagged.any()
+    assert decision.info["consensus"]["suspect_classes"] == []
+
+    results, labels, _ = _consensus_case(n_agree=2)
+    off = decide(results, labels.size, DecisionConfig(consensus=False), labels=labels)
+    assert not off.flagged.any() and off.info["consensus"] is None
+    no_labels = decide(results, labels.size, DecisionConfig())
+    assert not no_labels.flagged.any()
+
+
+def test_consensus_config_is_validated():
+    with pytest.raises(ConfigError, match="consensus_votes"):
+        DecisionConfig(consensus_votes=1).validate()
+    with pytest.raises(ConfigError, match="must not exceed"):
+        DecisionConfig(consensus_votes=2, consensus_agree=3).validate()

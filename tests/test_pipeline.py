@@ -12,6 +12,7 @@ import pytest
 from PIL import Image
 
 from sanitize import sanitize_dataset
+from sanitize.config import DEFAULT_DETECTORS
 from sanitize.paths import CLEAN_FILE, QUARANTINE_FILE, REPORT_HTML, REPORT_JSON, SCORES_FILE
 from tests.conftest import SAMPLE_SOURCE
 
@@ -101,7 +102,7 @@ def test_contract_columns_and_ranges(run):
     quarantine = pq.read_table(out / QUARANTINE_FILE)
     assert quarantine.schema.field("reasons").type == pa.list_(pa.string())
     scores = pq.read_table(out / SCORES_FILE)
-    for name in ("activation_clustering", "spectral", "early_loss", "cbd"):
+    for name in DEFAULT_DETECTORS:
         name = f"score_{name}"
         assert name in scores.column_names
     poison = scores.column("poison_score").to_numpy()
@@ -125,7 +126,7 @@ def test_report_json(run):
     _, out, _ = run
     report = json.loads((out / REPORT_JSON).read_text())
     assert report["counts"]["kept"] + report["counts"]["removed"] == 3000
-    assert set(report["per_detector"]) == {"activation_clustering", "spectral", "early_loss", "cbd"}
+    assert set(report["per_detector"]) == set(DEFAULT_DETECTORS)
     assert {"read", "bootstrap", "embed", "decide", "export"} <= set(report["stage_timings"])
     assert report["device"] == "cpu"
     assert report["versions"]["torch"]

@@ -178,6 +178,7 @@ class ActivationClustering(Detector):
 
         score = np.zeros(n, dtype=np.float64)
         flagged = np.zeros(n, dtype=bool)
+        candidate = np.zeros(n, dtype=bool)
         per_class: dict[str, dict] = {}
         note = None
         if len(splits) < self.min_classes:
@@ -201,6 +202,8 @@ class ActivationClustering(Detector):
             strength = np.minimum(g, s.membership)
             score[s.idx] = ratio_score(strength)
             flagged[s.idx] = strength >= 1.0
+            if 0 < s.relative_size <= self.max_relative_size:
+                candidate[s.idx] = s.membership >= 1.0
             per_class[str(c)] = {
                 "n": int(s.idx.size),
                 "relative_size": s.relative_size,
@@ -209,6 +212,7 @@ class ActivationClustering(Detector):
                 "reclassification_own_share": s.own_share,
                 "flagged": bool(g >= 1.0),
                 "n_flagged": int(flagged[s.idx].sum()),
+                "evidence": s.silhouette,
             }
         info = {
             "params": self.get_params(),
@@ -221,7 +225,9 @@ class ActivationClustering(Detector):
             "note": note,
             "per_class": per_class,
         }
-        return DetectorResult(score=contract_score(score, flagged), flagged=flagged, info=info)
+        return DetectorResult(
+            score=contract_score(score, flagged), flagged=flagged, info=info, candidate=candidate
+        )
 
     def _split_class(
         self,

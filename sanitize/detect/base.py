@@ -67,6 +67,13 @@ class DetectorResult:
         index as a string.
     weight : ndarray of shape (n_rows,) or None, default=None
         float32 raw training weight in (0, 1]; only detectors that produce one set it (CBD).
+    candidate : ndarray of shape (n_rows,) or None, default=None
+        bool; rows in the group each class would lose if it were judged poisoned (the
+        minor mixture component, the smaller cluster), whether or not this detector judged
+        it so on its own. Detectors that compare classes set it, with a numeric
+        ``info["per_class"][c]["evidence"]`` per class; the decision uses both to act on
+        a class that several detectors single out (see
+        :func:`sanitize.detect.decision.decide`).
 
     Raises
     ------
@@ -79,6 +86,7 @@ class DetectorResult:
     flagged: np.ndarray
     info: dict[str, Any] = field(default_factory=dict)
     weight: np.ndarray | None = None
+    candidate: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         self.score = np.asarray(self.score, dtype=np.float32)
@@ -100,6 +108,10 @@ class DetectorResult:
                 raise ValueError(f"weight has shape {self.weight.shape}, score has ({n},)")
             if not np.all((self.weight > 0.0) & (self.weight <= 1.0)):
                 raise ValueError("weight must lie in (0, 1] (and not be NaN)")
+        if self.candidate is not None:
+            self.candidate = np.asarray(self.candidate, dtype=bool)
+            if self.candidate.shape != (n,):
+                raise ValueError(f"candidate has shape {self.candidate.shape}, score has ({n},)")
 
 
 class Detector(ABC):

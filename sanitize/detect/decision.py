@@ -9,6 +9,7 @@ import numpy as np
 
 from sanitize.config import DecisionConfig
 from sanitize.detect.base import DetectorResult
+from sanitize.detect.consensus import class_consensus
 from sanitize.errors import ConfigError
 
 _BELOW_HALF = np.nextafter(np.float32(0.5), np.float32(0.0))
@@ -45,14 +46,22 @@ class Decision:
     info: dict[str, Any] = field(default_factory=dict)
 
 
-def decide(results: dict[str, DetectorResult], n_rows: int, config: DecisionConfig) -> Decision:
+def decide(
+    results: dict[str, DetectorResult],
+    n_rows: int,
+    config: DecisionConfig,
+    labels: np.ndarray | None = None,
+) -> Decision:
     """Combine detector results by vote into one poison score, flags and weights.
 
     A row is flagged when at least ``k`` detectors flagged it, ``k`` being
     ``config.min_votes`` or else a strict majority of the detectors that ran (1 of 1, 2 of
     2, 2 of 3, 3 of 4). Its ``poison_score`` is the k-th largest of its detector scores, so
     that, each detector keeping ``score >= 0.5 <=> flagged``, ``poison_score >= 0.5``
-    exactly when ``k`` detectors flagged it. When more than
+    exactly when ``k`` detectors flagged it. With ``labels`` and ``config.consensus``, the
+    rows of :func:`sanitize.detect.consensus.class_consensus` are flagged too, with
+    ``poison_score = 0.5 + 0.5 * s`` (``s`` the agreeing detectors' mean score) and
+    reasons ``consensus:<detector>``. When more than
     ``floor(config.max_removal_fraction * n_rows)`` rows are flagged, only that many, those
     of highest poison score, stay flagged; the scores of the others are lowered to just
     below 0.5 so the contract holds.
@@ -100,6 +109,26 @@ def decide(results: dict[str, DetectorResult], n_rows: int, config: DecisionConf
     # k-th largest per row: the (m - k)-th smallest.
     poison_score = np.partition(scores, m - k, axis=0)[m - k].astype(np.float32)
     flagged = votes >= k
+    reasons: list[list[str]] = [[] for _ in range(n_rows)]
+    for i in np.flatnonzero(flagged):
+        reasons[i] = [names[j] for j in np.flatnonzero(flags[:, i])]
+
+    consensus_info = None
+    if labels is not None and config.consensus:
+        consensus = class_consensus(
+            results,
+            np.asarray(labels),
+            z_threshold=config.consensus_z,
+            votes=config.consensus_votes,
+            agree=config.consensus_agree,
+            relative_mad_floor=config.consensus_mad_floor,
+        )
+        extra = consensus.flagged & ~flagged
+        poison_score[extra] = (0.5 + 0.5 * consensus.strength[extra]).astype(np.float32)
+        flagged = flagged | extra
+        for i in np.flatnonzero(extra):
+            reasons[i] = [f"consensus:{nm}" for nm in consensus.voters[i]]
+        consensus_info = consensus.info | {"n_added": int(extra.sum())}
 
     n_before = int(flagged.sum())
     limit = int(np.floor(config.max_removal_fraction * n_rows))
@@ -124,9 +153,8 @@ def decide(results: dict[str, DetectorResult], n_rows: int, config: DecisionConf
         w = np.clip(raw[kept], lo, hi)
         sample_weight[kept] = w / w.mean()
 
-    reasons: list[list[str]] = [[] for _ in range(n_rows)]
-    for i in np.flatnonzero(flagged):
-        reasons[i] = [names[j] for j in np.flatnonzero(flags[:, i])]
+    for i in np.flatnonzero(~flagged):
+        reasons[i] = []  # removed by the cap
 
     info = {
         "detectors": names,
@@ -140,6 +168,7 @@ def decide(results: dict[str, DetectorResult], n_rows: int, config: DecisionConf
         "flags_per_detector": {nm: int(flags[j].sum()) for j, nm in enumerate(names)},
         "weights_from": weighted,
         "weight_clip": [float(x) for x in config.weight_clip],
+        "consensus": consensus_info,
     }
     return Decision(
         poison_score=poison_score,

@@ -23,6 +23,12 @@ class GroupTest:
 
     strength : ndarray of shape (n,)
         Per-row evidence, >= 1 exactly where the row is flagged.
+    candidate : ndarray of shape (n,), bool
+        Rows past the point where the candidate component becomes the more likely one,
+        whether or not the class passed the separation test: the group the class would
+        lose if other evidence says it is poisoned (see
+        :func:`sanitize.detect.decision.decide`). All False when the candidate is too
+        large or too small to be a group.
     """
 
     strength: np.ndarray
@@ -31,6 +37,7 @@ class GroupTest:
     group: bool
     rule: str
     details: dict = field(default_factory=dict)
+    candidate: np.ndarray | None = None
 
     def figures(self, scale: float = 1.0) -> dict:
         """JSON-able figures for a detector's ``info``; cuts in units of ``values * scale``."""
@@ -104,11 +111,14 @@ def separated_group(
     separation = float(abs(means[minor] - means[major]) / np.sqrt((var[0] + var[1]) / 2))
     group_weight = float(weights[minor])
     minor_side = "high" if means[minor] > means[major] else "low"
-    group = (
-        separation >= separation_threshold
-        and group_weight < max_group_weight
-        and group_weight * values.size >= min_group_size
-    )
+    plausible = group_weight < max_group_weight and group_weight * values.size >= min_group_size
+    group = separation >= separation_threshold and plausible
+    # Orient q so that the candidate component lies on the positive side.
+    sign = 1.0 if minor_side == "high" else -1.0
+    q = sign * values
+    m_major, m_minor = sign * means[major], sign * means[minor]
+    boundary = _crossing(m_major, var[major], weights[major], m_minor, var[minor], weights[minor])
+    candidate = (q >= boundary) if plausible else np.zeros(values.size, dtype=bool)
 
     if not group:
         z, med, scale = robust_z(values, mad_floor=1e-3)
@@ -119,13 +129,16 @@ def separated_group(
             strength, cut = z / z_threshold, hi
         else:
             strength, cut = np.abs(z) / z_threshold, [lo, hi]
-        return GroupTest(strength, separation, minor_weight, False, "robust_outlier", {"cut": cut})
+        return GroupTest(
+            strength,
+            separation,
+            minor_weight,
+            False,
+            "robust_outlier",
+            {"cut": cut, "cut_candidate": boundary * sign if plausible else None},
+            candidate,
+        )
 
-    # Orient q so that the candidate component lies on the positive side.
-    sign = 1.0 if minor_side == "high" else -1.0
-    q = sign * values
-    m_major, m_minor = sign * means[major], sign * means[minor]
-    boundary = _crossing(m_major, var[major], weights[major], m_minor, var[minor], weights[minor])
     _, med, scale = robust_z(q, mad_floor=1e-3)
     z_cut = med + z_threshold * scale
     cut = min(boundary, z_cut) if z_cut > m_major else boundary
@@ -137,7 +150,13 @@ def separated_group(
         "minor_side": minor_side,
     }
     return GroupTest(
-        (q - m_major) / (cut - m_major), separation, minor_weight, True, "separated_group", details
+        (q - m_major) / (cut - m_major),
+        separation,
+        minor_weight,
+        True,
+        "separated_group",
+        details,
+        candidate,
     )
 
 

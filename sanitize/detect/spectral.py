@@ -114,6 +114,7 @@ class SpectralSignature(Detector):
         n = features.shape[0]
         raw = np.zeros(n, dtype=np.float64)
         flagged = np.zeros(n, dtype=bool)
+        candidate = np.zeros(n, dtype=bool)
         per_class: dict[str, dict] = {}
         skipped: list[int] = []
         rng = np.random.default_rng(context.seed)
@@ -124,10 +125,12 @@ class SpectralSignature(Detector):
             if idx.size < self.min_class_size:
                 skipped.append(c)
                 continue
-            strength, figures = self._score_class(features[idx], rng, context.seed)
+            strength, in_group, figures = self._score_class(features[idx], rng, context.seed)
             raw[idx] = ratio_score(strength)
             flagged[idx] = strength >= 1.0
+            candidate[idx] = in_group
             figures["n_flagged"] = int(flagged[idx].sum())
+            figures["evidence"] = figures["separation"]
             per_class[str(c)] = figures
         info = {
             "params": self.get_params(),
@@ -136,12 +139,14 @@ class SpectralSignature(Detector):
             "classes_skipped": skipped,
             "per_class": per_class,
         }
-        return DetectorResult(score=contract_score(raw, flagged), flagged=flagged, info=info)
+        return DetectorResult(
+            score=contract_score(raw, flagged), flagged=flagged, info=info, candidate=candidate
+        )
 
     def _score_class(
         self, x: np.ndarray, rng: np.random.Generator, seed: int
-    ) -> tuple[np.ndarray, dict]:
-        """Per-row strength (>= 1 where flagged) and the class figures for ``info``."""
+    ) -> tuple[np.ndarray, np.ndarray, dict]:
+        """Per-row strength (>= 1 where flagged), candidate rows, and the class figures."""
         xc = x - x.mean(axis=0, dtype=np.float64).astype(x.dtype)
         sing, v = top_directions(xc, 1)
         p = (xc @ v[:, 0].astype(xc.dtype)).astype(np.float64)
@@ -152,7 +157,7 @@ class SpectralSignature(Detector):
         }
         if sd == 0.0:
             figures.update(separation=0.0, minor_weight=0.0, group=False, rule="constant")
-            return np.zeros(x.shape[0]), figures
+            return np.zeros(x.shape[0]), np.zeros(x.shape[0], dtype=bool), figures
         ps = p / sd
 
         group = separated_group(
@@ -165,4 +170,4 @@ class SpectralSignature(Detector):
             seed=seed,
         )
         figures.update(group.figures(scale=sd))
-        return group.strength, figures
+        return group.strength, group.candidate, figures

@@ -117,6 +117,7 @@ class Spectre(Detector):
         n = features.shape[0]
         raw = np.zeros(n)
         flagged = np.zeros(n, dtype=bool)
+        candidate = np.zeros(n, dtype=bool)
         per_class: dict[str, dict] = {}
         skipped: list[int] = []
         rng = np.random.default_rng(context.seed)
@@ -147,8 +148,10 @@ class Spectre(Detector):
             )
             raw[idx] = ratio_score(test.strength)
             flagged[idx] = test.strength >= 1.0
+            candidate[idx] = test.candidate
             figures = {"n": int(idx.size), "top_excess_variance": top, **test.figures(scale=sd)}
             figures["n_flagged"] = int(flagged[idx].sum())
+            figures["evidence"] = test.separation
             per_class[str(c)] = figures
         info = {
             "params": self.get_params(),
@@ -157,7 +160,9 @@ class Spectre(Detector):
             "classes_skipped": skipped,
             "per_class": per_class,
         }
-        return DetectorResult(score=contract_score(raw, flagged), flagged=flagged, info=info)
+        return DetectorResult(
+            score=contract_score(raw, flagged), flagged=flagged, info=info, candidate=candidate
+        )
 
     def _log_que(self, x: np.ndarray, scatter: _ClassScatter, c: int) -> tuple[np.ndarray, float]:
         """``log tau`` of every row of class ``c``, and the top eigenvalue of ``S``."""

@@ -1,0 +1,138 @@
+"""Class-level consensus: act on a class that several detectors single out at once.
+
+Each detector judges every class against an absolute bar (a mixture separation, a
+silhouette z) that must hold on clean data by itself. A weak backdoor (a faint blend, a
+filter, a small patch at 1%) often leaves its target class the most split class for
+several detectors at once while staying under each bar. Singling out the same class is
+evidence that one detector alone cannot give: on clean data the most split class of one
+detector is rarely the most split class of another.
+
+For each detector that reports a class statistic (``info["per_class"][c]["evidence"]``,
+higher = more split) the classes are compared by robust z (median / MAD over classes).
+A class is suspect when at least ``votes`` detectors give it ``z >= z_threshold``; in a
+suspect class, the rows that at least ``agree`` of those detectors put in their candidate
+group (``DetectorResult.candidate``) are flagged. Both counts must be at least 2: one
+detector's candidate group in a class it alone singles out is exactly what its own
+absolute bar rejected.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from sanitize.detect.base import DetectorResult, robust_z
+
+
+@dataclass
+class Consensus:
+    """Outcome of :func:`class_consensus`.
+
+    flagged : ndarray of shape (n_rows,)
+        bool; rows the consensus flags (on top of what the detectors flag themselves).
+    strength : ndarray of shape (n_rows,)
+        float in [0, 1); mean score of the agreeing detectors on a flagged row, 0 elsewhere.
+    voters : list of list of str
+        For a flagged row, the detectors whose candidate group holds it.
+    info : dict
+        JSON-able: per detector the class z-scores, the suspect classes and their voters.
+    """
+
+    flagged: np.ndarray
+    strength: np.ndarray
+    voters: list[list[str]]
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+def class_consensus(
+    results: dict[str, DetectorResult],
+    labels: np.ndarray,
+    *,
+    z_threshold: float,
+    votes: int,
+    agree: int,
+    relative_mad_floor: float,
+    min_classes: int = 3,
+) -> Consensus:
+    """Flag the candidate rows of classes that ``votes`` detectors single out.
+
+    Parameters
+    ----------
+    results : dict of str to DetectorResult
+        Detector results over the same rows; those without ``candidate`` or per-class
+        ``evidence`` take no part.
+    labels : ndarray of shape (n_rows,)
+        Class index of every row.
+    z_threshold : float
+        Robust z of a class's evidence, among the classes, that counts as a vote.
+    votes : int
+        Detectors that must vote for a class to make it suspect.
+    agree : int
+        Voting detectors whose candidate group must hold a row for it to be flagged.
+    relative_mad_floor : float
+        Floor on the MAD of a detector's evidence over classes, as a share of its median.
+    min_classes : int, default=3
+        Fewest classes with evidence for a detector's z-scores to mean anything.
+    """
+    n = labels.shape[0]
+    z_by_detector: dict[str, dict[int, float]] = {}
+    for name, result in results.items():
+        per_class = result.info.get("per_class", {})
+        evidence = {
+            int(c): float(v["evidence"])
+            for c, v in per_class.items()
+            if isinstance(v, dict) and v.get("evidence") is not None
+        }
+        if result.candidate is None or len(evidence) < min_classes:
+            continue
+        classes = sorted(evidence)
+        values = np.array([evidence[c] for c in classes])
+        floor = relative_mad_floor * max(abs(float(np.median(values))), 1e-12)
+        z, _, _ = robust_z(values, mad_floor=floor)
+        z_by_detector[name] = {c: float(zc) for c, zc in zip(classes, z, strict=True)}
+
+    class_voters: dict[int, list[str]] = {}
+    for name, zs in z_by_detector.items():
+        for c, zc in zs.items():
+            if zc >= z_threshold:
+                class_voters.setdefault(c, []).append(name)
+    suspects = sorted(c for c, names in class_voters.items() if len(names) >= votes)
+
+    flagged = np.zeros(n, dtype=bool)
+    strength = np.zeros(n)
+    voters: list[list[str]] = [[] for _ in range(n)]
+    per_suspect: dict[str, dict] = {}
+    for c in suspects:
+        names = sorted(class_voters[c])
+        rows = np.flatnonzero(labels == c)
+        held = np.stack([results[nm].candidate[rows] for nm in names])
+        agreeing = held.sum(axis=0) >= agree
+        chosen = rows[agreeing]
+        flagged[chosen] = True
+        scores = np.stack([results[nm].score[chosen] for nm in names])
+        strength[chosen] = np.where(held[:, agreeing], scores, 0.0).sum(axis=0) / np.maximum(
+            1, held[:, agreeing].sum(axis=0)
+        )
+        for i, row in zip(np.flatnonzero(agreeing), chosen, strict=True):
+            voters[row] = [nm for j, nm in enumerate(names) if held[j, i]]
+        per_suspect[str(c)] = {
+            "voters": names,
+            "z": {nm: z_by_detector[nm][c] for nm in names},
+            "n_flagged": int(agreeing.sum()),
+            "n": int(rows.size),
+        }
+    info = {
+        "z_threshold": z_threshold,
+        "votes": votes,
+        "agree": agree,
+        "detectors": sorted(z_by_detector),
+        "class_z": {nm: {str(c): z for c, z in zs.items()} for nm, zs in z_by_detector.items()},
+        "suspect_classes": suspects,
+        "per_suspect": per_suspect,
+        "n_flagged": int(flagged.sum()),
+    }
+    return Consensus(
+        flagged=flagged, strength=np.clip(strength, 0.0, 0.999), voters=voters, info=info
+    )
