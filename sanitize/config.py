@@ -26,7 +26,7 @@ KNOWN_DETECTORS = (
     "cbd",
 )
 # Run when a config does not list its detectors.
-DEFAULT_DETECTORS = ("activation_clustering", "spectre", "early_loss", "cbd")
+DEFAULT_DETECTORS = ("activation_clustering", "spectral", "spectre", "early_loss", "cbd")
 
 
 @dataclass(frozen=True)

@@ -23,7 +23,8 @@ from typing import Any
 
 import numpy as np
 
-from sanitize.detect.base import DetectorResult, robust_z
+from sanitize.detect.base import DetectorResult
+from sanitize.detect.mixture import class_evidence_z
 
 
 @dataclass
@@ -54,7 +55,6 @@ def class_consensus(
     votes: int,
     agree: int,
     relative_mad_floor: float,
-    min_classes: int = 3,
 ) -> Consensus:
     """Flag the candidate rows of classes that ``votes`` detectors single out.
 
@@ -72,26 +72,17 @@ def class_consensus(
     agree : int
         Voting detectors whose candidate group must hold a row for it to be flagged.
     relative_mad_floor : float
-        Floor on the MAD of a detector's evidence over classes, as a share of its median.
-    min_classes : int, default=3
-        Fewest classes with evidence for a detector's z-scores to mean anything.
+        Floor on the MAD of a detector's evidence over classes, as a share of its median
+        (see :func:`sanitize.detect.mixture.class_evidence_z`; three classes at least).
     """
     n = labels.shape[0]
     z_by_detector: dict[str, dict[int, float]] = {}
     for name, result in results.items():
-        per_class = result.info.get("per_class", {})
-        evidence = {
-            int(c): float(v["evidence"])
-            for c, v in per_class.items()
-            if isinstance(v, dict) and v.get("evidence") is not None
-        }
-        if result.candidate is None or len(evidence) < min_classes:
+        if result.candidate is None:
             continue
-        classes = sorted(evidence)
-        values = np.array([evidence[c] for c in classes])
-        floor = relative_mad_floor * max(abs(float(np.median(values))), 1e-12)
-        z, _, _ = robust_z(values, mad_floor=floor)
-        z_by_detector[name] = {c: float(zc) for c, zc in zip(classes, z, strict=True)}
+        z = class_evidence_z(result.info.get("per_class", {}), relative_mad_floor)
+        if z:
+            z_by_detector[name] = z
 
     class_voters: dict[int, list[str]] = {}
     for name, zs in z_by_detector.items():

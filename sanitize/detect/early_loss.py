@@ -11,9 +11,8 @@ from sanitize.detect.base import (
     contract_score,
     ratio_score,
     register,
-    robust_z,
 )
-from sanitize.detect.mixture import GroupTest, separated_group
+from sanitize.detect.mixture import GroupTest, class_evidence_z, separated_group
 from sanitize.errors import ConfigError
 
 
@@ -152,7 +151,7 @@ class EarlyLoss(Detector):
 
         # A majority group needs its class singled out among the classes as well: classes
         # of near-duplicate images (GTSRB's sign tracks) fit most of their rows early.
-        class_z = _class_z(per_class, self.majority_mad_floor)
+        class_z = class_evidence_z(per_class, self.majority_mad_floor)
         for c, (idx, test) in tests.items():
             strength = test.strength
             figures = per_class[str(c)]
@@ -175,14 +174,3 @@ class EarlyLoss(Detector):
         return DetectorResult(
             score=contract_score(raw, flagged), flagged=flagged, info=info, candidate=candidate
         )
-
-
-def _class_z(per_class: dict[str, dict], relative_mad_floor: float) -> dict[int, float]:
-    """Robust z of each class's separation among the classes (needs three classes)."""
-    classes = [int(c) for c, v in per_class.items() if v.get("evidence") is not None]
-    if len(classes) < 3:
-        return {}
-    values = np.array([per_class[str(c)]["evidence"] for c in classes])
-    floor = relative_mad_floor * max(abs(float(np.median(values))), 1e-12)
-    z, _, _ = robust_z(values, mad_floor=floor)
-    return {c: float(zc) for c, zc in zip(classes, z, strict=True)}

@@ -200,3 +200,24 @@ def _two_means_1d(values: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarra
     means = np.array([p.mean() for p in parts])
     var = np.array([p.var() for p in parts])
     return weights, means, var
+
+
+def class_evidence_z(per_class: dict[str, dict], relative_mad_floor: float) -> dict[int, float]:
+    """Robust z of each class's ``evidence`` among the classes that report one.
+
+    ``per_class`` maps a class index (as a string) to a detector's figures; classes
+    without an ``evidence`` value take no part. The MAD is floored at
+    ``relative_mad_floor`` times the median evidence. Empty with fewer than three classes,
+    where a spread across classes means nothing.
+    """
+    classes = [
+        int(c)
+        for c, v in per_class.items()
+        if isinstance(v, dict) and v.get("evidence") is not None
+    ]
+    if len(classes) < 3:
+        return {}
+    values = np.array([float(per_class[str(c)]["evidence"]) for c in classes])
+    floor = relative_mad_floor * max(abs(float(np.median(values))), 1e-12)
+    z, _, _ = robust_z(values, mad_floor=floor)
+    return {c: float(zc) for c, zc in zip(classes, z, strict=True)}
