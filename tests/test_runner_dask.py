@@ -10,6 +10,7 @@ from sanitize import sanitize_dataset
 from sanitize.config import BootstrapConfig, SanitizeConfig
 from sanitize.errors import ConfigError
 from sanitize.paths import CLEAN_FILE, QUARANTINE_FILE, SCORES_FILE
+from sanitize.plan import build_plan
 from tests.conftest import SAMPLE_SOURCE
 
 CONFIG = SanitizeConfig(bootstrap=BootstrapConfig(epochs=2, clean_epochs=2, width=8))
@@ -38,7 +39,7 @@ def test_dask_runner_matches_the_local_runner(prefect_harness, tmp_path, monkeyp
     assert counts["rows"] == 3000
     # Every stage ran as a task on the cluster's workers (which ones is the scheduler's call:
     # the detectors take about a second here, too little for it to spread them).
-    assert len(stream.data) == 13
+    assert len(stream.data) == len(build_plan(CONFIG, 3000, shard_rows=1024))
     assert {task["worker"] for task in stream.data} <= workers
 
     sanitize_dataset(SAMPLE_SOURCE, tmp_path / "local", CONFIG)
