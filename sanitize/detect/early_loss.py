@@ -9,10 +9,9 @@ from sanitize.detect.base import (
     DetectorContext,
     DetectorResult,
     contract_score,
-    ratio_score,
     register,
 )
-from sanitize.detect.mixture import GroupTest, class_evidence_z, separated_group
+from sanitize.detect.mixture import group_test_by_class
 from sanitize.errors import ConfigError
 
 
@@ -113,64 +112,28 @@ class EarlyLoss(Detector):
         trained = np.isfinite(history).any(axis=1)
         area = np.full(labels.size, np.nan)
         area[trained] = np.nanmean(np.log(history[trained] + self.loss_eps), axis=1)
-        raw = np.zeros(labels.size)
-        flagged = np.zeros(labels.size, dtype=bool)
-        candidate = np.zeros(labels.size, dtype=bool)
-        per_class: dict[str, dict] = {}
-        tests: dict[int, tuple[np.ndarray, GroupTest]] = {}
-        skipped: list[int] = []
-        rng = np.random.default_rng(context.seed)
-        for c in range(context.n_classes):
-            idx = np.flatnonzero((labels == c) & trained)
-            if idx.size < self.min_class_size:
-                if idx.size:
-                    skipped.append(c)
-                continue
-            values = area[idx]
-            sd = float(values.std())
-            if sd == 0.0:
-                per_class[str(c)] = {"n": int(idx.size), "rule": "constant", "n_flagged": 0}
-                continue
-            centre = float(values.mean())
-            test = separated_group(
-                (values - centre) / sd,
-                separation_threshold=self.separation_threshold,
-                z_threshold=self.z_threshold,
-                min_group_size=self.min_group_size,
-                max_fit_rows=self.max_fit_rows,
-                rng=rng,
-                seed=context.seed,
-                side="low",
-                max_group_weight=self.max_group_weight,
-            )
-            tests[c] = (idx, test)
-            candidate[idx] = test.candidate
-            figures = {"n": int(idx.size), "mean_log_loss": centre, **test.figures(scale=sd)}
-            figures["evidence"] = test.separation
-            per_class[str(c)] = figures
-
-        # A majority group needs its class singled out among the classes as well: classes
-        # of near-duplicate images (GTSRB's sign tracks) fit most of their rows early.
-        class_z = class_evidence_z(per_class, self.majority_mad_floor)
-        for c, (idx, test) in tests.items():
-            strength = test.strength
-            figures = per_class[str(c)]
-            figures["class_z"] = class_z.get(c)
-            majority = test.group and figures.get("group_weight", 0.0) > 0.5
-            if majority and (class_z.get(c) or 0.0) < self.majority_z:
-                strength = np.minimum(strength, 0.99)
-                figures["rule"] = "majority_not_singled_out"
-            raw[idx] = ratio_score(strength)
-            flagged[idx] = strength >= 1.0
-            figures["n_flagged"] = int(flagged[idx].sum())
-        info = {
-            "params": self.get_params(),
-            "epochs": int(history.shape[1]),
-            "n_flagged": int(flagged.sum()),
-            "classes_flagged": [int(k) for k, v in per_class.items() if v["n_flagged"] > 0],
-            "classes_skipped": skipped,
-            "per_class": per_class,
-        }
+        # A majority low group needs its class singled out among the classes as well:
+        # classes of near-duplicate images (GTSRB's sign tracks) fit most of their rows early.
+        groups = group_test_by_class(
+            labels,
+            context.n_classes,
+            lambda idx: (area[idx], {"mean_log_loss": float(area[idx].mean())}),
+            eligible=trained,
+            min_class_size=self.min_class_size,
+            side="low",
+            separation_threshold=self.separation_threshold,
+            z_threshold=self.z_threshold,
+            min_group_size=self.min_group_size,
+            max_group_weight=self.max_group_weight,
+            max_fit_rows=self.max_fit_rows,
+            seed=context.seed,
+            needs_singling_out=lambda test: test.group and test.details["group_weight"] > 0.5,
+            class_z_threshold=self.majority_z,
+            class_mad_floor=self.majority_mad_floor,
+        )
         return DetectorResult(
-            score=contract_score(raw, flagged), flagged=flagged, info=info, candidate=candidate
+            score=contract_score(groups.raw, groups.flagged),
+            flagged=groups.flagged,
+            info=groups.info(self.get_params(), epochs=int(history.shape[1])),
+            candidate=groups.candidate,
         )

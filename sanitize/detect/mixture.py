@@ -8,13 +8,14 @@ poisoned the median and MAD already sit inside the poison, so robust z alone fai
 from __future__ import annotations
 
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.mixture import GaussianMixture
 
-from sanitize.detect.base import robust_z
+from sanitize.detect.base import ratio_score, robust_z
 
 
 @dataclass
@@ -221,3 +222,115 @@ def class_evidence_z(per_class: dict[str, dict], relative_mad_floor: float) -> d
     floor = relative_mad_floor * max(abs(float(np.median(values))), 1e-12)
     z, _, _ = robust_z(values, mad_floor=floor)
     return {c: float(zc) for c, zc in zip(classes, z, strict=True)}
+
+
+@dataclass
+class ClassGroups:
+    """Per-row outcome of :func:`group_test_by_class`, ready for a ``DetectorResult``.
+
+    raw : ndarray of shape (n_rows,)
+        Score before :func:`~sanitize.detect.base.contract_score`; >= 0.5 where flagged.
+    flagged, candidate : ndarray of shape (n_rows,), bool
+    per_class : dict
+        Figures by class index (as a string), ``evidence`` = the mixture separation.
+    skipped : list of int
+        Classes too small to test.
+    """
+
+    raw: np.ndarray
+    flagged: np.ndarray
+    candidate: np.ndarray
+    per_class: dict[str, dict]
+    skipped: list[int]
+
+    def info(self, params: dict, **extra: object) -> dict:
+        return {
+            "params": params,
+            **extra,
+            "n_flagged": int(self.flagged.sum()),
+            "classes_flagged": [int(k) for k, v in self.per_class.items() if v["n_flagged"] > 0],
+            "classes_skipped": self.skipped,
+            "per_class": self.per_class,
+        }
+
+
+def group_test_by_class(
+    labels: np.ndarray,
+    n_classes: int,
+    statistic: Callable[[np.ndarray], tuple[np.ndarray, dict]],
+    *,
+    eligible: np.ndarray | None = None,
+    min_class_size: int,
+    side: str,
+    separation_threshold: float,
+    z_threshold: float,
+    min_group_size: int,
+    max_group_weight: float,
+    max_fit_rows: int,
+    seed: int,
+    needs_singling_out: Callable[[GroupTest], bool] | None = None,
+    class_z_threshold: float = 3.0,
+    class_mad_floor: float = 0.1,
+) -> ClassGroups:
+    """Run :func:`separated_group` on one 1-D statistic a row, class by class.
+
+    ``statistic(idx)`` returns the values of rows ``idx`` (one class) and extra figures for
+    ``info``; the values are standardised before the test. A class whose test satisfies
+    ``needs_singling_out`` keeps its flags only when its separation is also
+    ``class_z_threshold`` robust deviations above the other classes'
+    (:func:`class_evidence_z`); otherwise its rows stay just under the flag line (their
+    order, and the candidate group, are kept). Rows outside ``eligible`` are not scored.
+    """
+    n = labels.shape[0]
+    eligible = np.ones(n, dtype=bool) if eligible is None else eligible
+    raw = np.zeros(n)
+    flagged = np.zeros(n, dtype=bool)
+    candidate = np.zeros(n, dtype=bool)
+    per_class: dict[str, dict] = {}
+    tests: dict[int, tuple[np.ndarray, GroupTest]] = {}
+    skipped: list[int] = []
+    rng = np.random.default_rng(seed)
+    for c in range(n_classes):
+        idx = np.flatnonzero((labels == c) & eligible)
+        if idx.size == 0:
+            continue
+        if idx.size < min_class_size:
+            skipped.append(c)
+            continue
+        values, extra = statistic(idx)
+        sd = float(values.std())
+        if sd == 0.0:
+            per_class[str(c)] = {"n": int(idx.size), **extra, "rule": "constant", "n_flagged": 0}
+            continue
+        test = separated_group(
+            (values - float(values.mean())) / sd,
+            separation_threshold=separation_threshold,
+            z_threshold=z_threshold,
+            min_group_size=min_group_size,
+            max_fit_rows=max_fit_rows,
+            rng=rng,
+            seed=seed,
+            side=side,
+            max_group_weight=max_group_weight,
+        )
+        tests[c] = (idx, test)
+        candidate[idx] = test.candidate
+        per_class[str(c)] = {"n": int(idx.size), **extra, **test.figures(scale=sd)}
+        per_class[str(c)]["evidence"] = test.separation
+
+    class_z = class_evidence_z(per_class, class_mad_floor)
+    for c, (idx, test) in tests.items():
+        strength = test.strength
+        figures = per_class[str(c)]
+        figures["class_z"] = class_z.get(c)
+        if (
+            needs_singling_out is not None
+            and needs_singling_out(test)
+            and (class_z.get(c) or 0.0) < class_z_threshold
+        ):
+            strength = np.minimum(strength, 0.99)
+            figures["rule"] = "not_singled_out"
+        raw[idx] = ratio_score(strength)
+        flagged[idx] = strength >= 1.0
+        figures["n_flagged"] = int(flagged[idx].sum())
+    return ClassGroups(raw, flagged, candidate, per_class, skipped)

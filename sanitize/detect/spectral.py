@@ -9,11 +9,10 @@ from sanitize.detect.base import (
     DetectorContext,
     DetectorResult,
     contract_score,
-    ratio_score,
     register,
     top_directions,
 )
-from sanitize.detect.mixture import class_evidence_z, separated_group
+from sanitize.detect.mixture import group_test_by_class
 from sanitize.errors import ConfigError
 
 
@@ -123,75 +122,35 @@ class SpectralSignature(Detector):
     def _score(
         self, features: np.ndarray, labels: np.ndarray, context: DetectorContext
     ) -> DetectorResult:
-        n = features.shape[0]
-        raw = np.zeros(n, dtype=np.float64)
-        flagged = np.zeros(n, dtype=bool)
-        candidate = np.zeros(n, dtype=bool)
-        per_class: dict[str, dict] = {}
-        strengths: dict[int, tuple[np.ndarray, np.ndarray]] = {}
-        skipped: list[int] = []
-        rng = np.random.default_rng(context.seed)
-        for c in range(context.n_classes):
-            idx = np.flatnonzero(labels == c)
-            if idx.size == 0:
-                continue
-            if idx.size < self.min_class_size:
-                skipped.append(c)
-                continue
-            strength, in_group, figures = self._score_class(features[idx], rng, context.seed)
-            candidate[idx] = in_group
-            figures["evidence"] = figures["separation"]
-            per_class[str(c)] = figures
-            strengths[c] = (idx, strength)
-
         # A group must also single its class out: classes of near-duplicate images (GTSRB's
         # sign tracks) split along their top direction as clearly as a poisoned class.
-        class_z = class_evidence_z(per_class, self.class_mad_floor)
-        for c, (idx, strength) in strengths.items():
-            figures = per_class[str(c)]
-            figures["class_z"] = class_z.get(c)
-            if figures.get("group") and (class_z.get(c) or 0.0) < self.class_z_threshold:
-                strength = np.minimum(strength, 0.99)
-                figures["rule"] = "group_not_singled_out"
-            raw[idx] = ratio_score(strength)
-            flagged[idx] = strength >= 1.0
-            figures["n_flagged"] = int(flagged[idx].sum())
-        info = {
-            "params": self.get_params(),
-            "n_flagged": int(flagged.sum()),
-            "classes_flagged": [int(k) for k, v in per_class.items() if v["n_flagged"] > 0],
-            "classes_skipped": skipped,
-            "per_class": per_class,
-        }
-        return DetectorResult(
-            score=contract_score(raw, flagged), flagged=flagged, info=info, candidate=candidate
-        )
-
-    def _score_class(
-        self, x: np.ndarray, rng: np.random.Generator, seed: int
-    ) -> tuple[np.ndarray, np.ndarray, dict]:
-        """Per-row strength (>= 1 where flagged), candidate rows, and the class figures."""
-        xc = x - x.mean(axis=0, dtype=np.float64).astype(x.dtype)
-        sing, v = top_directions(xc, 1)
-        p = (xc @ v[:, 0].astype(xc.dtype)).astype(np.float64)
-        sd = float(p.std())
-        figures: dict = {
-            "n": int(x.shape[0]),
-            "top_singular_value": float(sing[0]),
-        }
-        if sd == 0.0:
-            figures.update(separation=0.0, minor_weight=0.0, group=False, rule="constant")
-            return np.zeros(x.shape[0]), np.zeros(x.shape[0], dtype=bool), figures
-        ps = p / sd
-
-        group = separated_group(
-            ps,
+        groups = group_test_by_class(
+            labels,
+            context.n_classes,
+            lambda idx: _projection(np.asarray(features[idx])),
+            min_class_size=self.min_class_size,
+            side="either",
             separation_threshold=self.separation_threshold,
             z_threshold=self.z_threshold,
             min_group_size=self.min_group_size,
+            max_group_weight=0.5,
             max_fit_rows=self.max_fit_rows,
-            rng=rng,
-            seed=seed,
+            seed=context.seed,
+            needs_singling_out=lambda test: test.group,
+            class_z_threshold=self.class_z_threshold,
+            class_mad_floor=self.class_mad_floor,
         )
-        figures.update(group.figures(scale=sd))
-        return group.strength, group.candidate, figures
+        return DetectorResult(
+            score=contract_score(groups.raw, groups.flagged),
+            flagged=groups.flagged,
+            info=groups.info(self.get_params()),
+            candidate=groups.candidate,
+        )
+
+
+def _projection(x: np.ndarray) -> tuple[np.ndarray, dict]:
+    """Projections of one class's centred rows on their top singular vector."""
+    xc = x - x.mean(axis=0, dtype=np.float64).astype(x.dtype)
+    sing, v = top_directions(xc, 1)
+    p = (xc @ v[:, 0].astype(xc.dtype)).astype(np.float64)
+    return p, {"top_singular_value": float(sing[0])}

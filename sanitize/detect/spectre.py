@@ -10,11 +10,10 @@ from sanitize.detect.base import (
     DetectorContext,
     DetectorResult,
     contract_score,
-    ratio_score,
     register,
     top_directions,
 )
-from sanitize.detect.mixture import separated_group
+from sanitize.detect.mixture import group_test_by_class
 from sanitize.errors import ConfigError
 
 
@@ -114,54 +113,31 @@ class Spectre(Detector):
     def _score(
         self, features: np.ndarray, labels: np.ndarray, context: DetectorContext
     ) -> DetectorResult:
-        n = features.shape[0]
-        raw = np.zeros(n)
-        flagged = np.zeros(n, dtype=bool)
-        candidate = np.zeros(n, dtype=bool)
-        per_class: dict[str, dict] = {}
-        skipped: list[int] = []
-        rng = np.random.default_rng(context.seed)
         scatter = _ClassScatter(features, labels, context.n_classes)
-        for c in range(context.n_classes):
-            idx = np.flatnonzero(labels == c)
-            if idx.size == 0:
-                continue
-            if idx.size < self.min_class_size:
-                skipped.append(c)
-                continue
+
+        def log_que(idx: np.ndarray) -> tuple[np.ndarray, dict]:
+            c = int(labels[idx[0]])
             log_tau, top = self._log_que(np.asarray(features[idx], dtype=np.float64), scatter, c)
-            sd = float(log_tau.std())
-            if sd == 0.0:
-                per_class[str(c)] = {"n": int(idx.size), "rule": "constant", "n_flagged": 0}
-                continue
-            centre = float(log_tau.mean())
-            test = separated_group(
-                (log_tau - centre) / sd,
-                separation_threshold=self.separation_threshold,
-                z_threshold=self.z_threshold,
-                min_group_size=self.min_group_size,
-                max_fit_rows=self.max_fit_rows,
-                rng=rng,
-                seed=context.seed,
-                side="high",
-                max_group_weight=self.max_group_weight,
-            )
-            raw[idx] = ratio_score(test.strength)
-            flagged[idx] = test.strength >= 1.0
-            candidate[idx] = test.candidate
-            figures = {"n": int(idx.size), "top_excess_variance": top, **test.figures(scale=sd)}
-            figures["n_flagged"] = int(flagged[idx].sum())
-            figures["evidence"] = test.separation
-            per_class[str(c)] = figures
-        info = {
-            "params": self.get_params(),
-            "n_flagged": int(flagged.sum()),
-            "classes_flagged": [int(k) for k, v in per_class.items() if v["n_flagged"] > 0],
-            "classes_skipped": skipped,
-            "per_class": per_class,
-        }
+            return log_tau, {"top_excess_variance": top}
+
+        groups = group_test_by_class(
+            labels,
+            context.n_classes,
+            log_que,
+            min_class_size=self.min_class_size,
+            side="high",
+            separation_threshold=self.separation_threshold,
+            z_threshold=self.z_threshold,
+            min_group_size=self.min_group_size,
+            max_group_weight=self.max_group_weight,
+            max_fit_rows=self.max_fit_rows,
+            seed=context.seed,
+        )
         return DetectorResult(
-            score=contract_score(raw, flagged), flagged=flagged, info=info, candidate=candidate
+            score=contract_score(groups.raw, groups.flagged),
+            flagged=groups.flagged,
+            info=groups.info(self.get_params()),
+            candidate=groups.candidate,
         )
 
     def _log_que(self, x: np.ndarray, scatter: _ClassScatter, c: int) -> tuple[np.ndarray, float]:
