@@ -8,7 +8,6 @@ from sanitize.detect.base import (
     Detector,
     DetectorContext,
     DetectorResult,
-    contract_score,
     register,
 )
 from sanitize.detect.mixture import group_test_by_class
@@ -131,9 +130,4 @@ class EarlyLoss(Detector):
             class_z_threshold=self.majority_z,
             class_mad_floor=self.majority_mad_floor,
         )
-        return DetectorResult(
-            score=contract_score(groups.raw, groups.flagged),
-            flagged=groups.flagged,
-            info=groups.info(self.get_params(), epochs=int(history.shape[1])),
-            candidate=groups.candidate,
-        )
+        return groups.result(self.get_params(), epochs=int(history.shape[1]))

@@ -15,7 +15,7 @@ import numpy as np
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.mixture import GaussianMixture
 
-from sanitize.detect.base import ratio_score, robust_z
+from sanitize.detect.base import DetectorResult, contract_score, ratio_score, robust_z
 
 
 @dataclass
@@ -242,6 +242,15 @@ class ClassGroups:
     candidate: np.ndarray
     per_class: dict[str, dict]
     skipped: list[int]
+
+    def result(self, params: dict, **extra: object) -> DetectorResult:
+        """The detector's result: contract scores, flags, candidates, ``info``."""
+        return DetectorResult(
+            score=contract_score(self.raw, self.flagged),
+            flagged=self.flagged,
+            info=self.info(params, **extra),
+            candidate=self.candidate,
+        )
 
     def info(self, params: dict, **extra: object) -> dict:
         return {

@@ -8,7 +8,6 @@ from sanitize.detect.base import (
     Detector,
     DetectorContext,
     DetectorResult,
-    contract_score,
     register,
     top_directions,
 )
@@ -140,12 +139,7 @@ class SpectralSignature(Detector):
             class_z_threshold=self.class_z_threshold,
             class_mad_floor=self.class_mad_floor,
         )
-        return DetectorResult(
-            score=contract_score(groups.raw, groups.flagged),
-            flagged=groups.flagged,
-            info=groups.info(self.get_params()),
-            candidate=groups.candidate,
-        )
+        return groups.result(self.get_params())
 
 
 def _projection(x: np.ndarray) -> tuple[np.ndarray, dict]:

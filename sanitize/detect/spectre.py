@@ -9,7 +9,6 @@ from sanitize.detect.base import (
     Detector,
     DetectorContext,
     DetectorResult,
-    contract_score,
     register,
     top_directions,
 )
@@ -133,12 +132,7 @@ class Spectre(Detector):
             max_fit_rows=self.max_fit_rows,
             seed=context.seed,
         )
-        return DetectorResult(
-            score=contract_score(groups.raw, groups.flagged),
-            flagged=groups.flagged,
-            info=groups.info(self.get_params()),
-            candidate=groups.candidate,
-        )
+        return groups.result(self.get_params())
 
     def _log_que(self, x: np.ndarray, scatter: _ClassScatter, c: int) -> tuple[np.ndarray, float]:
         """``log tau`` of every row of class ``c``, and the top eigenvalue of ``S``."""
