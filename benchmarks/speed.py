@@ -21,9 +21,11 @@ Two parts, both on CIFAR-10's train split (``../shared/datasets/cifar10/train.pa
    scikit-learn k-means, spectral, SPECTRE, early loss) and the decision, against ART
    1.20.1's ``ActivationDefence.detect_poison`` (its defaults) and
    ``SpectralSignatureDefense.detect_poison`` (its defaults), given the same features
-   (ART's ``get_activations`` returns them, so only detection work is timed). Every
-   detector runs with the same thread count (``sanitize.threads``). TPR / FPR against the
-   ground truth for each.
+   (ART's ``get_activations`` returns them, so only detection work is timed). Ours
+   include the per-class statistics they share (``sanitize.detect.class_stats``, the
+   pipeline's ``class_stats`` stage), timed once. Every detector runs with the same
+   thread count (``sanitize.threads``); each time is the median of three calls. TPR /
+   FPR against the ground truth for each.
 
 ART is not a dependency: it is imported from ``--art-lib`` (default
 ``benchmarks/out/art-lib``, see ``benchmarks/README.md``). Output: ``<out>/speed.json`` and
@@ -33,6 +35,7 @@ ART is not a dependency: it is imported from ``--art-lib`` (default
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import shutil
@@ -40,7 +43,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -63,13 +66,27 @@ from detection import (  # noqa: E402
 
 from sanitize.config import DecisionConfig  # noqa: E402
 from sanitize.detect import DetectorContext, DetectorResult, decide, get_detector  # noqa: E402
+from sanitize.detect.class_stats import ClassStatistics  # noqa: E402
 from sanitize.detect.kmeans import BACKEND_ENV, faiss_backend  # noqa: E402
 from sanitize.evaluate import detection_metrics, read_truth  # noqa: E402
 from sanitize.paths import RunPaths  # noqa: E402
 from sanitize.threads import THREADS_ENV, pinned_threads, stage_threads  # noqa: E402
 
-STAGE_ORDER = ("read", "bootstrap", "embed", "clean_model", "detect", "decide", "export")
+STAGE_ORDER = (
+    "read",
+    "bootstrap",
+    "embed",
+    "clean_model",
+    "class_stats",
+    "detect",
+    "decide",
+    "export",
+)
 OUR_DETECTORS = ("activation_clustering", "spectral", "spectre", "early_loss")
+SHARED = "class statistics (shared)"
+# Rule: the median of three calls of each detector, ours and ART's, irons out a scheduler
+# hiccup on a shared machine without tripling a benchmark that already takes minutes.
+REPEATS = 3
 
 
 # --- sources ------------------------------------------------------------------------------
@@ -194,16 +211,36 @@ def load_work(run: Path) -> dict[str, Any]:
     return {"features": features, "y": y[usable], "context": context, "ids": ids}
 
 
-def timed_detector(name: str, work: dict[str, Any], kmeans_backend: str | None = None):
-    """One detector on ``work``'s features with the stage's thread count; (result, seconds)."""
+def median_time(fn: Callable[[], Any], repeats: int = REPEATS) -> tuple[Any, float]:
+    """``fn()``'s result and its median wall time over ``repeats`` calls."""
+    seconds = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        result = fn()
+        seconds.append(time.perf_counter() - start)
+    return result, float(np.median(seconds))
+
+
+def timed_detector(
+    name: str,
+    work: dict[str, Any],
+    kmeans_backend: str | None = None,
+    stats: ClassStatistics | None = None,
+):
+    """One detector on ``work``'s features with the stage's thread count; (result, seconds).
+
+    ``stats``: the shared per-class statistics handed to the detector, as the pipeline's
+    ``class_stats`` stage does (their own time is measured apart).
+    """
     before = os.environ.get(BACKEND_ENV)
     if kmeans_backend is not None:
         os.environ[BACKEND_ENV] = kmeans_backend
+    context = dataclasses.replace(work["context"], class_stats=stats)
     try:
         with pinned_threads(stage_threads()):
-            start = time.perf_counter()
-            result = get_detector(name).score(work["features"], work["y"], work["context"])
-            seconds = time.perf_counter() - start
+            result, seconds = median_time(
+                lambda: get_detector(name).score(work["features"], work["y"], context)
+            )
     finally:
         if before is None:
             os.environ.pop(BACKEND_ENV, None)
@@ -231,16 +268,21 @@ def art_detect(work: dict[str, Any], art_lib: Path, seed: int) -> dict[str, Any]
     classifier.get_activations = lambda x, layer=None, batch_size=128, framework=False: x
     onehot = np.eye(n_classes, dtype=np.float32)[y]
     out: dict[str, Any] = {}
-    with pinned_threads(stage_threads()), torch.no_grad():
+
+    def art_ac() -> np.ndarray:
         np.random.seed(seed)  # ART's MiniBatchKMeans draws from numpy's global state
-        start = time.perf_counter()
         _, is_clean = ActivationDefence(classifier, x, onehot).detect_poison(
             nb_clusters=2, nb_dims=10, reduce="PCA", cluster_analysis="smaller"
         )
-        out["art_ac"] = (np.asarray(is_clean) == 0, time.perf_counter() - start)
-        start = time.perf_counter()
+        return np.asarray(is_clean) == 0
+
+    def art_ss() -> np.ndarray:
         _, is_clean = SpectralSignatureDefense(classifier, x, onehot).detect_poison()
-        out["art_ss"] = (np.asarray(is_clean) == 0, time.perf_counter() - start)
+        return np.asarray(is_clean) == 0
+
+    with pinned_threads(stage_threads()), torch.no_grad():
+        out["art_ac"] = median_time(art_ac)
+        out["art_ss"] = median_time(art_ss)
     return out
 
 
@@ -255,22 +297,28 @@ def compare(run: Path, truth_csv: Path, art_lib: Path, seed: int) -> dict[str, A
         return {"tpr": m["tpr"], "fpr": m["fpr"], "removed": int(flagged.sum())}
 
     ours: dict[str, Any] = {}
+    with pinned_threads(stage_threads()):
+        stats, seconds = median_time(
+            lambda: ClassStatistics.compute(work["features"], work["y"], work["context"].n_classes)
+        )
+    ours[SHARED] = {"seconds": seconds, "tpr": None, "fpr": None, "removed": None}
     results: dict[str, DetectorResult] = {}
     for name in OUR_DETECTORS:
         backends = [None, "sklearn"] if name == "activation_clustering" else [None]
         for backend in backends:
-            result, seconds = timed_detector(name, work, backend)
+            result, seconds = timed_detector(name, work, backend, stats)
             key = name if backend is None else f"{name}[sklearn k-means]"
             ours[key] = {"seconds": seconds, **rates(result.flagged)}
             if backend is None:
                 results[name] = result
-    start = time.perf_counter()
-    decision = decide(results, len(truth), DecisionConfig())
-    ours["decide"] = {"seconds": time.perf_counter() - start, **rates(decision.flagged)}
+    decision, seconds = median_time(
+        lambda: decide(results, len(truth), DecisionConfig(), labels=work["y"])
+    )
+    ours["decide"] = {"seconds": seconds, **rates(decision.flagged)}
     art = art_detect(work, art_lib, seed)
     theirs = {k: {"seconds": s, **rates(flags)} for k, (flags, s) in art.items()}
     either = art["art_ac"][0] | art["art_ss"][0]
-    ours_total = sum(ours[k]["seconds"] for k in (*OUR_DETECTORS, "decide"))
+    ours_total = sum(ours[k]["seconds"] for k in (SHARED, *OUR_DETECTORS, "decide"))
     ours_sklearn = ours_total - ours["activation_clustering"]["seconds"]
     ours_sklearn += ours["activation_clustering[sklearn k-means]"]["seconds"]
     art_total = sum(v["seconds"] for v in theirs.values())
@@ -382,6 +430,9 @@ def markdown(result: dict[str, Any]) -> str:
             "|---|---:|---:|---:|---:|",
         ]
         for key, v in c["ours"].items():
+            if v["tpr"] is None:
+                lines.append(f"| ours: {key} | {v['seconds']:.2f} | - | - | - |")
+                continue
             lines.append(
                 f"| ours: {key} | {v['seconds']:.2f} | {v['tpr']:.3f} | {v['fpr']:.3f} | "
                 f"{v['removed']:,} |"
@@ -393,7 +444,7 @@ def markdown(result: dict[str, Any]) -> str:
             )
         d, e = c["ours_decision"], c["art_either"]
         lines += [
-            f"| **ours, 4 detectors + decision** | {c['ours_total_seconds']:.2f} | "
+            f"| **ours, statistics + 4 detectors + decision** | {c['ours_total_seconds']:.2f} | "
             f"{d['tpr']:.3f} | {d['fpr']:.3f} | {d['removed']:,} |",
             f"| **ART, AC + SS (flag by either)** | {c['art_total_seconds']:.2f} | "
             f"{e['tpr']:.3f} | {e['fpr']:.3f} | {e['removed']:,} |",

@@ -87,6 +87,15 @@ class RunPaths:
         return self.work / "train_rows.npy"
 
     # detection and decision
+    @property
+    def class_stats(self) -> Path:
+        """Per-class means and top directions (see ``sanitize.detect.class_stats``)."""
+        return self.work / "class_stats.npz"
+
+    @property
+    def class_projections(self) -> Path:
+        return self.work / "class_projections.npy"
+
     def detector_scores(self, name: str) -> Path:
         return self.work / f"detector_{name}.npz"
 

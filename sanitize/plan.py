@@ -19,6 +19,7 @@ from typing import Any
 
 from sanitize import stages
 from sanitize.config import SanitizeConfig
+from sanitize.detect import get_detector
 from sanitize.paths import OUTPUT_FILES, RunPaths
 
 StageResults = dict[str, dict[str, Any]]
@@ -88,6 +89,7 @@ _RUNNERS: dict[str, Callable[..., dict[str, Any]]] = {
         paths, list(st.shards), [inputs[name] for name in st.needs]
     ),
     "clean_model": lambda st, source, cfg, paths, inputs: stages.clean_model_stage(cfg, paths),
+    "class_stats": lambda st, source, cfg, paths, inputs: stages.class_stats_stage(paths),
     "detect": lambda st, source, cfg, paths, inputs: stages.detect_stage(st.detector, cfg, paths),
     "decide": lambda st, source, cfg, paths, inputs: stages.decide_stage(cfg, paths),
     "export": lambda st, source, cfg, paths, inputs: stages.export_stage(
@@ -105,6 +107,7 @@ _OUTPUTS: dict[str, Callable[[Stage, RunPaths], tuple[Path, ...]]] = {
     ),
     "embed_merge": lambda st, p: (p.features, p.loss_bootstrap),
     "clean_model": lambda st, p: (p.model_clean, p.loss_clean),
+    "class_stats": lambda st, p: (p.class_stats, p.class_projections),
     "detect": lambda st, p: (p.detector_scores(st.detector), p.detector_info(st.detector)),
     "decide": lambda st, p: (p.decision, p.decision_info),
     "export": lambda st, p: tuple(p.output(name) for name in OUTPUT_FILES),
@@ -122,8 +125,9 @@ def build_plan(
 ) -> tuple[Stage, ...]:
     """The stages ``config`` runs on a source of ``n_rows`` rows, each after its ``needs``.
 
-    read -> bootstrap -> embed -> clean_model (only with the ``cbd`` detector) -> one
-    ``detect_<name>`` per detector, independent of each other -> decide -> export. Above
+    read -> bootstrap -> embed -> clean_model (only with the ``cbd`` detector) ->
+    class_stats (only with a detector that shares them) -> one ``detect_<name>`` per
+    detector, independent of each other -> decide -> export. Above
     ``shard_rows`` rows (default :data:`EMBED_SHARD_ROWS`), embed is ``embed_<i>`` stages
     over consecutive row ranges, independent of each other, then ``embed`` merging them.
     Every detector waits for the clean model when there is one: the detector context hands
@@ -149,8 +153,17 @@ def build_plan(
     if "cbd" in config.detectors:
         plan.append(Stage("clean_model", "clean_model", ("embed",), ("bootstrap", "seed")))
         before_detect = ("embed", "clean_model")
+    sharing = [name for name in config.detectors if get_detector(name).shares_class_stats]
+    if sharing:
+        plan.append(Stage("class_stats", "class_stats", ("embed",), ()))
     detects = [
-        Stage(f"detect_{name}", "detect", before_detect, ("seed", "detector"), detector=name)
+        Stage(
+            f"detect_{name}",
+            "detect",
+            before_detect + (("class_stats",) if name in sharing else ()),
+            ("seed", "detector"),
+            detector=name,
+        )
         for name in config.detectors
     ]
     plan += detects

@@ -30,6 +30,7 @@ from sanitize.data.schema import (
     score_column,
 )
 from sanitize.detect import DetectorContext, DetectorResult, decide, get_detector
+from sanitize.detect.class_stats import ClassStatistics
 from sanitize.export import StagedOutputs, write_tables
 from sanitize.model import (
     NetSpec,
@@ -292,19 +293,36 @@ def clean_model_stage(config: SanitizeConfig, paths: RunPaths) -> dict[str, Any]
     }
 
 
+def class_stats_stage(paths: RunPaths) -> dict[str, Any]:
+    """Per-class statistics of the usable rows' features, shared by the detectors."""
+    start = time.perf_counter()
+    usable, y, classes = _usable(paths)
+    features = np.load(paths.features, mmap_mode="r")
+    with track("class statistics"):
+        stats = ClassStatistics.compute(features, y[usable], len(classes["names"]), rows=usable)
+    stats.save(paths.class_stats, paths.class_projections)
+    seconds = time.perf_counter() - start
+    log.info("stats     %-21s %s", "per class", _rate(len(usable), seconds))
+    return {"seconds": seconds, "rows": int(len(usable))}
+
+
 def detect_stage(name: str, config: SanitizeConfig, paths: RunPaths) -> dict[str, Any]:
     """Run one detector on the usable rows; write its scores and info."""
     start = time.perf_counter()
     usable, y, classes = _usable(paths)
     features = np.load(paths.features, mmap_mode="r")
+    detector = get_detector(name, **config.params_for(name))
+    shared = None
+    if detector.shares_class_stats and paths.class_stats.exists():
+        shared = ClassStatistics.load(paths.class_stats, paths.class_projections)
     context = DetectorContext(
         n_classes=len(classes["names"]),
         seed=config.seed,
         loss_history=_optional_rows(paths.loss_history, usable),
         loss_bootstrap=_optional_rows(paths.loss_bootstrap, usable),
         loss_clean=_optional_rows(paths.loss_clean, usable),
+        class_stats=shared,
     )
-    detector = get_detector(name, **config.params_for(name))
     missing = [field for field in detector.requires if getattr(context, field) is None]
     if missing:
         # Skipped on purpose (e.g. a loaded checkpoint has no loss history): say why.

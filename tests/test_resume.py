@@ -43,7 +43,13 @@ def test_plan_orders_stages_after_their_needs():
     assert shards == [(0, 65_536), (65_536, 131_072), (131_072, 150_000)]
     detects = [stage for stage in plan if stage.kind == "detect"]
     assert [s.detector for s in detects] == list(CONFIG.detectors)
-    assert all(s.needs == ("embed", "clean_model") for s in detects)
+    sharing = {"activation_clustering", "spectral", "spectre"}
+    for s in detects:
+        shared = ("class_stats",) if s.detector in sharing else ()
+        assert s.needs == ("embed", "clean_model", *shared)
+    assert next(s for s in plan if s.name == "class_stats").needs == ("embed",)
+    cbd_only = build_plan(CONFIG.replace(detectors=("cbd",)), 3000)
+    assert "class_stats" not in [s.name for s in cbd_only]
     assert [s.name for s in build_plan(CONFIG, 3000)][:3] == ["read", "bootstrap", "embed"]
 
 

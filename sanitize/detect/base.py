@@ -14,8 +14,8 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import numpy as np
-import scipy.linalg
 
+from sanitize.detect.class_stats import ClassStatistics
 from sanitize.errors import InputError
 from sanitize.registry import Registry, keyword_params
 
@@ -42,6 +42,10 @@ class DetectorContext:
         float32 final cross-entropy of f_B on each row.
     loss_clean : ndarray of shape (n_rows,) or None, default=None
         float32 final cross-entropy of the deconfounded model f_C on each row.
+    class_stats : ClassStatistics or None, default=None
+        Per-class means and top scatter eigenpairs of the same rows, computed once for
+        every detector that reads them; a detector computes its own when this is None or
+        describes other rows (:func:`sanitize.detect.class_stats.class_statistics`).
     """
 
     n_classes: int
@@ -49,6 +53,7 @@ class DetectorContext:
     loss_history: np.ndarray | None = None
     loss_bootstrap: np.ndarray | None = None
     loss_clean: np.ndarray | None = None
+    class_stats: ClassStatistics | None = None
 
 
 @dataclass
@@ -125,6 +130,9 @@ class Detector(ABC):
 
     name: ClassVar[str]
     requires: ClassVar[tuple[str, ...]] = ()
+    # Whether the detector reads ``context.class_stats``: the pipeline then computes them
+    # once, in a stage of their own, for every such detector.
+    shares_class_stats: ClassVar[bool] = False
 
     def get_params(self) -> dict[str, Any]:
         """The keyword parameters of ``__init__`` and their current values."""
@@ -295,31 +303,3 @@ def contract_score(raw: np.ndarray, flagged: np.ndarray) -> np.ndarray:
     out = np.clip(np.asarray(raw, dtype=np.float64), 0.0, 1.0).astype(np.float32)
     out = np.where(flagged, np.maximum(out, np.float32(0.5)), np.minimum(out, below))
     return out.astype(np.float32)
-
-
-def top_directions(centred: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """Top ``k`` right singular vectors of a centred matrix, largest first.
-
-    Parameters
-    ----------
-    centred : ndarray of shape (n_rows, n_features)
-        Rows with the column means removed.
-    k : int
-        Number of directions, ``1 <= k <= n_features``.
-
-    Returns
-    -------
-    singular_values : ndarray of shape (k,)
-    directions : ndarray of shape (n_features, k)
-        Orthonormal columns.
-
-    Notes
-    -----
-    Eigenvectors of the d x d scatter matrix: one pass of BLAS over the rows and a small
-    eigenproblem, linear in n_rows (a 100,000 x 512 class takes well under a second).
-    """
-    scatter = (centred.T @ centred).astype(np.float64)
-    d = scatter.shape[0]
-    eigval, eigvec = scipy.linalg.eigh(scatter, subset_by_index=[d - k, d - 1])
-    order = np.argsort(eigval)[::-1]
-    return np.sqrt(np.clip(eigval[order], 0.0, None)), eigvec[:, order]

@@ -35,15 +35,15 @@ class Consensus:
         bool; rows the consensus flags (on top of what the detectors flag themselves).
     strength : ndarray of shape (n_rows,)
         float in [0, 1); mean score of the agreeing detectors on a flagged row, 0 elsewhere.
-    voters : list of list of str
-        For a flagged row, the detectors whose candidate group holds it.
+    voters : dict of int to list of str
+        For each flagged row (by index), the detectors whose candidate group holds it.
     info : dict
         JSON-able: per detector the class z-scores, the suspect classes and their voters.
     """
 
     flagged: np.ndarray
     strength: np.ndarray
-    voters: list[list[str]]
+    voters: dict[int, list[str]]
     info: dict[str, Any] = field(default_factory=dict)
 
 
@@ -93,7 +93,7 @@ def class_consensus(
 
     flagged = np.zeros(n, dtype=bool)
     strength = np.zeros(n)
-    voters: list[list[str]] = [[] for _ in range(n)]
+    voters: dict[int, list[str]] = {}
     per_suspect: dict[str, dict] = {}
     for c in suspects:
         names = sorted(class_voters[c])
@@ -107,7 +107,7 @@ def class_consensus(
             1, held[:, agreeing].sum(axis=0)
         )
         for i, row in zip(np.flatnonzero(agreeing), chosen, strict=True):
-            voters[row] = [nm for j, nm in enumerate(names) if held[j, i]]
+            voters[int(row)] = [nm for j, nm in enumerate(names) if held[j, i]]
         per_suspect[str(c)] = {
             "voters": names,
             "z": {nm: z_by_detector[nm][c] for nm in names},

@@ -9,8 +9,8 @@ from sanitize.detect.base import (
     DetectorContext,
     DetectorResult,
     register,
-    top_directions,
 )
+from sanitize.detect.class_stats import ClassStatistics, class_statistics
 from sanitize.detect.mixture import group_test_by_class
 from sanitize.errors import ConfigError
 
@@ -84,6 +84,7 @@ class SpectralSignature(Detector):
     """
 
     name = "spectral"
+    shares_class_stats = True
 
     def __init__(
         self,
@@ -121,12 +122,13 @@ class SpectralSignature(Detector):
     def _score(
         self, features: np.ndarray, labels: np.ndarray, context: DetectorContext
     ) -> DetectorResult:
+        stats = class_statistics(features, labels, context.n_classes, 1, context.class_stats)
         # A group must also single its class out: classes of near-duplicate images (GTSRB's
         # sign tracks) split along their top direction as clearly as a poisoned class.
         groups = group_test_by_class(
             labels,
             context.n_classes,
-            lambda idx: _projection(np.asarray(features[idx])),
+            lambda idx: _projection(idx, stats, int(labels[idx[0]])),
             min_class_size=self.min_class_size,
             side="either",
             separation_threshold=self.separation_threshold,
@@ -142,9 +144,7 @@ class SpectralSignature(Detector):
         return groups.result(self.get_params())
 
 
-def _projection(x: np.ndarray) -> tuple[np.ndarray, dict]:
-    """Projections of one class's centred rows on their top singular vector."""
-    xc = x - x.mean(axis=0, dtype=np.float64).astype(x.dtype)
-    sing, v = top_directions(xc, 1)
-    p = (xc @ v[:, 0].astype(xc.dtype)).astype(np.float64)
-    return p, {"top_singular_value": float(sing[0])}
+def _projection(idx: np.ndarray, stats: ClassStatistics, c: int) -> tuple[np.ndarray, dict]:
+    """Projections of class ``c``'s centred rows ``idx`` on their top singular vector."""
+    p = stats.coordinates(idx, 1)[:, 0].astype(np.float64)
+    return p, {"top_singular_value": float(stats.top(c, 1)[0][0])}

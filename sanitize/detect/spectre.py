@@ -10,8 +10,8 @@ from sanitize.detect.base import (
     DetectorContext,
     DetectorResult,
     register,
-    top_directions,
 )
+from sanitize.detect.class_stats import ClassStatistics, class_statistics
 from sanitize.detect.mixture import group_test_by_class
 from sanitize.errors import ConfigError
 
@@ -72,6 +72,7 @@ class Spectre(Detector):
     """
 
     name = "spectre"
+    shares_class_stats = True
 
     def __init__(
         self,
@@ -112,11 +113,13 @@ class Spectre(Detector):
     def _score(
         self, features: np.ndarray, labels: np.ndarray, context: DetectorContext
     ) -> DetectorResult:
-        scatter = _ClassScatter(features, labels, context.n_classes)
+        stats = class_statistics(
+            features, labels, context.n_classes, self.n_components, context.class_stats
+        )
 
         def log_que(idx: np.ndarray) -> tuple[np.ndarray, dict]:
             c = int(labels[idx[0]])
-            log_tau, top = self._log_que(np.asarray(features[idx], dtype=np.float64), scatter, c)
+            log_tau, top = self._log_que(idx, stats, c, features.shape[1])
             return log_tau, {"top_excess_variance": top}
 
         groups = group_test_by_class(
@@ -134,13 +137,13 @@ class Spectre(Detector):
         )
         return groups.result(self.get_params())
 
-    def _log_que(self, x: np.ndarray, scatter: _ClassScatter, c: int) -> tuple[np.ndarray, float]:
-        """``log tau`` of every row of class ``c``, and the top eigenvalue of ``S``."""
-        xc = x - x.mean(axis=0)
-        k = int(min(self.n_components, x.shape[1], x.shape[0] // 4))
-        _, directions = top_directions(xc, k)
-        z = xc @ directions
-        reference = directions.T @ scatter.without(c) @ directions
+    def _log_que(
+        self, idx: np.ndarray, stats: ClassStatistics, c: int, d: int
+    ) -> tuple[np.ndarray, float]:
+        """``log tau`` of rows ``idx`` (all of class ``c``), and the top eigenvalue of ``S``."""
+        k = int(min(self.n_components, d, idx.size // 4))
+        z = stats.coordinates(idx, k).astype(np.float64)
+        reference = stats.pooled_without(c, k)
         reference += 1e-6 * np.trace(reference) / k * np.eye(k)
         chol = scipy.linalg.cholesky(reference, lower=True)
         y = scipy.linalg.solve_triangular(chol, z.T, lower=True).T
@@ -156,26 +159,3 @@ class Spectre(Detector):
             q = np.eye(k)
         tau = np.einsum("ij,jk,ik->i", y, q, y) / np.trace(q)
         return np.log(tau + 1e-12), top
-
-
-class _ClassScatter:
-    """Within-class scatter matrices, to give each class the pooled covariance of the others."""
-
-    def __init__(self, features: np.ndarray, labels: np.ndarray, n_classes: int) -> None:
-        d = features.shape[1]
-        self.scatter = np.zeros((n_classes, d, d))
-        self.count = np.bincount(labels, minlength=n_classes)
-        for c in np.flatnonzero(self.count):
-            x = np.asarray(features[labels == c], dtype=np.float64)
-            xc = x - x.mean(axis=0)
-            self.scatter[c] = xc.T @ xc
-        self.total = self.scatter.sum(axis=0)
-
-    def without(self, c: int) -> np.ndarray:
-        """Pooled within-class covariance of every class but ``c`` (d x d)."""
-        others = np.flatnonzero(self.count)
-        others = others[others != c]
-        dof = int(self.count[others].sum()) - len(others)
-        if dof < 2:  # a single class: its own covariance is the only reference there is
-            return self.scatter[c] / max(1, int(self.count[c]) - 1)
-        return (self.total - self.scatter[c]) / dof
