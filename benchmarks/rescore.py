@@ -14,6 +14,7 @@ scoring, never by the detectors.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 import time
@@ -29,6 +30,7 @@ if str(REPO) not in sys.path:
 
 from sanitize.config import DecisionConfig, SanitizeConfig  # noqa: E402
 from sanitize.detect import DetectorContext, decide, get_detector  # noqa: E402
+from sanitize.detect.class_stats import ClassStatistics  # noqa: E402
 from sanitize.evaluate import detection_metrics, read_truth  # noqa: E402
 from sanitize.paths import RunPaths  # noqa: E402
 
@@ -61,14 +63,25 @@ def load_case(kept: Path) -> dict:
 
 
 def rescore(case: dict, detectors: Sequence[str], config: SanitizeConfig) -> dict:
+    """Detectors and decision as the pipeline runs them: class statistics computed once."""
+    stats = ClassStatistics.compute(case["features"], case["labels"], case["context"].n_classes)
+    context = dataclasses.replace(case["context"], class_stats=stats)
     results, seconds = {}, {}
     for name in detectors:
         start = time.perf_counter()
         results[name] = get_detector(name, **config.params_for(name)).score(
-            case["features"], case["labels"], case["context"]
+            case["features"], case["labels"], context
         )
         seconds[name] = time.perf_counter() - start
-    decision = decide(results, len(case["labels"]), config.decision, labels=case["labels"])
+    shared = any(get_detector(name).shares_class_stats for name in detectors)
+    decision = decide(
+        results,
+        len(case["labels"]),
+        config.decision,
+        labels=case["labels"],
+        coordinates=stats.projections if shared else None,
+        seed=config.seed,
+    )
     truth = case["truth"]
     out = {
         name: detection_metrics(r.flagged, r.score, truth) | {"seconds": seconds[name]}

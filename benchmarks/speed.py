@@ -312,7 +312,14 @@ def compare(run: Path, truth_csv: Path, art_lib: Path, seed: int) -> dict[str, A
             if backend is None:
                 results[name] = result
     decision, seconds = median_time(
-        lambda: decide(results, len(truth), DecisionConfig(), labels=work["y"])
+        lambda: decide(
+            results,
+            len(truth),
+            DecisionConfig(),
+            labels=work["y"],
+            coordinates=stats.projections,
+            seed=seed,
+        )
     )
     ours["decide"] = {"seconds": seconds, **rates(decision.flagged)}
     art = art_detect(work, art_lib, seed)

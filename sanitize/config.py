@@ -166,6 +166,23 @@ class DecisionConfig:
         Floor on the MAD of a detector's class evidence, as a share of its median.
         Rule: mixture separations of clean classes spread by about 0.1-0.2 of their
         median; a tighter spread would turn jitter into votes.
+    refine : bool, default=True
+        Re-draw the flagged group inside each class that has one with a cross-fitted linear
+        discriminant on the class's top principal coordinates (see
+        ``sanitize.detect.refine``); needs the shared class statistics.
+    refine_components : int, default=16
+        Principal coordinates a class's discriminant uses. Rule: SPECTRE's 16; on the kept
+        CIFAR-10 probe cases 16 and 32 gave the same mean TPR, all 256 features 0.03 less
+        (a 256-d discriminant fitted on 200 flagged rows overfits).
+    refine_keep : float, default=0.05
+        Cross-fitted probability below which a flagged row loses its flag. Rule: at 0.5
+        (a plain re-classification) blended and warped triggers lost 3-5 points of TPR;
+        at 0.05 no case lost TPR and the FPR of the patch attacks still fell.
+    refine_min_rows : int, default=10
+        Fewest flagged rows a class needs to be refined. Rule: the mixture tests'
+        ``min_group_size``; a handful of tail rows is not a group to learn from.
+    refine_folds : int, default=5
+        Cross-fitting folds.
     """
 
     min_votes: int | None = 1
@@ -176,6 +193,11 @@ class DecisionConfig:
     consensus_votes: int = 2
     consensus_agree: int = 2
     consensus_mad_floor: float = 0.1
+    refine: bool = True
+    refine_components: int = 16
+    refine_keep: float = 0.05
+    refine_min_rows: int = 10
+    refine_folds: int = 5
 
     def validate(self) -> None:
         if self.min_votes is not None and self.min_votes < 1:
@@ -195,6 +217,17 @@ class DecisionConfig:
             raise ConfigError("decision.consensus_agree must not exceed consensus_votes")
         if not self.consensus_mad_floor > 0:
             raise ConfigError("decision.consensus_mad_floor must be > 0")
+        if self.refine_components < 1:
+            raise ConfigError(
+                f"decision.refine_components must be >= 1, got {self.refine_components}"
+            )
+        if not 0 <= self.refine_keep <= 0.5:
+            raise ConfigError(f"decision.refine_keep must be in [0, 0.5], got {self.refine_keep}")
+        if self.refine_folds < 2 or self.refine_min_rows < self.refine_folds:
+            raise ConfigError(
+                "decision.refine_folds must be >= 2 and refine_min_rows >= refine_folds, got "
+                f"{self.refine_folds} and {self.refine_min_rows}"
+            )
         lo, hi = self.weight_clip
         if not 0 < lo < hi <= 1:
             raise ConfigError(

@@ -154,7 +154,7 @@ def build_plan(
         plan.append(Stage("clean_model", "clean_model", ("embed",), ("bootstrap", "seed")))
         before_detect = ("embed", "clean_model")
     sharing = [name for name in config.detectors if get_detector(name).shares_class_stats]
-    if sharing:
+    if stages.shares_class_stats(config):
         plan.append(Stage("class_stats", "class_stats", ("embed",), ()))
     detects = [
         Stage(
@@ -167,8 +167,14 @@ def build_plan(
         for name in config.detectors
     ]
     plan += detects
+    # decide also reads the class statistics' projections, when there are any, to refine.
     plan.append(
-        Stage("decide", "decide", tuple(s.name for s in detects), ("detectors", "decision"))
+        Stage(
+            "decide",
+            "decide",
+            tuple(s.name for s in detects) + (("class_stats",) if sharing else ()),
+            ("detectors", "decision", "seed"),
+        )
     )
     # export writes every stage's timings and the whole config into report.json.
     plan.append(Stage("export", "export", tuple(s.name for s in plan), ("*",)))

@@ -293,6 +293,11 @@ def clean_model_stage(config: SanitizeConfig, paths: RunPaths) -> dict[str, Any]
     }
 
 
+def shares_class_stats(config: SanitizeConfig) -> bool:
+    """Whether a detector of ``config`` reads the shared class statistics (a stage of its own)."""
+    return any(get_detector(name).shares_class_stats for name in config.detectors)
+
+
 def class_stats_stage(paths: RunPaths) -> dict[str, Any]:
     """Per-class statistics of the usable rows' features, shared by the detectors."""
     start = time.perf_counter()
@@ -369,7 +374,17 @@ def decide_stage(config: SanitizeConfig, paths: RunPaths) -> dict[str, Any]:
             candidate=candidate,
         )
     y = rows.column("y").to_numpy().astype(np.int64)
-    decision = decide(results, len(usable), config.decision, labels=y[usable])
+    coordinates = None
+    if shares_class_stats(config):
+        coordinates = np.load(paths.class_projections, mmap_mode="r")
+    decision = decide(
+        results,
+        len(usable),
+        config.decision,
+        labels=y[usable],
+        coordinates=coordinates,
+        seed=config.seed,
+    )
 
     n = rows.num_rows
     poison_score = np.ones(n, dtype=np.float32)  # rows that could not be scored are removed

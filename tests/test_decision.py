@@ -9,6 +9,7 @@ import pytest
 
 from sanitize.config import DecisionConfig
 from sanitize.detect import DetectorResult, decide
+from sanitize.detect.refine import refine_by_class
 from sanitize.errors import ConfigError
 
 
@@ -187,3 +188,75 @@ def test_consensus_config_is_validated():
         DecisionConfig(consensus_votes=1).validate()
     with pytest.raises(ConfigError, match="must not exceed"):
         DecisionConfig(consensus_votes=2, consensus_agree=3).validate()
+
+
+# --- refinement inside classes -------------------------------------------------------------
+
+
+def planted_coordinates(seed: int = 0, per_class: int = 400, n_poison: int = 120, k: int = 16):
+    """Class coordinates: Gaussian classes, and in class 2 a group offset along one axis."""
+    rng = np.random.default_rng(seed)
+    labels = np.repeat(np.arange(5), per_class)
+    coords = rng.normal(size=(labels.size, k))
+    poison = np.zeros(labels.size, dtype=bool)
+    poison[np.flatnonzero(labels == 2)[:n_poison]] = True
+    coords[poison, 0] += 5.0
+    return labels, coords, poison
+
+
+def test_refinement_recovers_missed_poisons_and_drops_stray_flags():
+    labels, coords, poison = planted_coordinates()
+    rng = np.random.default_rng(1)
+    # A detector that caught 70% of the group and 15 clean rows of the class at random.
+    flags = poison & (rng.random(poison.size) < 0.7)
+    flags[rng.choice(np.flatnonzero((labels == 2) & ~poison), 15, replace=False)] = True
+    out = refine_by_class(flags, labels, coords, keep=0.05, min_rows=10, folds=5)
+    assert out.flagged[poison].mean() >= 0.97
+    assert out.flagged[~poison].sum() <= 3
+    assert out.info["per_class"]["2"]["added"] >= 30 and out.info["per_class"]["2"]["dropped"] >= 12
+    assert np.isnan(out.probability[labels != 2]).all()
+
+
+def test_refinement_leaves_classes_with_too_few_flags_alone():
+    labels, coords, poison = planted_coordinates()
+    flags = np.zeros(labels.size, dtype=bool)
+    flags[np.flatnonzero(poison)[:9]] = True  # under min_rows
+    out = refine_by_class(flags, labels, coords, keep=0.05, min_rows=10, folds=5)
+    assert np.array_equal(out.flagged, flags) and out.info["per_class"] == {}
+    none = refine_by_class(np.zeros_like(flags), labels, coords, keep=0.05, min_rows=10, folds=5)
+    assert not none.flagged.any()
+
+
+def test_decide_refines_with_coordinates_and_keeps_the_contract():
+    labels, coords, poison = planted_coordinates()
+    rng = np.random.default_rng(2)
+    caught = poison & (rng.random(poison.size) < 0.6)
+    score = np.where(caught, 0.8, rng.uniform(0.0, 0.4, poison.size))
+    results = {"a": result(score)}
+    plain = decide(results, poison.size, DecisionConfig(), labels=labels)
+    refined = decide(results, poison.size, DecisionConfig(), labels=labels, coordinates=coords)
+    assert np.array_equal(plain.flagged, caught)
+    assert refined.flagged[poison].mean() >= 0.9 and not refined.flagged[~poison].any()
+    assert np.array_equal(refined.poison_score >= 0.5, refined.flagged)
+    added = refined.flagged & ~caught
+    assert all(refined.reasons[i] == ["refine"] for i in np.flatnonzero(added))
+    assert refined.info["refine"]["n_added"] == int(added.sum())
+    off = decide(
+        results, poison.size, DecisionConfig(refine=False), labels=labels, coordinates=coords
+    )
+    assert np.array_equal(off.flagged, caught) and off.info["refine"] is None
+    json.dumps(refined.info)
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"refine_components": 0},
+        {"refine_keep": 0.6},
+        {"refine_folds": 1},
+        {"refine_min_rows": 3, "refine_folds": 5},
+    ],
+)
+def test_refine_config_is_validated(bad):
+    with pytest.raises(ConfigError, match="refine"):
+        DecisionConfig(**bad).validate()

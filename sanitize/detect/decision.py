@@ -10,6 +10,7 @@ import numpy as np
 from sanitize.config import DecisionConfig
 from sanitize.detect.base import DetectorResult
 from sanitize.detect.consensus import class_consensus
+from sanitize.detect.refine import refine_by_class
 from sanitize.errors import ConfigError
 
 _BELOW_HALF = np.nextafter(np.float32(0.5), np.float32(0.0))
@@ -51,6 +52,8 @@ def decide(
     n_rows: int,
     config: DecisionConfig,
     labels: np.ndarray | None = None,
+    coordinates: np.ndarray | None = None,
+    seed: int = 0,
 ) -> Decision:
     """Combine detector results by vote into one poison score, flags and weights.
 
@@ -61,7 +64,11 @@ def decide(
     exactly when ``k`` detectors flagged it. With ``labels`` and ``config.consensus``, the
     rows of :func:`sanitize.detect.consensus.class_consensus` are flagged too, with
     ``poison_score = 0.5 + 0.5 * s`` (``s`` the agreeing detectors' mean score) and
-    reasons ``consensus:<detector>``. When more than
+    reasons ``consensus:<detector>``. With ``labels``, ``coordinates`` and
+    ``config.refine``, the flags of each class are then re-drawn by
+    :func:`sanitize.detect.refine.refine_by_class`: a row it adds gets
+    ``poison_score = 0.5 + 0.5 * (p - 0.5)`` (``p`` its cross-fitted probability) and the
+    reason ``refine``; a row it drops, a score just below 0.5. When more than
     ``floor(config.max_removal_fraction * n_rows)`` rows are flagged, only that many, those
     of highest poison score, stay flagged; the scores of the others are lowered to just
     below 0.5 so the contract holds.
@@ -78,7 +85,15 @@ def decide(
     n_rows : int
         Number of rows scored.
     config : DecisionConfig
-        ``min_votes``, ``max_removal_fraction`` and ``weight_clip``.
+        ``min_votes``, ``max_removal_fraction``, ``weight_clip``, the consensus and the
+        refinement settings.
+    labels : ndarray of shape (n_rows,), optional
+        Class index of every row; without it there is no consensus and no refinement.
+    coordinates : ndarray of shape (n_rows, k), optional
+        Every row's coordinates on its class's top principal directions (the shared class
+        statistics' projections); without them there is no refinement.
+    seed : int, default=0
+        Seeds the refinement's fold split.
 
     Returns
     -------
@@ -130,6 +145,29 @@ def decide(
             reasons[i] = [f"consensus:{nm}" for nm in consensus.voters[i]]
         consensus_info = consensus.info | {"n_added": int(extra.sum())}
 
+    refine_info = None
+    if labels is not None and coordinates is not None and config.refine:
+        refined = refine_by_class(
+            flagged,
+            np.asarray(labels),
+            coordinates[:, : config.refine_components],
+            keep=config.refine_keep,
+            min_rows=config.refine_min_rows,
+            folds=config.refine_folds,
+            seed=seed,
+        )
+        added = refined.flagged & ~flagged
+        dropped = flagged & ~refined.flagged
+        p = refined.probability
+        poison_score[added] = (0.5 + 0.5 * (p[added] - 0.5)).astype(np.float32)
+        poison_score[dropped] = np.minimum(poison_score[dropped], _BELOW_HALF)
+        for i in np.flatnonzero(added):
+            reasons[i] = ["refine"]
+        for i in np.flatnonzero(dropped):
+            reasons[i] = []
+        flagged = refined.flagged
+        refine_info = refined.info
+
     n_before = int(flagged.sum())
     limit = int(np.floor(config.max_removal_fraction * n_rows))
     capped = n_before > limit
@@ -169,6 +207,7 @@ def decide(
         "weights_from": weighted,
         "weight_clip": [float(x) for x in config.weight_clip],
         "consensus": consensus_info,
+        "refine": refine_info,
     }
     return Decision(
         poison_score=poison_score,
