@@ -63,6 +63,34 @@ def test_training_is_seeded_and_records_losses():
     np.testing.assert_allclose(a.loss_history[rows], b.loss_history[rows], rtol=1e-5)
 
 
+def test_batch_norm_statistics_are_recomputed_for_the_final_weights():
+    images, labels = _toy()
+    rows = np.arange(192)  # six full batches of 32
+    result = train_model(
+        images,
+        labels,
+        rows,
+        NetSpec(1, 3, width=4),
+        epochs=2,
+        batch_size=32,
+        lr=1e-2,
+        seed=0,
+        device=CPU,
+    )
+    model = result.model
+    first = next(m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d))
+    seen: list[torch.Tensor] = []
+    hook = first.register_forward_hook(lambda mod, inputs, out: seen.append(inputs[0]))
+    x = result.normalizer.apply(torch.from_numpy(images[rows]))
+    with torch.no_grad():
+        model.eval()(x)
+    hook.remove()
+    # Six equal batches: the average of their means is the mean over all training rows.
+    expected = seen[0].mean(dim=(0, 2, 3))
+    torch.testing.assert_close(first.running_mean, expected, rtol=1e-4, atol=1e-5)
+    assert not model.training and first.momentum == 0.1
+
+
 def test_checkpoint_round_trip_and_mismatch(tmp_path):
     images, labels = _toy()
     result = train_model(

@@ -211,8 +211,55 @@ def train_model(
         if stop_below is not None and mean_loss < stop_below:
             history = history[:, : epoch + 1]
             break
+    precise_batch_norm(model, x_all, normalizer, batch_size, generator, fmt)
     model.eval()
     return TrainResult(model, normalizer, history, epoch_seconds)
+
+
+# Rule: Wu and Johnson find precise statistics settled from about 10^4 samples (Sec. 3.1);
+# the bootstrap sample is often smaller, and then all of it is used.
+PRECISE_BN_ROWS = 10_000
+
+
+@torch.no_grad()
+def precise_batch_norm(
+    model: torch.nn.Module,
+    x_all: torch.Tensor,
+    normalizer: Normalizer,
+    batch_size: int,
+    generator: torch.Generator,
+    fmt: torch.memory_format,
+) -> None:
+    """Recompute every BatchNorm layer's running statistics for the final weights.
+
+    The running statistics are exponential averages over the last few dozen batches,
+    taken while the weights still moved under a constant learning rate, so in eval mode
+    they lag the weights the model ends with; on 5,000 CIFAR-10 rows the eval-mode loss
+    of a bootstrap model ranged from 0.04 to 2.46 by class when its training loss was
+    0.2-0.3 in every class, which distorts the final losses and the features the detectors
+    read. Here they are the plain averages, in train mode without updates, over up to
+    :data:`PRECISE_BN_ROWS` training rows in shuffled batches ("precise BN", Y. Wu and
+    J. Johnson, "Rethinking 'Batch' in BatchNorm", 2021, arXiv:2105.07576, Sec. 3.1).
+    """
+    norms = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    if not norms:
+        return
+    momenta = [m.momentum for m in norms]
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None  # cumulative average over the batches below
+    model.train()
+    n = x_all.shape[0]
+    order = torch.randperm(n, generator=generator)[:PRECISE_BN_ROWS].to(x_all.device)
+    for start in range(0, order.numel(), batch_size):
+        idx = order[start : start + batch_size]
+        if idx.numel() < 2:
+            continue
+        x = normalizer.apply(x_all[idx]).contiguous(memory_format=fmt)
+        with autocast(x_all.device):
+            model(x)
+    for m, momentum in zip(norms, momenta, strict=True):
+        m.momentum = momentum
 
 
 class _Timer:
