@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -10,6 +12,8 @@ import pytest
 
 # Prefect reads its settings at import time: set them before anything imports it.
 os.environ["PREFECT_HOME"] = tempfile.mkdtemp(prefix="sanitize-test-prefect-")
+# Removed when the test process exits (after Prefect's own exit handlers, registered later).
+atexit.register(shutil.rmtree, os.environ["PREFECT_HOME"], ignore_errors=True)
 os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
 os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
 os.environ.pop("PREFECT_API_URL", None)
