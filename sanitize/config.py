@@ -101,6 +101,13 @@ class BootstrapConfig:
         "auto" (CUDA when present, else CPU), "cpu", "cuda" or "cuda:N".
     max_train_rows : int, default=50000
         Cap on rows used to train (a stratified sample above it); embedding covers every row.
+    precise_bn : bool, default=False
+        Recompute the BatchNorm statistics for the final weights before embedding
+        (``sanitize.model.train.precise_batch_norm``), so eval-mode losses match training.
+        Rule for the default: on the CPU suite it raised the blend, patch and GTSRB cases by
+        1-15 points of TPR but lost MNIST BadNets 5% (0.92 -> 0) and a held-out BadNets 3%
+        (0.97 -> 0): the stale statistics leave the backdoor's units further out of scale,
+        which the spectral detectors feed on (``benchmarks/RESULTS.md``, session 3).
     """
 
     checkpoint: str | None = None
@@ -113,6 +120,7 @@ class BootstrapConfig:
     width: int = 32
     device: str = "auto"
     max_train_rows: int = 50000
+    precise_bn: bool = False
 
     def validate(self) -> None:
         if self.epochs is not None and self.epochs < 1:

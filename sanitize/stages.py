@@ -141,6 +141,7 @@ def bootstrap_stage(config: SanitizeConfig, paths: RunPaths) -> dict[str, Any]:
                 seed=config.seed,
                 device=device,
                 stop_below=stop_below,
+                precise_bn=boot.precise_bn,
                 on_epoch=on_epoch,
                 on_step=bar.advance,
             )
@@ -265,6 +266,7 @@ def clean_model_stage(config: SanitizeConfig, paths: RunPaths) -> dict[str, Any]
             seed=config.seed + 1,
             device=device,
             reference_loss=loss_b,
+            precise_bn=boot.precise_bn,
             on_epoch=lambda e, s, loss: log.info(
                 "clean-model epoch %d/%d: %s, weighted loss %.3f",
                 e + 1,

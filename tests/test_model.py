@@ -76,6 +76,7 @@ def test_batch_norm_statistics_are_recomputed_for_the_final_weights():
         lr=1e-2,
         seed=0,
         device=CPU,
+        precise_bn=True,
     )
     model = result.model
     first = next(m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d))
@@ -89,6 +90,20 @@ def test_batch_norm_statistics_are_recomputed_for_the_final_weights():
     expected = seen[0].mean(dim=(0, 2, 3))
     torch.testing.assert_close(first.running_mean, expected, rtol=1e-4, atol=1e-5)
     assert not model.training and first.momentum == 0.1
+    # Off (the default), the running statistics are the training-time moving averages.
+    stale = train_model(
+        images,
+        labels,
+        rows,
+        NetSpec(1, 3, width=4),
+        epochs=2,
+        batch_size=32,
+        lr=1e-2,
+        seed=0,
+        device=CPU,
+    ).model
+    stale_first = next(m for m in stale.modules() if isinstance(m, torch.nn.BatchNorm2d))
+    assert not torch.allclose(stale_first.running_mean, expected, rtol=1e-4, atol=1e-5)
 
 
 def test_checkpoint_round_trip_and_mismatch(tmp_path):

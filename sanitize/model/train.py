@@ -122,6 +122,7 @@ def train_model(
     reference_loss: np.ndarray | None = None,
     normalizer: Normalizer | None = None,
     stop_below: float | None = None,
+    precise_bn: bool = False,
     on_epoch: Callable[[int, float, float], None] | None = None,
     on_step: Callable[[int], None] | None = None,
 ) -> TrainResult:
@@ -141,6 +142,9 @@ def train_model(
         l_B the frozen bootstrap loss from ``reference_loss`` and l_C the current loss of
         the model being trained, so samples that f_B fits far better than f_C (the
         backdoor's shortcut) barely move f_C.
+    precise_bn : bool, default=False
+        Recompute the BatchNorm statistics for the final weights
+        (:func:`precise_batch_norm`).
     stop_below : float, optional
         Stop after the first epoch whose mean training loss is below this (nats); the
         returned ``loss_history`` then has as many columns as epochs run.
@@ -211,7 +215,8 @@ def train_model(
         if stop_below is not None and mean_loss < stop_below:
             history = history[:, : epoch + 1]
             break
-    precise_batch_norm(model, x_all, normalizer, batch_size, generator, fmt)
+    if precise_bn:
+        precise_batch_norm(model, x_all, normalizer, batch_size, generator, fmt)
     model.eval()
     return TrainResult(model, normalizer, history, epoch_seconds)
 
