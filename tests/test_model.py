@@ -16,6 +16,7 @@ from sanitize.model import (
     train_model,
 )
 from sanitize.model.device import autocast, memory_format
+from sanitize.model.train import Normalizer
 from sanitize.paths import RunPaths
 from sanitize.stages import bootstrap_stage, embed_stage, read_stage
 from tests.conftest import SAMPLE_SOURCE, SAMPLE_TRUTH
@@ -66,44 +67,28 @@ def test_training_is_seeded_and_records_losses():
 def test_batch_norm_statistics_are_recomputed_for_the_final_weights():
     images, labels = _toy()
     rows = np.arange(192)  # six full batches of 32
-    result = train_model(
-        images,
-        labels,
-        rows,
-        NetSpec(1, 3, width=4),
-        epochs=2,
-        batch_size=32,
-        lr=1e-2,
-        seed=0,
-        device=CPU,
-        precise_bn=True,
-    )
-    model = result.model
-    first = next(m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d))
+    kwargs = dict(epochs=2, batch_size=32, lr=1e-2, seed=0, device=CPU)
+
+    def first_norm(precise_bn: bool) -> tuple[torch.nn.Module, torch.nn.BatchNorm2d]:
+        model = train_model(
+            images, labels, rows, NetSpec(1, 3, width=4), precise_bn=precise_bn, **kwargs
+        ).model
+        return model, next(m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d))
+
+    model, first = first_norm(True)
     seen: list[torch.Tensor] = []
     hook = first.register_forward_hook(lambda mod, inputs, out: seen.append(inputs[0]))
-    x = result.normalizer.apply(torch.from_numpy(images[rows]))
+    normalizer = Normalizer.fit(images, rows)
     with torch.no_grad():
-        model.eval()(x)
+        model.eval()(normalizer.apply(torch.from_numpy(images[rows])))
     hook.remove()
     # Six equal batches: the average of their means is the mean over all training rows.
     expected = seen[0].mean(dim=(0, 2, 3))
     torch.testing.assert_close(first.running_mean, expected, rtol=1e-4, atol=1e-5)
     assert not model.training and first.momentum == 0.1
     # Off (the default), the running statistics are the training-time moving averages.
-    stale = train_model(
-        images,
-        labels,
-        rows,
-        NetSpec(1, 3, width=4),
-        epochs=2,
-        batch_size=32,
-        lr=1e-2,
-        seed=0,
-        device=CPU,
-    ).model
-    stale_first = next(m for m in stale.modules() if isinstance(m, torch.nn.BatchNorm2d))
-    assert not torch.allclose(stale_first.running_mean, expected, rtol=1e-4, atol=1e-5)
+    _, stale = first_norm(False)
+    assert not torch.allclose(stale.running_mean, expected, rtol=1e-4, atol=1e-5)
 
 
 def test_checkpoint_round_trip_and_mismatch(tmp_path):
