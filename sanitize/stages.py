@@ -341,8 +341,11 @@ def detect_stage(name: str, config: SanitizeConfig, paths: RunPaths) -> dict[str
             info={"skipped": reason},
         )
     else:
+        # Every row usable (the common case): the detectors read the memory map class by
+        # class, and those that share the class statistics never read it whole.
+        rows = features if len(usable) == features.shape[0] else np.asarray(features[usable])
         with track(f"detect {name}"):
-            result = detector.score(np.asarray(features[usable]), y[usable], context)
+            result = detector.score(rows, y[usable], context)
     arrays = {"score": result.score, "flagged": result.flagged}
     if result.weight is not None:
         arrays["weight"] = result.weight

@@ -234,6 +234,18 @@ def test_non_finite_features_are_refused_naming_detector_and_row(name, bad):
         get_detector(name).score(x, y, context)
 
 
+def test_non_finite_row_is_named_past_the_first_slice_of_a_memory_map(tmp_path, monkeypatch):
+    from sanitize.detect import base
+
+    monkeypatch.setattr(base, "_FINITE_CHECK_ROWS", 50)
+    x, y, context, _ = make_losses(n=200, n_poison=5)
+    x[123, 0] = np.nan
+    np.save(tmp_path / "f.npy", x)
+    mapped = np.load(tmp_path / "f.npy", mmap_mode="r")
+    with pytest.raises(InputError, match=r"row 123 "):
+        get_detector("spectral").score(mapped, y, context)
+
+
 def test_bad_labels_are_refused():
     x, y, context, _ = make_losses(n=200, n_poison=5)
     y = y.copy()

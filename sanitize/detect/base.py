@@ -21,6 +21,8 @@ from sanitize.registry import Registry, keyword_params
 
 _CONTEXT_ARRAYS = ("loss_history", "loss_bootstrap", "loss_clean")
 
+_FINITE_CHECK_ROWS = 65_536
+
 # One robust standard deviation in units of the median absolute deviation (Gaussian data).
 MAD_TO_SD = 1.4826
 
@@ -192,10 +194,12 @@ class Detector(ABC):
             raise InputError(f"{who}: features must be a non-empty 2-D array, got {features.shape}")
         if not np.issubdtype(features.dtype, np.floating):
             features = features.astype(np.float32)
-        finite_rows = np.isfinite(features).all(axis=1)
-        if not finite_rows.all():
-            bad = int(np.flatnonzero(~finite_rows)[0])
-            raise InputError(f"{who}: features of row {bad} are not finite (NaN or inf)")
+        # In slices: a memory-mapped feature file is checked without a full-size mask.
+        for start in range(0, features.shape[0], _FINITE_CHECK_ROWS):
+            finite_rows = np.isfinite(features[start : start + _FINITE_CHECK_ROWS]).all(axis=1)
+            if not finite_rows.all():
+                bad = start + int(np.flatnonzero(~finite_rows)[0])
+                raise InputError(f"{who}: features of row {bad} are not finite (NaN or inf)")
         n = features.shape[0]
         labels = np.asarray(labels)
         if labels.shape != (n,):
