@@ -154,7 +154,7 @@ def build_plan(
         plan.append(Stage("clean_model", "clean_model", ("embed",), ("bootstrap", "seed")))
         before_detect = ("embed", "clean_model")
     sharing = [name for name in config.detectors if get_detector(name).shares_class_stats]
-    if stages.shares_class_stats(config):
+    if sharing:
         plan.append(Stage("class_stats", "class_stats", ("embed",), ()))
     detects = [
         Stage(

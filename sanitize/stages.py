@@ -296,7 +296,10 @@ def clean_model_stage(config: SanitizeConfig, paths: RunPaths) -> dict[str, Any]
 
 
 def shares_class_stats(config: SanitizeConfig) -> bool:
-    """Whether a detector of ``config`` reads the shared class statistics (a stage of its own)."""
+    """Whether a detector of ``config`` reads the shared class statistics.
+
+    The plan then runs the ``class_stats`` stage (``sanitize.plan.build_plan``).
+    """
     return any(get_detector(name).shares_class_stats for name in config.detectors)
 
 
