@@ -174,6 +174,11 @@ class DecisionConfig:
         Floor on the MAD of a detector's class evidence, as a share of its median.
         Rule: mixture separations of clean classes spread by about 0.1-0.2 of their
         median; a tighter spread would turn jitter into votes.
+    orient : bool, default=True
+        In a class where an oriented detector (early loss) flags more than half of the
+        rows, keep only its flags there (see ``sanitize.detect.orient``). Rule: on a
+        clean-label SIG case poisoning 80% of its target class, activation clustering and
+        spectral signatures removed the class's clean 20% (FPR 0.027).
     refine : bool, default=True
         Re-draw the flagged group inside each class that has one with a cross-fitted linear
         discriminant on the class's top principal coordinates (see
@@ -201,6 +206,7 @@ class DecisionConfig:
     consensus_votes: int = 2
     consensus_agree: int = 2
     consensus_mad_floor: float = 0.1
+    orient: bool = True
     refine: bool = True
     refine_components: int = 16
     refine_keep: float = 0.05

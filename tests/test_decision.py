@@ -260,3 +260,58 @@ def test_decide_refines_with_coordinates_and_keeps_the_contract():
 def test_refine_config_is_validated(bad):
     with pytest.raises(ConfigError, match="refine"):
         DecisionConfig(**bad).validate()
+
+
+# --- orientation by the shortcut detector ----------------------------------------------------
+
+
+def _majority_poison_case():
+    """Class 1 of six: 80 of its 100 rows poisoned. Early loss flags 70 of them; a cluster
+    detector flags the class's 20 clean rows (its smaller side); in class 2 the cluster
+    detector alone flags 10 poisons of a minority group."""
+    labels = np.repeat(np.arange(6), 100)
+    poison = np.zeros(600, dtype=bool)
+    poison[100:180] = True
+    poison[200:210] = True
+    early = np.zeros(600, dtype=bool)
+    early[100:170] = True
+    cluster = np.zeros(600, dtype=bool)
+    cluster[180:200] = True
+    cluster[200:210] = True
+    results = {
+        "early_loss": result(np.where(early, 0.9, 0.1)),
+        "activation_clustering": result(np.where(cluster, 0.8, 0.1)),
+    }
+    return results, labels, poison, early, cluster
+
+
+def test_orientation_drops_the_other_side_of_a_shortcut_majority_class():
+    results, labels, poison, early, cluster = _majority_poison_case()
+    decision = decide(results, labels.size, DecisionConfig(), labels=labels)
+    # Class 1: only the early-loss majority stays; class 2 (no majority) is untouched.
+    assert np.array_equal(decision.flagged, early | (cluster & (labels == 2)))
+    assert not decision.flagged[180:200].any() and decision.flagged[200:210].all()
+    assert np.array_equal(decision.poison_score >= 0.5, decision.flagged)
+    assert all(decision.reasons[i] == [] for i in range(180, 200))
+    info = decision.info["orient"]
+    assert info["by"] == ["early_loss"] and info["n_dropped"] == 20
+    assert info["classes"] == {"1": {"rows": 100, "shortcut": 70, "dropped": 20}}
+    json.dumps(decision.info)
+
+    off = decide(results, labels.size, DecisionConfig(orient=False), labels=labels)
+    assert np.array_equal(off.flagged, early | cluster) and off.info["orient"] is None
+
+
+def test_orientation_needs_a_majority_and_an_oriented_detector():
+    results, labels, _, early, cluster = _majority_poison_case()
+    # Early loss flagging half of class 1 (not more) settles nothing.
+    half = early.copy()
+    half[150:170] = False
+    half[100:150] = True
+    results["early_loss"] = result(np.where(half, 0.9, 0.1))
+    decision = decide(results, labels.size, DecisionConfig(), labels=labels)
+    assert np.array_equal(decision.flagged, half | cluster)
+    # Without an oriented detector among the results there is no orientation.
+    only_cluster = {"activation_clustering": results["activation_clustering"]}
+    alone = decide(only_cluster, labels.size, DecisionConfig(), labels=labels)
+    assert np.array_equal(alone.flagged, cluster) and alone.info["orient"] is None

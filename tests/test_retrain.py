@@ -135,14 +135,19 @@ def test_read_image_parquet_decodes_images_labels_and_weights(tmp_path):
 # --- the benchmark script -------------------------------------------------------------------
 
 
-def _benchmark_module():
+def _load_script(name: str):
+    """A script of benchmarks/ as a module (``benchmark_<name>``)."""
     spec = importlib.util.spec_from_file_location(
-        "benchmark_detection", REPO / "benchmarks" / "detection.py"
+        f"benchmark_{name}", REPO / "benchmarks" / f"{name}.py"
     )
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module  # dataclasses resolve their module by name
     spec.loader.exec_module(module)
     return module
+
+
+def _benchmark_module():
+    return _load_script("detection")
 
 
 def test_benchmark_help_works_without_art():
@@ -166,7 +171,14 @@ def test_benchmark_case_runner_end_to_end_on_tiny_digits(tmp_path):
     pq.write_table(table.slice(400, 200), tmp_path / "digits" / "test.parquet")
     case = bench.Case("digits-badnets-5pct", "digits", "badnets", target=1, rate=0.05)
     settings = bench.Settings(
-        datasets=tmp_path, rows=300, test_rows=100, train_steps=10, retrain_epochs=1, device="cpu"
+        datasets=tmp_path,
+        rows=300,
+        test_rows=100,
+        train_steps=10,
+        retrain_epochs=1,
+        device="cpu",
+        work_dir=tmp_path,
+        keep_work=True,
     )
     result = bench.run_case(case, settings)
 
@@ -192,3 +204,10 @@ def test_benchmark_case_runner_end_to_end_on_tiny_digits(tmp_path):
     }
     text = bench.markdown([result], header)
     assert "| digits-badnets-5pct |" in text and "mean (1 dirty-label)" in text
+
+    # The kept folder is enough to retrain the arms again, with another length.
+    kept = tmp_path / f"kept-{case.name}"
+    again = _load_script("retrain_kept").retrain_kept(kept, case, settings)
+    assert set(again["retrain"]) == {"none", "true_clean", "ours"}
+    assert again["retrain"]["true_clean"]["train_rows"] == 285
+    assert again["retrain"]["ours"]["train_rows"] == result["counts"]["kept"]

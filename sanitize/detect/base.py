@@ -135,6 +135,11 @@ class Detector(ABC):
     # Whether the detector reads ``context.class_stats``: the pipeline then computes them
     # once, in a stage of their own, for every such detector.
     shares_class_stats: ClassVar[bool] = False
+    # Whether the detector's own signal says which side of a class is poisoned (an early
+    # loss: the side learned first), rather than calling the smaller side the poison. The
+    # decision orients a class by such a detector's flags when they are most of the class
+    # (``sanitize.detect.orient``).
+    oriented: ClassVar[bool] = False
 
     def get_params(self) -> dict[str, Any]:
         """The keyword parameters of ``__init__`` and their current values."""

@@ -8,8 +8,9 @@ from typing import Any
 import numpy as np
 
 from sanitize.config import DecisionConfig
-from sanitize.detect.base import DetectorResult
+from sanitize.detect.base import DetectorResult, available_detectors, get_detector
 from sanitize.detect.consensus import class_consensus
+from sanitize.detect.orient import orient_by_shortcut
 from sanitize.detect.refine import refine_by_class
 from sanitize.errors import ConfigError
 
@@ -64,7 +65,10 @@ def decide(
     exactly when ``k`` detectors flagged it. With ``labels`` and ``config.consensus``, the
     rows of :func:`sanitize.detect.consensus.class_consensus` are flagged too, with
     ``poison_score = 0.5 + 0.5 * s`` (``s`` the agreeing detectors' mean score) and
-    reasons ``consensus:<detector>``. With ``labels``, ``coordinates`` and
+    reasons ``consensus:<detector>``. With ``labels`` and ``config.orient``, a class where
+    the oriented detectors (``Detector.oriented``) flag a majority keeps only their flags
+    (:func:`sanitize.detect.orient.orient_by_shortcut`); the others get a score just below
+    0.5. With ``labels``, ``coordinates`` and
     ``config.refine``, the flags of each class are then re-drawn by
     :func:`sanitize.detect.refine.refine_by_class`: a row it adds gets
     ``poison_score = 0.5 + 0.5 * (p - 0.5)`` (``p`` its cross-fitted probability) and the
@@ -145,6 +149,18 @@ def decide(
             reasons[i] = [f"consensus:{nm}" for nm in consensus.voters[i]]
         consensus_info = consensus.info | {"n_added": int(extra.sum())}
 
+    orient_info = None
+    oriented = [nm for nm in names if nm in available_detectors() and get_detector(nm).oriented]
+    if labels is not None and config.orient and oriented:
+        shortcut = np.any([results[nm].flagged for nm in oriented], axis=0)
+        orientation = orient_by_shortcut(flagged, shortcut, np.asarray(labels))
+        dropped = orientation.dropped
+        poison_score[dropped] = np.minimum(poison_score[dropped], _BELOW_HALF)
+        for i in np.flatnonzero(dropped):
+            reasons[i] = []
+        flagged = orientation.flagged
+        orient_info = orientation.info | {"by": oriented}
+
     refine_info = None
     if labels is not None and coordinates is not None and config.refine:
         refined = refine_by_class(
@@ -207,6 +223,7 @@ def decide(
         "weights_from": weighted,
         "weight_clip": [float(x) for x in config.weight_clip],
         "consensus": consensus_info,
+        "orient": orient_info,
         "refine": refine_info,
     }
     return Decision(

@@ -65,6 +65,7 @@ class EarlyLoss(Detector):
     """
 
     name = "early_loss"
+    oriented = True
     requires = ("loss_history",)
 
     def __init__(

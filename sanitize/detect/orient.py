@@ -1,0 +1,76 @@
+"""Orient a class's flags by the shortcut when the shortcut is most of the class.
+
+Activation clustering and spectral signatures split a class in two and call the smaller
+side the poison (Chen et al. 2018, Sec. 3.2; Tran et al. 2018). When the poisons are most
+of their class, as in a clean-label attack that poisons most of its target class's images
+(SIG, Barni et al. 2019) or a high rate into a small class, that smaller side is the clean
+rest, and removing it is all loss. A detector whose own signal is oriented — the early
+loss of Anti-Backdoor Learning: poisons are the rows learned first (Li et al. 2021,
+Sec. 3) — says which side the shortcut is on. In a class where such a detector flags more
+than half of the rows (a majority it only flags when the class stands out among the
+classes), the flags of the class are reduced to the rows it flags: any other flag there
+is on the side that the shortcut detector found to be learned as slowly as clean data.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+
+@dataclass
+class Orientation:
+    """Outcome of :func:`orient_by_shortcut`.
+
+    flagged : ndarray of shape (n_rows,)
+        bool; the flags with the other side of every oriented class removed.
+    dropped : ndarray of shape (n_rows,)
+        bool; the flags removed.
+    info : dict
+        JSON-able: per oriented class, its rows, the shortcut group's size and the flags
+        dropped.
+    """
+
+    flagged: np.ndarray
+    dropped: np.ndarray
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+def orient_by_shortcut(
+    flagged: np.ndarray, shortcut: np.ndarray, labels: np.ndarray
+) -> Orientation:
+    """Keep only the shortcut's flags in classes where the shortcut flags a majority.
+
+    Parameters
+    ----------
+    flagged : ndarray of shape (n_rows,)
+        bool; the decision's flags so far (every detector's, the consensus's).
+    shortcut : ndarray of shape (n_rows,)
+        bool; the flags of the oriented (shortcut) detectors.
+    labels : ndarray of shape (n_rows,)
+        Class index of every row.
+
+    Returns
+    -------
+    Orientation
+        Classes where the shortcut flags at most half of the rows are unchanged.
+    """
+    flagged = np.asarray(flagged, dtype=bool)
+    shortcut = np.asarray(shortcut, dtype=bool)
+    labels = np.asarray(labels)
+    out = flagged.copy()
+    per_class: dict[str, dict[str, int]] = {}
+    for c in np.unique(labels[shortcut]):
+        rows = labels == c
+        size = int(rows.sum())
+        group = int((shortcut & rows).sum())
+        if 2 * group <= size:
+            continue
+        other_side = rows & flagged & ~shortcut
+        out[other_side] = False
+        per_class[str(int(c))] = {"rows": size, "shortcut": group, "dropped": int(other_side.sum())}
+    dropped = flagged & ~out
+    info = {"classes": per_class, "n_dropped": int(dropped.sum())}
+    return Orientation(flagged=out, dropped=dropped, info=info)
