@@ -236,7 +236,9 @@ def test_decide_refines_with_coordinates_and_keeps_the_contract():
     plain = decide(results, poison.size, DecisionConfig(), labels=labels)
     refined = decide(results, poison.size, DecisionConfig(), labels=labels, coordinates=coords)
     assert np.array_equal(plain.flagged, caught)
-    assert refined.flagged[poison].mean() >= 0.9 and not refined.flagged[~poison].any()
+    # refine_add = 0.15 trades a few clean rows of the poisoned class for missed poisons.
+    assert refined.flagged[poison].mean() >= 0.9
+    assert refined.flagged[~poison].sum() <= 3 and not refined.flagged[labels != 2].any()
     assert np.array_equal(refined.poison_score >= 0.5, refined.flagged)
     added = refined.flagged & ~caught
     assert all(refined.reasons[i] == ["refine"] for i in np.flatnonzero(added))
@@ -255,6 +257,8 @@ def test_decide_refines_with_coordinates_and_keeps_the_contract():
         {"refine_keep": 0.6},
         {"refine_folds": 1},
         {"refine_min_rows": 3, "refine_folds": 5},
+        {"refine_add": 0.01},
+        {"refine_add": 1.5},
     ],
 )
 def test_refine_config_is_validated(bad):

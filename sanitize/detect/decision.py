@@ -71,8 +71,8 @@ def decide(
     0.5. With ``labels``, ``coordinates`` and
     ``config.refine``, the flags of each class are then re-drawn by
     :func:`sanitize.detect.refine.refine_by_class`: a row it adds gets
-    ``poison_score = 0.5 + 0.5 * (p - 0.5)`` (``p`` its cross-fitted probability) and the
-    reason ``refine``; a row it drops, a score just below 0.5. When more than
+    ``poison_score = 0.5 + 0.5 * p`` (``p`` its cross-fitted probability) and the reason
+    ``refine``; a row it drops, a score just below 0.5. When more than
     ``floor(config.max_removal_fraction * n_rows)`` rows are flagged, only that many, those
     of highest poison score, stay flagged; the scores of the others are lowered to just
     below 0.5 so the contract holds.
@@ -170,12 +170,13 @@ def decide(
             keep=config.refine_keep,
             min_rows=config.refine_min_rows,
             folds=config.refine_folds,
+            add=config.refine_add,
             seed=seed,
         )
         added = refined.flagged & ~flagged
         dropped = flagged & ~refined.flagged
         p = refined.probability
-        poison_score[added] = (0.5 + 0.5 * (p[added] - 0.5)).astype(np.float32)
+        poison_score[added] = (0.5 + 0.5 * p[added]).astype(np.float32)
         poison_score[dropped] = np.minimum(poison_score[dropped], _BELOW_HALF)
         for i in np.flatnonzero(added):
             reasons[i] = ["refine"]

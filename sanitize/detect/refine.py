@@ -48,6 +48,7 @@ def refine_by_class(
     keep: float,
     min_rows: int,
     folds: int,
+    add: float = 0.5,
     seed: int = 0,
 ) -> Refinement:
     """Re-draw the flagged group of every class that has one, by cross-fitted LDA.
@@ -55,10 +56,12 @@ def refine_by_class(
     A class is refined when it has at least ``min_rows`` flagged and ``min_rows`` unflagged
     rows. Its rows are split into ``folds`` stratified folds (seeded); a linear
     discriminant fitted on the other folds gives each row the probability ``p`` of the
-    flagged group. A row is flagged after refinement when ``p >= 0.5``, or when it was
+    flagged group. A row is flagged after refinement when ``p >= add``, or when it was
     flagged before and ``p >= keep``: a flag is dropped only when the model is confident
     the row is not in the group, a hysteresis that keeps rows a diffuse trigger (blend,
-    warp) ties to the group more loosely than a patch does.
+    warp) ties to the group more loosely than a patch does. ``add`` below 0.5 weighs a
+    missed poison above a removed clean row (a Bayes rule with costs in the ratio
+    ``(1 - add) / add``).
 
     Parameters
     ----------
@@ -75,6 +78,8 @@ def refine_by_class(
         Fewest flagged (and unflagged) rows a class needs to be refined.
     folds : int
         Cross-fitting folds.
+    add : float, default=0.5
+        Probability at or above which any row of the class is flagged.
     seed : int, default=0
         Seeds the fold split.
     """
@@ -93,7 +98,7 @@ def refine_by_class(
         for train, test in split.split(x, group):
             model = LinearDiscriminantAnalysis().fit(x[train], group[train])
             p[test] = model.predict_proba(x[test])[:, 1]
-        refined = (p >= 0.5) | (group & (p >= keep))
+        refined = (p >= add) | (group & (p >= keep))
         out[rows] = refined
         probability[rows] = p
         per_class[str(int(c))] = {
@@ -103,6 +108,7 @@ def refine_by_class(
             "dropped": int((group & ~refined).sum()),
         }
     info = {
+        "add": add,
         "keep": keep,
         "min_rows": min_rows,
         "folds": folds,
