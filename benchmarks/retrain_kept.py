@@ -76,6 +76,7 @@ def retrain_kept(kept: Path, case: Case, settings: Settings) -> dict:
     )
     return {
         "name": case.name,
+        "attack": case.attack,
         "dirty_label": case.dirty_label,
         "retrain": retrain,
         "retrain_epochs": settings.retrain_epochs,
@@ -98,7 +99,7 @@ def markdown(results: list[dict], arms: Sequence[str], header: dict) -> str:
     for r in results:
         accs = [_f(r["retrain"][a]["clean_accuracy"]) for a in arms]
         asrs = [_f(r["retrain"][a]["attack_success_rate"]) for a in arms]
-        if not r["dirty_label"] and r["name"].endswith("clean"):
+        if r["attack"] == "none":
             asrs = ["-"] * len(arms)  # no trigger: the "ASR" would be a misclassification rate
         lines.append(f"| {r['name']} | " + " | ".join(accs + asrs) + f" | {r['seconds']:.0f} |")
     return "\n".join(lines) + "\n"

@@ -207,7 +207,12 @@ def test_benchmark_case_runner_end_to_end_on_tiny_digits(tmp_path):
 
     # The kept folder is enough to retrain the arms again, with another length.
     kept = tmp_path / f"kept-{case.name}"
-    again = _load_script("retrain_kept").retrain_kept(kept, case, settings)
+    retrain_kept = _load_script("retrain_kept")
+    again = retrain_kept.retrain_kept(kept, case, settings)
     assert set(again["retrain"]) == {"none", "true_clean", "ours"}
     assert again["retrain"]["true_clean"]["train_rows"] == 285
     assert again["retrain"]["ours"]["train_rows"] == result["counts"]["kept"]
+    table = retrain_kept.markdown(
+        [again], settings.arms, {"epochs": 1, "machine": "m", "command": "c"}
+    )
+    assert "| digits-badnets-5pct |" in table and "| - |" not in table
