@@ -30,6 +30,7 @@ from sanitize.data.schema import (
     score_column,
 )
 from sanitize.detect import DetectorContext, DetectorResult, decide, get_detector
+from sanitize.detect.cbd import confounder_loss
 from sanitize.detect.class_stats import ClassStatistics
 from sanitize.export import StagedOutputs, write_tables
 from sanitize.model import (
@@ -240,7 +241,11 @@ def merge_embed_shards_stage(
 
 
 def clean_model_stage(config: SanitizeConfig, paths: RunPaths) -> dict[str, Any]:
-    """Train CBD's deconfounded model f_C, weighting each sample by l_B / (l_B + l_C)."""
+    """Train CBD's deconfounded model f_C, weighting each sample by l_B / (l_B + l_C).
+
+    ``l_B`` is the early-stopped bootstrap loss of :func:`sanitize.detect.cbd.confounder_loss`,
+    the one the CBD detector compares ``l_C`` with.
+    """
     start = time.perf_counter()
     boot = config.bootstrap
     device = resolve_device(boot.device)
@@ -248,10 +253,11 @@ def clean_model_stage(config: SanitizeConfig, paths: RunPaths) -> dict[str, Any]
     images = _images(paths)
     spec = NetSpec(classes["channels"], len(classes["names"]), boot.width)
     train_rows = np.load(paths.train_rows)
-    loss_b = np.load(paths.loss_bootstrap)
+    history = np.load(paths.loss_history)
+    loss_b = confounder_loss(history, np.load(paths.loss_bootstrap))
     epochs = (
         boot.clean_epochs
-        or int(np.load(paths.loss_history).shape[1])
+        or int(history.shape[1])
         or epochs_for(len(train_rows), boot.batch_size, boot.train_steps)
     )
     with track("clean-model", total=epochs * len(train_rows) + len(usable)) as bar:

@@ -18,6 +18,7 @@ from sanitize.detect import (
     available_detectors,
     get_detector,
 )
+from sanitize.detect.cbd import confounder_loss
 from sanitize.errors import ConfigError, InputError
 
 N_CLASSES = 10
@@ -208,12 +209,48 @@ def test_cbd_flags_rows_fit_by_bootstrap_only_and_weights_them_down():
     assert tpr >= 0.95 and fpr <= 0.02
     assert result.weight is not None and result.weight.dtype == np.float32
     assert np.all((result.weight > 0) & (result.weight <= 1))
-    assert result.weight[poison].max() < 0.5  # beyond the cut
-    assert np.median(result.weight[~poison]) > 0.7  # typical rows keep most of their weight
+    # The paper's w: about 0.5 where both models fit a row alike, near 0 on the poison.
+    assert 0.4 < np.median(result.weight[~poison]) < 0.6
+    assert result.weight[poison].max() < 0.01
     # The score decreases with the weight.
     order = np.argsort(result.weight)
     assert np.all(np.diff(result.score[order].astype(np.float64)) <= 1e-6)
     assert result.info["threshold_weight"] <= 0.2
+
+
+def test_cbd_reads_the_early_stopped_bootstrap_loss_off_the_loss_history():
+    rng = np.random.default_rng(3)
+    n, n_poison, epochs = 2000, 60, 8
+    poison = np.zeros(n, dtype=bool)
+    poison[rng.choice(n, n_poison, replace=False)] = True
+    # Clean rows are learned over the whole run, poisons (a shortcut) by the second epoch;
+    # at the end f_B fits both, so its final loss alone cannot tell them apart.
+    decay = np.geomspace(2.0, 0.02, epochs)
+    history = decay * rng.lognormal(0.0, 0.3, size=(n, epochs))
+    history[poison, 1:] = rng.uniform(1e-4, 1e-3, size=(n_poison, epochs - 1))
+    history[rng.choice(n, 5, replace=False), :] = np.nan  # rows never trained on
+    final = rng.uniform(1e-3, 2e-2, size=n)
+    l_c = 0.05 * rng.lognormal(0.0, 0.5, size=n)
+    l_c[poison] = rng.uniform(2.0, 6.0, size=n_poison)  # f_C did not learn the shortcut
+    reference = confounder_loss(history, final)
+    unrecorded = np.isnan(history).all(axis=1)
+    assert np.array_equal(reference[unrecorded], final[unrecorded])
+    assert np.median(reference[~poison & ~unrecorded]) > 30 * np.median(reference[poison])
+    assert np.array_equal(confounder_loss(history[:, :0], final), final)  # from a checkpoint
+
+    x = rng.normal(size=(n, 8)).astype(np.float32)
+    y = rng.integers(0, N_CLASSES, size=n)
+    with_history = DetectorContext(
+        n_classes=N_CLASSES,
+        loss_history=history.astype(np.float32),
+        loss_bootstrap=final.astype(np.float32),
+        loss_clean=l_c.astype(np.float32),
+    )
+    result = CBD().score(x, y, with_history)
+    tpr, fpr = rates(result, poison)
+    assert tpr >= 0.95 and fpr <= 0.01
+    assert result.weight[poison].max() < 0.01 < np.quantile(result.weight[~poison], 0.05)
+    assert "over 8 epochs" in result.info["reference"]
 
 
 def test_cbd_flags_nothing_when_models_agree():

