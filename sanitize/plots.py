@@ -70,8 +70,11 @@ def score_histogram(
     threshold: float = 0.5,
     bins: int = 40,
     label: str = "score histogram",
+    upper: float = 1.0,
+    axis_title: str = "score",
+    threshold_text: str = "flag \u2265 {threshold:g}",
 ) -> str:
-    """Stacked histogram of scores in [0, 1], kept rows under removed rows, log-count axis.
+    """Stacked histogram of scores in [0, upper], kept rows under removed rows, log-count axis.
 
     Parameters
     ----------
@@ -80,7 +83,12 @@ def score_histogram(
     threshold : float, default=0.5
         Drawn as a dashed vertical line; a detector flags exactly the rows at or above it.
     bins : int, default=40
-        Equal-width bins over [0, 1].
+        Equal-width bins over [0, upper]; values above ``upper`` fall in the last.
+    upper : float, default=1.0
+        Right end of the value axis (1 for scores; the largest weight for sample weights).
+    axis_title, threshold_text : str
+        Title under the value axis, and the text by the dashed line (``{threshold}`` is
+        replaced by its value).
 
     Notes
     -----
@@ -88,9 +96,9 @@ def score_histogram(
     axis their bars vanish next to the clean mass near 0.
     """
     frame = Frame()
-    edges = np.linspace(0.0, 1.0, bins + 1)
-    kept_counts, _ = np.histogram(kept[np.isfinite(kept)], bins=edges)
-    removed_counts, _ = np.histogram(removed[np.isfinite(removed)], bins=edges)
+    edges = np.linspace(0.0, upper, bins + 1)
+    kept_counts, _ = np.histogram(np.minimum(kept[np.isfinite(kept)], upper), bins=edges)
+    removed_counts, _ = np.histogram(np.minimum(removed[np.isfinite(removed)], upper), bins=edges)
     total = kept_counts + removed_counts
     top = math.log10(1 + max(int(total.max(initial=0)), 1))
 
@@ -98,7 +106,7 @@ def score_histogram(
         return frame.top + frame.inner_height * (1 - math.log10(1 + count) / top)
 
     def x_of(value: float) -> float:
-        return frame.left + frame.inner_width * value
+        return frame.left + frame.inner_width * value / upper
 
     body: list[str] = []
     for tick in _log_ticks(10**top - 1):
@@ -125,16 +133,17 @@ def score_histogram(
                 f"<title>{edges[i]:.3f}-{edges[i + 1]:.3f}: {count:,} {name}</title></rect>"
             )
     body.append(_axes(frame))
-    for value in (0.0, 0.25, 0.5, 0.75, 1.0):
+    for value in np.linspace(0.0, upper, 5):
         body.append(_text(x_of(value), frame.height - frame.bottom + 14, f"{value:g}", size=10))
-    body.append(_text(frame.left + frame.inner_width / 2, frame.height - 4, "score", size=10))
+    body.append(_text(frame.left + frame.inner_width / 2, frame.height - 4, axis_title, size=10))
     x = x_of(threshold)
     body.append(
         f'<line x1="{x:.1f}" x2="{x:.1f}" y1="{frame.top - 4}" '
         f'y2="{frame.top + frame.inner_height}" stroke="{THRESHOLD_COLOUR}" '
         f'stroke-width="1.4" stroke-dasharray="4 3"/>'
     )
-    body.append(_text(x + 5, frame.top + 6, f"flag \u2265 {threshold:g}", anchor="start", size=10))
+    text = threshold_text.format(threshold=threshold)
+    body.append(_text(x + 5, frame.top + 6, text, anchor="start", size=10))
     return _svg(frame, body, label)
 
 

@@ -42,6 +42,7 @@ from sanitize.data.schema import (
     REASON_UNREADABLE,
     REASONS,
     SAMPLE_ID,
+    SAMPLE_WEIGHT,
     score_column,
 )
 from sanitize.errors import InputError
@@ -142,6 +143,7 @@ def render_report(
     sections = [
         _header(report),
         _detectors_section(report, scores, flagged),
+        _weights_section(report, scores, flagged),
         _classes_section(report),
         _projection_section(scores, flagged),
         _thumbnails_section(report, scores, flagged, clean_path, quarantine_path),
@@ -179,12 +181,22 @@ def write_report_html(out: str | Path) -> Path:
 
 
 def _read_scores(path: Path) -> pa.Table:
-    """The columns of scores.parquet that the page reads (not ``sample_weight``)."""
+    """The columns of scores.parquet that the page reads."""
     names = pq.read_schema(path).names
     wanted = [
         n
         for n in names
-        if n in (SAMPLE_ID, LABEL, POISON_SCORE, FLAGGED, REASONS, EMBEDDING_X, EMBEDDING_Y)
+        if n
+        in (
+            SAMPLE_ID,
+            LABEL,
+            POISON_SCORE,
+            SAMPLE_WEIGHT,
+            FLAGGED,
+            REASONS,
+            EMBEDDING_X,
+            EMBEDDING_Y,
+        )
         or n.startswith("score_")
     ]
     return pq.read_table(path, columns=wanted)
@@ -297,6 +309,37 @@ def _detectors_section(report: dict, scores: pa.Table, flagged: np.ndarray) -> s
         "above 0.5 under the data-derived thresholds it reports; counts on a log scale. "
         f"{legend}</p>"
         f'<div class="grid">{"".join(cards)}</div></section>'
+    )
+
+
+def _weights_section(report: dict, scores: pa.Table, flagged: np.ndarray) -> str:
+    """Histogram of the kept rows' ``sample_weight`` (mean 1; removed rows weigh 0)."""
+    if SAMPLE_WEIGHT not in scores.column_names or flagged.all():
+        return ""
+    weight = scores.column(SAMPLE_WEIGHT).to_numpy(zero_copy_only=False)[~flagged]
+    sources = report.get("decision", {}).get("weights_from") or []
+    upper = max(1.5, math.ceil(float(weight.max()) * 2) / 2)
+    svg = plots.score_histogram(
+        weight,
+        np.empty(0),
+        threshold=1.0,
+        upper=upper,
+        label="sample weight histogram",
+        axis_title="sample_weight",
+        threshold_text="mean {threshold:g}",
+    )
+    low = int((weight < 0.5).sum())
+    notes = [
+        f"{low:,} of {weight.size:,} kept rows weigh less than 0.5",
+        "weights from " + ", ".join(sources) if sources else "no weighting detector ran",
+    ]
+    note_html = "".join(f'<p class="note">{escape(n)}</p>' for n in notes)
+    return (
+        "<section><h2>Training weights</h2>"
+        '<p class="lead">The <code>sample_weight</code> of the kept rows in clean.parquet, for '
+        "a weighted retraining: rows an early-stopped model learned far faster than the "
+        "deconfounded one weigh least (CBD); counts on a log scale.</p>"
+        f'<div class="panel wide">{svg}{note_html}</div></section>'
     )
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import numpy as np
@@ -209,12 +210,15 @@ def test_cbd_flags_rows_fit_by_bootstrap_only_and_weights_them_down():
     assert tpr >= 0.95 and fpr <= 0.02
     assert result.weight is not None and result.weight.dtype == np.float32
     assert np.all((result.weight > 0) & (result.weight <= 1))
-    # The paper's w: about 0.5 where both models fit a row alike, near 0 on the poison.
-    assert 0.4 < np.median(result.weight[~poison]) < 0.6
-    assert result.weight[poison].max() < 0.01
-    # The score decreases with the weight.
-    order = np.argsort(result.weight)
-    assert np.all(np.diff(result.score[order].astype(np.float64)) <= 1e-6)
+    # w relative to its class's median: about 1 where both models fit a row alike, near 0
+    # on the poison.
+    assert np.median(result.weight[~poison]) > 0.9
+    assert result.weight[poison].max() < 0.02
+    # Within a class, the score decreases with the weight (below the weight's cap of 1).
+    for c in range(N_CLASSES):
+        rows = np.flatnonzero((y == c) & (result.weight < 1))
+        order = rows[np.argsort(result.weight[rows])]
+        assert np.all(np.diff(result.score[order].astype(np.float64)) <= 1e-6)
     assert result.info["threshold_weight"] <= 0.2
 
 
@@ -251,6 +255,18 @@ def test_cbd_reads_the_early_stopped_bootstrap_loss_off_the_loss_history():
     assert tpr >= 0.95 and fpr <= 0.01
     assert result.weight[poison].max() < 0.01 < np.quantile(result.weight[~poison], 0.05)
     assert "over 8 epochs" in result.info["reference"]
+
+
+def test_cbd_reads_a_class_learned_fast_as_a_whole_as_easy_not_poisoned():
+    x, y, context, poison = make_losses()
+    l_b = context.loss_bootstrap.copy()
+    easy = (y == 4) & ~poison
+    l_b[easy] /= 50.0  # f_B fits the whole class far better than f_C does
+    result = CBD().score(x, y, dataclasses.replace(context, loss_bootstrap=l_b))
+    tpr, fpr = rates(result, poison)
+    assert tpr >= 0.95 and fpr <= 0.02
+    assert result.flagged[easy].mean() <= 0.02
+    assert np.median(result.weight[easy]) > 0.9  # the class keeps its share of the weight
 
 
 def test_cbd_flags_nothing_when_models_agree():

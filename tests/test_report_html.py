@@ -18,6 +18,7 @@ from PIL import Image
 
 from sanitize import sanitize_dataset
 from sanitize.cli import EXIT_BAD_INPUT, EXIT_OK, main
+from sanitize.data.schema import FLAGGED, SAMPLE_WEIGHT
 from sanitize.paths import (
     CLEAN_FILE,
     OUTPUT_FILES,
@@ -44,6 +45,7 @@ CHROMEDRIVER = Path("/usr/bin/chromedriver")
 SCREENSHOT = Path(os.environ.get("SANITIZE_SCREENSHOT", REPO / "build" / "report-screenshot.png"))
 SECTIONS = (
     "Score distributions",
+    "Training weights",
     "Removal per class",
     "Embedding projection",
     "Most suspicious images",
@@ -150,8 +152,13 @@ def test_page_has_every_section_and_nothing_from_outside(run):
         assert src.startswith("data:image/png;base64,")
         with Image.open(io.BytesIO(base64.b64decode(src.split(",", 1)[1]))) as image:
             assert image.format == "PNG" and min(image.size) > 0
-    # One histogram a detector and one for the decision; class bars, projection, timings.
-    assert tags.count("svg") == len(report["per_detector"]) + 4
+    # One histogram a detector, one for the decision and one of the weights; class bars,
+    # projection, timings.
+    assert tags.count("svg") == len(report["per_detector"]) + 5
+    scores = pq.read_table(out / SCORES_FILE, columns=[SAMPLE_WEIGHT, FLAGGED])
+    kept = ~scores.column(FLAGGED).to_numpy(zero_copy_only=False)
+    weights = scores.column(SAMPLE_WEIGHT).to_numpy(zero_copy_only=False)[kept]
+    assert f"{int((weights < 0.5).sum()):,} of {int(kept.sum()):,} kept rows weigh" in text
     circles = html.count("<circle")
     assert 0 < circles <= SCATTER_KEPT_POINTS + SCATTER_REMOVED_POINTS
 

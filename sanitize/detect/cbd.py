@@ -24,17 +24,22 @@ class CBD(Detector):
     with per-sample weights ``w = l_B / (l_B + l_C)`` (``l`` = cross-entropy): a poison is
     fit almost perfectly by f_B and badly by f_C, so ``w -> 0``, while a clean row that
     both fit alike sits near 0.5. ``l_B`` here is :func:`confounder_loss`, the loss of the
-    early-stopped f_B read off the bootstrap run's per-epoch losses. This detector flags
-    rows whose log-ratio ``r = log((l_C + eps) / (l_B + eps))`` (so that
-    ``w = 1 / (1 + exp(r))``) is both a robust outlier over all rows and beyond an
-    absolute ceiling on ``w``. The training weight it returns is the paper's ``w``; the
-    decision clips and normalises it over the kept rows (``decision.weight_clip``).
+    early-stopped f_B read off the bootstrap run's per-epoch losses. With the log-ratio
+    ``r = log((l_C + eps) / (l_B + eps))`` (so that ``w = 1 / (1 + exp(r))``), this
+    detector flags rows whose ``r`` exceeds their class's median ``r`` by a robust outlier
+    margin (over all rows) and whose ``w`` is below an absolute ceiling. The training
+    weight it returns is ``w`` divided by its class's median ``w``, at most 1: a row
+    weighs less only where f_C fits it worse than its class-mates, relative to f_B, so
+    the weights do not move mass between classes (a class f_B learns fast as a whole is
+    an easy class, not a backdoor). The decision clips the weights and normalises them
+    over the kept rows (``decision.weight_clip``).
 
     Parameters
     ----------
     z_threshold : float, default=3.5
-        Robust z of ``r`` (median / MAD over all rows) a row must reach. Rule: the usual
-        median / MAD outlier cut (Iglewicz and Hoaglin 1993).
+        Robust z (median / MAD over all rows) of ``r`` minus its class's median ``r`` a
+        row must reach. Rule: the usual median / MAD outlier cut (Iglewicz and Hoaglin
+        1993).
     weight_ceiling : float, default=0.2
         Largest ``w`` a flagged row may have. Rule: ``w <= 0.2`` means f_C's loss is at
         least 4 times f_B's; when the models barely disagree on any row, a robust outlier
@@ -48,8 +53,8 @@ class CBD(Detector):
 
     Notes
     -----
-    Both conditions are thresholds on ``r``, so they combine into one cut ``t`` (reported
-    in ``info``). The score is ``1 / (1 + exp(-(r - t)))``: decreasing in ``w``, ``>= 0.5``
+    With ``m`` the smaller of the two margins (excess ``r`` over its cut, ``r`` over the
+    ceiling's cut; both in ``info``), the score is ``1 / (1 + exp(-m))``: ``>= 0.5``
     exactly where flagged.
 
     References
@@ -91,21 +96,31 @@ class CBD(Detector):
         l_c = np.asarray(context.loss_clean, dtype=np.float64) + self.loss_eps
         r = np.log(l_c) - np.log(l_b)
         weight = l_b / (l_b + l_c)
-        _, med, scale = robust_z(r, self.mad_floor)
+        # A class f_B learns fast as a whole (an easy class, not a backdoor) has a high r
+        # on every row; poisons stand out from their own class, so r is read from the
+        # class's median.
+        centre = _class_medians(r, labels, context.n_classes)
+        excess = r - centre[labels]
+        _, med, scale = robust_z(excess, self.mad_floor)
         cut_z = med + self.z_threshold * scale
         cut_w = float(np.log((1.0 - self.weight_ceiling) / self.weight_ceiling))
-        cut = max(cut_z, cut_w)
-        flagged = r >= cut
-        score = 0.5 * (1.0 + np.tanh(0.5 * (r - cut)))  # logistic, overflow-free
+        margin = np.minimum(excess - cut_z, r - cut_w)
+        flagged = margin >= 0
+        score = 0.5 * (1.0 + np.tanh(0.5 * margin))  # logistic, overflow-free
+        # The training weight: w relative to its class's median w, at most 1. Raw w would
+        # also move weight between classes (the easy class above would hardly be drawn).
+        relative = (
+            weight / np.exp(_class_medians(np.log(weight), labels, context.n_classes))[labels]
+        )
         info = {
             "params": self.get_params(),
             "reference": _reference_name(context.loss_history),
             "median_weight": float(np.median(weight)),
-            "median_log_ratio": med,
+            "median_excess_log_ratio": med,
             "log_ratio_scale": scale,
-            "threshold_log_ratio": float(cut),
-            "threshold_weight": float(1.0 / (1.0 + np.exp(cut))),
-            "threshold_from": "robust_z" if cut_z >= cut_w else "weight_ceiling",
+            "threshold_excess_log_ratio": float(cut_z),
+            "threshold_log_ratio": cut_w,
+            "threshold_weight": self.weight_ceiling,
             "n_flagged": int(flagged.sum()),
             "per_class": _per_class(labels, flagged, weight, context.n_classes),
         }
@@ -113,7 +128,7 @@ class CBD(Detector):
             score=contract_score(score, flagged),
             flagged=flagged,
             info=info,
-            weight=weight.astype(np.float32),
+            weight=np.minimum(relative, 1.0).astype(np.float32),
         )
 
 
@@ -156,6 +171,14 @@ def confounder_loss(
     out = final.copy()
     out[recorded] = np.exp(np.nanmean(log_loss[recorded], axis=1)) - floor
     return np.maximum(out, 0.0)
+
+
+def _class_medians(values: np.ndarray, labels: np.ndarray, n_classes: int) -> np.ndarray:
+    """Median of ``values`` over each class's rows (0 for a class without rows)."""
+    out = np.zeros(n_classes)
+    for c in np.unique(labels):
+        out[c] = np.median(values[labels == c])
+    return out
 
 
 def _reference_name(loss_history: np.ndarray | None) -> str:
