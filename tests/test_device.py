@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 
 import numpy as np
 import pyarrow as pa
@@ -18,7 +20,9 @@ from sanitize.data.read import DECODE_PROCESS_MIN_ROWS, DECODE_WORKERS_ENV, deco
 from sanitize.errors import ConfigError
 from sanitize.model import NetSpec, embed_rows, resolve_device, train_model
 from sanitize.model.device import autocast, memory_format
-from tests.conftest import SAMPLE_SOURCE
+from tests.conftest import REPO, SAMPLE_SOURCE
+
+WAIT_BLAS = "OPENBLAS_THREAD_TIMEOUT"
 
 CPU = torch.device("cpu")
 no_gpu = pytest.mark.skipif(torch.cuda.is_available(), reason="a CUDA GPU is present")
@@ -219,3 +223,23 @@ def test_embedding_to_a_file_matches_embedding_in_ram(tmp_path):
     )
     assert none is None
     np.testing.assert_array_equal(loss, loss3)
+
+
+@pytest.mark.parametrize(
+    ("preset", "expected"), [(None, "PASSIVE 4"), ("ACTIVE", "ACTIVE 4")], ids=["default", "user"]
+)
+def test_importing_sanitize_makes_idle_threads_sleep_unless_the_user_said_otherwise(
+    preset, expected
+):
+    env = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", WAIT_BLAS)}
+    env["PYTHONPATH"] = str(REPO)
+    if preset:
+        env["OMP_WAIT_POLICY"] = preset
+    code = (
+        "import sys, os, sanitize; assert 'numpy' in sys.modules; "
+        f"print(os.environ['OMP_WAIT_POLICY'], os.environ['{WAIT_BLAS}'])"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
+    )
+    assert done.stdout.split("\n")[0] == expected
