@@ -266,7 +266,9 @@ def test_cbd_reads_a_class_learned_fast_as_a_whole_as_easy_not_poisoned():
     tpr, fpr = rates(result, poison)
     assert tpr >= 0.95 and fpr <= 0.02
     assert result.flagged[easy].mean() <= 0.02
-    assert np.median(result.weight[easy]) > 0.9  # the class keeps its share of the weight
+    # The class keeps its share of the weight: its rows weigh what other classes' rows do.
+    other = (y == 5) & ~poison
+    assert abs(np.median(result.weight[easy]) - np.median(result.weight[other])) < 0.1
 
 
 def test_cbd_flags_nothing_when_models_agree():

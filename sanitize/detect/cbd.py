@@ -26,20 +26,26 @@ class CBD(Detector):
     both fit alike sits near 0.5. ``l_B`` here is :func:`confounder_loss`, the loss of the
     early-stopped f_B read off the bootstrap run's per-epoch losses. With the log-ratio
     ``r = log((l_C + eps) / (l_B + eps))`` (so that ``w = 1 / (1 + exp(r))``), this
-    detector flags rows whose ``r`` exceeds their class's median ``r`` by a robust outlier
-    margin (over all rows) and whose ``w`` is below an absolute ceiling. The training
-    weight it returns is ``w`` divided by its class's median ``w``, at most 1: a row
-    weighs less only where f_C fits it worse than its class-mates, relative to f_B, so
-    the weights do not move mass between classes (a class f_B learns fast as a whole is
-    an easy class, not a backdoor). The decision clips the weights and normalises them
-    over the kept rows (``decision.weight_clip``).
+    detector flags rows whose ``r`` exceeds their class's reference ``r`` (a low quantile)
+    by a robust outlier margin (over all rows) and whose ``w`` is below an absolute
+    ceiling. The training weight it returns is ``w`` divided by its class's reference
+    ``w``, at most 1: a row weighs less only where f_C fits it worse than the clean bulk
+    of its class, relative to f_B, so the weights do not move mass between classes (a
+    class f_B learns fast as a whole is an easy class, not a backdoor). The decision
+    clips the weights and normalises them over the kept rows (``decision.weight_clip``).
 
     Parameters
     ----------
     z_threshold : float, default=3.5
-        Robust z (median / MAD over all rows) of ``r`` minus its class's median ``r`` a
+        Robust z (median / MAD over all rows) of ``r`` minus its class's reference ``r`` a
         row must reach. Rule: the usual median / MAD outlier cut (Iglewicz and Hoaglin
         1993).
+    class_quantile : float, default=0.25
+        Quantile of a class's ``r`` taken as its reference (``1 - class_quantile`` of its
+        ``w``). Rule: the reference must lie among the class's clean rows while poisons
+        are up to 75% of it, as early-loss detection allows (``max_group_weight``); 5%
+        SIG makes its target class 51% poison, where a median lands among the poisons
+        and gave the missed ones a weight of 1.
     weight_ceiling : float, default=0.2
         Largest ``w`` a flagged row may have. Rule: ``w <= 0.2`` means f_C's loss is at
         least 4 times f_B's; when the models barely disagree on any row, a robust outlier
@@ -71,11 +77,13 @@ class CBD(Detector):
         *,
         z_threshold: float = 3.5,
         weight_ceiling: float = 0.2,
+        class_quantile: float = 0.25,
         mad_floor: float = 0.1,
         loss_eps: float = 1e-3,
     ) -> None:
         self.z_threshold = z_threshold
         self.weight_ceiling = weight_ceiling
+        self.class_quantile = class_quantile
         self.mad_floor = mad_floor
         self.loss_eps = loss_eps
 
@@ -84,6 +92,8 @@ class CBD(Detector):
             raise ConfigError(f"cbd.z_threshold must be > 0, got {self.z_threshold}")
         if not 0 < self.weight_ceiling < 0.5:
             raise ConfigError(f"cbd.weight_ceiling must be in (0, 0.5), got {self.weight_ceiling}")
+        if not 0 < self.class_quantile < 1:
+            raise ConfigError(f"cbd.class_quantile must be in (0, 1), got {self.class_quantile}")
         if not self.mad_floor > 0:
             raise ConfigError(f"cbd.mad_floor must be > 0, got {self.mad_floor}")
         if not self.loss_eps > 0:
@@ -98,8 +108,8 @@ class CBD(Detector):
         weight = l_b / (l_b + l_c)
         # A class f_B learns fast as a whole (an easy class, not a backdoor) has a high r
         # on every row; poisons stand out from their own class, so r is read from the
-        # class's median.
-        centre = _class_medians(r, labels, context.n_classes)
+        # class's reference.
+        centre = _class_quantiles(r, labels, context.n_classes, self.class_quantile)
         excess = r - centre[labels]
         _, med, scale = robust_z(excess, self.mad_floor)
         cut_z = med + self.z_threshold * scale
@@ -107,15 +117,16 @@ class CBD(Detector):
         margin = np.minimum(excess - cut_z, r - cut_w)
         flagged = margin >= 0
         score = 0.5 * (1.0 + np.tanh(0.5 * margin))  # logistic, overflow-free
-        # The training weight: w relative to its class's median w, at most 1. Raw w would
-        # also move weight between classes (the easy class above would hardly be drawn).
-        relative = (
-            weight / np.exp(_class_medians(np.log(weight), labels, context.n_classes))[labels]
-        )
+        # The training weight: w relative to its class's reference w, at most 1. Raw w
+        # would also move weight between classes (the easy class above would hardly be
+        # drawn).
+        reference_weight = 1.0 / (1.0 + np.exp(centre))  # w at the class's reference r
+        relative = weight / reference_weight[labels]
         info = {
             "params": self.get_params(),
             "reference": _reference_name(context.loss_history),
             "median_weight": float(np.median(weight)),
+            "class_reference_log_ratio": {str(c): float(v) for c, v in enumerate(centre)},
             "median_excess_log_ratio": med,
             "log_ratio_scale": scale,
             "threshold_excess_log_ratio": float(cut_z),
@@ -173,11 +184,13 @@ def confounder_loss(
     return np.maximum(out, 0.0)
 
 
-def _class_medians(values: np.ndarray, labels: np.ndarray, n_classes: int) -> np.ndarray:
-    """Median of ``values`` over each class's rows (0 for a class without rows)."""
+def _class_quantiles(
+    values: np.ndarray, labels: np.ndarray, n_classes: int, q: float
+) -> np.ndarray:
+    """The ``q``-quantile of ``values`` over each class's rows (0 for a class without rows)."""
     out = np.zeros(n_classes)
     for c in np.unique(labels):
-        out[c] = np.median(values[labels == c])
+        out[c] = np.quantile(values[labels == c], q)
     return out
 
 
