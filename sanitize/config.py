@@ -158,6 +158,16 @@ class DecisionConfig:
         Cap on the share of rows removed; above it the highest poison scores are kept first.
     weight_clip : tuple of float, default=(0.05, 1.0)
         Clip range of the raw CBD weight w = l_B / (l_B + l_C) before it is normalised.
+    weight_suspect_only : bool, default=True
+        Weigh rows by CBD only in the classes the decision judged poisoned (at least
+        ``weight_min_flagged`` rows removed); every other kept row weighs the same. Rule:
+        CBD's weight also falls on the hard clean rows of every class; a 16-epoch
+        retraining on clean CIFAR-10 (5,000 rows) lost 1.4 points of accuracy to it
+        (0.638 against 0.652 unweighted) while the poisons it must down-weight, the
+        ones detection missed, sit in the classes it found (SIG, filter, blend).
+    weight_min_flagged : int, default=10
+        Removed rows that make a class one the decision judged poisoned. Rule: as
+        ``refine_min_rows``; fewer is a handful of outliers, not a poisoned group.
     consensus : bool, default=True
         Also flag the candidate rows of a class that several detectors single out (see
         ``sanitize.detect.consensus``).
@@ -210,6 +220,8 @@ class DecisionConfig:
     min_votes: int | None = 1
     max_removal_fraction: float = 0.25
     weight_clip: tuple[float, float] = (0.05, 1.0)
+    weight_suspect_only: bool = True
+    weight_min_flagged: int = 10
     consensus: bool = True
     consensus_z: float = 3.0
     consensus_votes: int = 2
@@ -261,6 +273,10 @@ class DecisionConfig:
         if not 0 < lo < hi <= 1:
             raise ConfigError(
                 f"decision.weight_clip must satisfy 0 < lo < hi <= 1, got {self.weight_clip}"
+            )
+        if self.weight_min_flagged < 1:
+            raise ConfigError(
+                f"decision.weight_min_flagged must be >= 1, got {self.weight_min_flagged}"
             )
 
 

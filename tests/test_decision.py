@@ -109,6 +109,33 @@ def test_weights_are_clipped_and_normalised_over_kept_rows():
     assert d.info["weights_from"] == ["cbd"]
 
 
+def test_weights_act_only_in_the_classes_the_decision_found_poisoned():
+    rng = np.random.default_rng(1)
+    n = 2000
+    labels = rng.integers(0, 4, n)
+    w = rng.uniform(0.01, 1.0, n).astype(np.float32)
+    score = np.full(n, 0.2)
+    score[np.flatnonzero(labels == 2)[:30]] = 0.9  # class 2 loses 30 rows
+    score[np.flatnonzero(labels == 3)[:3]] = 0.9  # class 3 a few outliers only
+    off = {"refine": False, "consensus": False, "orient": False}
+    results = {"cbd": result(score, weight=w)}
+    d = decide(results, n, DecisionConfig(**off), labels=labels)
+    kept = ~d.flagged
+    assert d.info["weight_classes"] == [2]
+    for c in (0, 1, 3):
+        rows = kept & (labels == c)
+        assert np.ptp(d.sample_weight[rows]) == 0  # one weight for every kept row
+    rows = kept & (labels == 2)
+    order = np.argsort(w[rows])
+    assert np.all(np.diff(d.sample_weight[rows][order]) >= -1e-6)
+    assert d.sample_weight[rows].min() < 0.1 * d.sample_weight[kept & (labels == 0)].max()
+    assert float(d.sample_weight[kept].astype(np.float64).mean()) == pytest.approx(1.0, abs=1e-6)
+    # With the restriction off, every class is weighted.
+    d_all = decide(results, n, DecisionConfig(**off, weight_suspect_only=False), labels=labels)
+    assert d_all.info["weight_classes"] is None
+    assert np.ptp(d_all.sample_weight[~d_all.flagged & (labels == 0)]) > 0
+
+
 def test_weights_are_one_without_a_weighting_detector():
     d = decide({"a": result([0.9, 0.1, 0.2])}, 3, DecisionConfig(max_removal_fraction=0.5))
     assert d.sample_weight.tolist() == [0.0, 1.0, 1.0]

@@ -80,6 +80,9 @@ def decide(
     Kept rows are weighted by the raw training weight of the results that carry one (the
     product when several do; only CBD does), clipped to ``config.weight_clip`` and divided
     by their mean over the kept rows; without such a result every kept row weighs 1.
+    With ``labels`` and ``config.weight_suspect_only``, only the classes with at least
+    ``config.weight_min_flagged`` removed rows are weighted so (``info["weight_classes"]``);
+    the kept rows of the others take the clip's upper end before the normalisation.
     Removed rows weigh 0.
 
     Parameters
@@ -200,13 +203,20 @@ def decide(
     weighted = [nm for nm in names if results[nm].weight is not None]
     kept = ~flagged
     sample_weight = np.zeros(n_rows, dtype=np.float64)
+    weight_classes = None
     if kept.any():
         raw = np.ones(n_rows, dtype=np.float64)
         for nm in weighted:
             raw *= results[nm].weight
         lo, hi = config.weight_clip
-        w = np.clip(raw[kept], lo, hi)
-        sample_weight[kept] = w / w.mean()
+        w = np.clip(raw, lo, hi)
+        if labels is not None and config.weight_suspect_only:
+            labels = np.asarray(labels)
+            removed = np.bincount(labels[flagged], minlength=int(labels.max()) + 1)
+            suspect = removed >= config.weight_min_flagged
+            w = np.where(suspect[labels], w, hi)
+            weight_classes = [int(c) for c in np.flatnonzero(suspect)]
+        sample_weight[kept] = w[kept] / w[kept].mean()
 
     for i in np.flatnonzero(~flagged):
         reasons[i] = []  # removed by the cap
@@ -223,6 +233,7 @@ def decide(
         "flags_per_detector": {nm: int(flags[j].sum()) for j, nm in enumerate(names)},
         "weights_from": weighted,
         "weight_clip": [float(x) for x in config.weight_clip],
+        "weight_classes": weight_classes,
         "consensus": consensus_info,
         "orient": orient_info,
         "refine": refine_info,
