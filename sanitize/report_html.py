@@ -317,7 +317,9 @@ def _weights_section(report: dict, scores: pa.Table, flagged: np.ndarray) -> str
     if SAMPLE_WEIGHT not in scores.column_names or flagged.all():
         return ""
     weight = scores.column(SAMPLE_WEIGHT).to_numpy(zero_copy_only=False)[~flagged]
-    sources = report.get("decision", {}).get("weights_from") or []
+    decision = report.get("decision", {})
+    sources = decision.get("weights_from") or []
+    classes = decision.get("weight_classes")
     upper = max(1.5, math.ceil(float(weight.max()) * 2) / 2)
     svg = plots.score_histogram(
         weight,
@@ -333,6 +335,11 @@ def _weights_section(report: dict, scores: pa.Table, flagged: np.ndarray) -> str
         f"{low:,} of {weight.size:,} kept rows weigh less than 0.5",
         "weights from " + ", ".join(sources) if sources else "no weighting detector ran",
     ]
+    if sources and classes is not None:
+        notes.append(
+            f"weighted in the {len(classes)} class(es) judged poisoned; every other kept "
+            "row weighs the same"
+        )
     note_html = "".join(f'<p class="note">{escape(n)}</p>' for n in notes)
     return (
         "<section><h2>Training weights</h2>"
