@@ -211,6 +211,24 @@ SUITES: dict[str, tuple[Case, ...]] = {
         ),
         Case("gtsrb-clean", "gtsrb", "none", target=0, rate=0.0),
     ),
+    # The rate extremes, added in session 6 before any was run: a handful of poisons, and
+    # target classes the poison makes a large majority of.
+    "rates": (
+        Case("cifar10-badnets-0.5pct", "cifar10", "badnets", target=4, rate=0.005),
+        Case("cifar10-badnets-2pct", "cifar10", "badnets", target=6, rate=0.02),
+        Case("cifar10-badnets-15pct", "cifar10", "badnets", target=2, rate=0.15),
+        Case("cifar10-badnets-20pct", "cifar10", "badnets", target=8, rate=0.20),
+        Case(
+            "cifar10-blend-kitty-15pct",
+            "cifar10",
+            "blend",
+            (("trigger_path", f"{TOOLBOX}/hellokitty_32.png"), ("alpha", 0.2)),
+            target=1,
+            rate=0.15,
+        ),
+        Case("mnist-badnets-1pct", "mnist", "badnets", target=5, rate=0.01),
+        Case("mnist-badnets-15pct", "mnist", "badnets", target=9, rate=0.15),
+    ),
 }
 
 

@@ -224,8 +224,13 @@ def _header(report: dict) -> str:
         f'<div class="s">{escape(s)}</div></div>'
         for k, v, s in cards
     )
-    by_detector = report.get("decision", {}).get("flags_per_detector", {})
-    flags = ", ".join(f"{escape(name)} {n:,}" for name, n in by_detector.items())
+    decision = report.get("decision", {})
+    by_detector = decision.get("flags_per_detector", {})
+    voters = decision.get("voters", list(by_detector))
+    flags = ", ".join(
+        f"{escape(name)} {n:,}" + ("" if name in voters else " (weights only, not a vote)")
+        for name, n in by_detector.items()
+    )
     source = report.get("source", {})
     return (
         f'<header><h1>sanitize report</h1><p class="meta">{escape(str(source.get("uri", "")))}'

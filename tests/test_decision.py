@@ -346,3 +346,37 @@ def test_orientation_needs_a_majority_and_an_oriented_detector():
     only_cluster = {"activation_clustering": results["activation_clustering"]}
     alone = decide(only_cluster, labels.size, DecisionConfig(), labels=labels)
     assert np.array_equal(alone.flagged, cluster) and alone.info["orient"] is None
+
+
+def test_cbd_weighs_but_does_not_vote():
+    n = 200
+    labels = np.repeat(np.arange(4), 50)
+    spectral = np.full(n, 0.1)
+    spectral[:20] = 0.9  # class 0 loses 20 rows by spectral's vote
+    cbd = np.full(n, 0.1)
+    cbd[10:30] = 0.8  # half of them, and 10 rows of class 0 spectral keeps
+    cbd[60:63] = 0.95  # and three outliers of class 1
+    w = np.where(cbd >= 0.5, 0.02, 0.9).astype(np.float32)
+    off = {"refine": False, "consensus": False, "orient": False}
+    results = {"cbd": result(cbd, weight=w), "spectral": result(spectral)}
+    d = decide(results, n, DecisionConfig(**off, min_votes=1), labels=labels)
+    assert np.array_equal(np.flatnonzero(d.flagged), np.arange(20))
+    assert d.info["voters"] == ["spectral"] and d.info["flags_per_detector"]["cbd"] == 23
+    assert all(r == ["spectral"] for r in d.reasons[:20])
+    # Its score does not enter the poison score; its weights still act in class 0.
+    assert np.all(d.poison_score[60:63] < 0.5)
+    assert d.info["weight_classes"] == [0]
+    assert np.all(d.sample_weight[20:30] < 0.1 * d.sample_weight[30:50].min())
+    # A majority is over the voters: min_votes=2 with one voter is a config error.
+    with pytest.raises(ConfigError, match="exceeds the 1 voting"):
+        decide(results, n, DecisionConfig(**off, min_votes=2), labels=labels)
+
+
+def test_cbd_alone_votes():
+    n = 100
+    cbd = np.full(n, 0.1)
+    cbd[:7] = 0.8
+    w = np.where(cbd >= 0.5, 0.02, 0.9).astype(np.float32)
+    d = decide({"cbd": result(cbd, weight=w)}, n, DecisionConfig())
+    assert d.flagged.sum() == 7 and d.info["voters"] == ["cbd"]
+    assert all(r == ["cbd"] for r in d.reasons[:7])

@@ -34,6 +34,11 @@ class CBD(Detector):
     class f_B learns fast as a whole is an easy class, not a backdoor). The decision
     clips the weights and normalises them over the kept rows (``decision.weight_clip``).
 
+    Its flags are reported (``score_cbd``) but do not vote in the decision
+    (``votes = False``) unless it runs alone: on the 12-case CPU suite they added no
+    poison the other detectors missed and 16 clean rows (``benchmarks/RESULTS.md``,
+    session 5).
+
     Parameters
     ----------
     z_threshold : float, default=3.5
@@ -71,6 +76,7 @@ class CBD(Detector):
 
     name = "cbd"
     requires = ("loss_bootstrap", "loss_clean")
+    votes = False
 
     def __init__(
         self,

@@ -34,7 +34,7 @@ class Decision:
         For a flagged row, the sorted names of the detectors that flagged it; empty for a
         kept row.
     votes : ndarray of shape (n_rows,)
-        int32 number of detectors that flagged the row.
+        int32 number of voting detectors that flagged the row.
     info : dict
         JSON-serialisable: votes needed, counts before and after the removal cap, the cap,
         per-detector flag counts.
@@ -58,12 +58,15 @@ def decide(
 ) -> Decision:
     """Combine detector results by vote into one poison score, flags and weights.
 
-    A row is flagged when at least ``k`` detectors flagged it, ``k`` being
-    ``config.min_votes`` or else a strict majority of the detectors that ran (1 of 1, 2 of
-    2, 2 of 3, 3 of 4). Its ``poison_score`` is the k-th largest of its detector scores, so
-    that, each detector keeping ``score >= 0.5 <=> flagged``, ``poison_score >= 0.5``
-    exactly when ``k`` detectors flagged it. With ``labels`` and ``config.consensus``, the
-    rows of :func:`sanitize.detect.consensus.class_consensus` are flagged too, with
+    Only the voting detectors (``Detector.votes``; all of them when none of those ran)
+    take part in the vote, the consensus and the orientation; a weight-only detector (CBD)
+    contributes its training weights. A row is flagged when at least ``k`` voting
+    detectors flagged it, ``k`` being ``config.min_votes`` or else a strict majority of
+    the voters (1 of 1, 2 of 2, 2 of 3, 3 of 4). Its ``poison_score`` is the k-th largest
+    of their scores, so that, each detector keeping ``score >= 0.5 <=> flagged``,
+    ``poison_score >= 0.5`` exactly when ``k`` of them flagged it. With ``labels`` and
+    ``config.consensus``, the rows of
+    :func:`sanitize.detect.consensus.class_consensus` are flagged too, with
     ``poison_score = 0.5 + 0.5 * s`` (``s`` the agreeing detectors' mean score) and
     reasons ``consensus:<detector>``. With ``labels`` and ``config.orient``, a class where
     the oriented detectors (``Detector.oriented``) flag a majority keeps only their flags
@@ -109,7 +112,7 @@ def decide(
     Raises
     ------
     ConfigError
-        No results, or ``min_votes`` larger than the number of detectors that ran.
+        No results, or ``min_votes`` larger than the number of voting detectors that ran.
     ValueError
         A result does not cover ``n_rows`` rows.
     """
@@ -120,25 +123,28 @@ def decide(
         got = results[name].score.shape[0]
         if got != n_rows:
             raise ValueError(f"detector {name!r} scored {got} rows, expected {n_rows}")
-    m = len(names)
+    # Weight-only detectors (``Detector.votes`` False) vote only when nothing else ran, so
+    # that a config naming one of them alone still removes what it flags.
+    voters = [nm for nm in names if _detector_flag(nm, "votes", True)] or names
+    m = len(voters)
     k = config.min_votes if config.min_votes is not None else m // 2 + 1
     if k > m:
-        raise ConfigError(f"decision.min_votes={k} exceeds the {m} detector(s) that ran")
+        raise ConfigError(f"decision.min_votes={k} exceeds the {m} voting detector(s) that ran")
 
-    scores = np.stack([results[nm].score for nm in names]).astype(np.float32)
-    flags = np.stack([results[nm].flagged for nm in names])
+    scores = np.stack([results[nm].score for nm in voters]).astype(np.float32)
+    flags = np.stack([results[nm].flagged for nm in voters])
     votes = flags.sum(axis=0).astype(np.int32)
     # k-th largest per row: the (m - k)-th smallest.
     poison_score = np.partition(scores, m - k, axis=0)[m - k].astype(np.float32)
     flagged = votes >= k
     reasons: list[list[str]] = [[] for _ in range(n_rows)]
     for i in np.flatnonzero(flagged):
-        reasons[i] = [names[j] for j in np.flatnonzero(flags[:, i])]
+        reasons[i] = [voters[j] for j in np.flatnonzero(flags[:, i])]
 
     consensus_info = None
     if labels is not None and config.consensus:
         consensus = class_consensus(
-            results,
+            {nm: results[nm] for nm in voters},
             np.asarray(labels),
             z_threshold=config.consensus_z,
             votes=config.consensus_votes,
@@ -153,7 +159,7 @@ def decide(
         consensus_info = consensus.info | {"n_added": int(extra.sum())}
 
     orient_info = None
-    oriented = [nm for nm in names if nm in available_detectors() and get_detector(nm).oriented]
+    oriented = [nm for nm in voters if _detector_flag(nm, "oriented", False)]
     if labels is not None and config.orient and oriented:
         shortcut = np.any([results[nm].flagged for nm in oriented], axis=0)
         orientation = orient_by_shortcut(flagged, shortcut, np.asarray(labels))
@@ -223,6 +229,7 @@ def decide(
 
     info = {
         "detectors": names,
+        "voters": voters,
         "min_votes": int(k),
         "min_votes_from": "config" if config.min_votes is not None else "majority",
         "n_rows": int(n_rows),
@@ -230,7 +237,7 @@ def decide(
         "n_flagged": int(flagged.sum()),
         "removal_cap": limit,
         "cap_applied": bool(capped),
-        "flags_per_detector": {nm: int(flags[j].sum()) for j, nm in enumerate(names)},
+        "flags_per_detector": {nm: int(results[nm].flagged.sum()) for nm in names},
         "weights_from": weighted,
         "weight_clip": [float(x) for x in config.weight_clip],
         "weight_classes": weight_classes,
@@ -246,3 +253,11 @@ def decide(
         votes=votes,
         info=info,
     )
+
+
+def _detector_flag(name: str, attr: str, default: bool) -> bool:
+    """A registered detector's class-level flag (``votes``, ``oriented``); ``default`` for
+    a result whose name is not registered (one built by hand)."""
+    if name not in available_detectors():
+        return default
+    return bool(getattr(get_detector(name), attr))
