@@ -341,9 +341,17 @@ def _weights_section(report: dict, scores: pa.Table, flagged: np.ndarray) -> str
         "weights from " + ", ".join(sources) if sources else "no weighting detector ran",
     ]
     if sources and classes is not None:
+        agreement = decision.get("weight_agreement") or {}
+        doubted = [c for c in agreement if int(c) not in classes]
         notes.append(
-            f"weighted in the {len(classes)} class(es) judged poisoned; every other kept "
-            "row weighs the same"
+            f"weighted in {len(classes)} class(es) judged poisoned"
+            + (
+                f" (not in class(es) {', '.join(doubted)}, where the weights do not rank the "
+                "removed rows below the kept ones)"
+                if doubted
+                else ""
+            )
+            + "; every other kept row weighs the same"
         )
     note_html = "".join(f'<p class="note">{escape(n)}</p>' for n in notes)
     return (

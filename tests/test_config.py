@@ -1,6 +1,6 @@
 import pytest
 
-from sanitize.config import BootstrapConfig, DataConfig, SanitizeConfig
+from sanitize.config import BootstrapConfig, DataConfig, DecisionConfig, SanitizeConfig
 from sanitize.errors import ConfigError
 
 
@@ -46,6 +46,10 @@ def test_from_toml(tmp_path):
         (
             lambda: SanitizeConfig(bootstrap=BootstrapConfig(clean_epochs=0)),
             "'cbd' needs bootstrap.clean_epochs",
+        ),
+        (
+            lambda: SanitizeConfig(decision=DecisionConfig(weight_min_agreement=1.5)),
+            "decision.weight_min_agreement must be in",
         ),
     ],
 )

@@ -115,13 +115,22 @@ def test_weights_act_only_in_the_classes_the_decision_found_poisoned():
     labels = rng.integers(0, 4, n)
     w = rng.uniform(0.01, 1.0, n).astype(np.float32)
     score = np.full(n, 0.2)
-    score[np.flatnonzero(labels == 2)[:30]] = 0.9  # class 2 loses 30 rows
+    class_2 = np.flatnonzero(labels == 2)
+    score[class_2[:30]] = 0.9  # class 2 loses 30 rows, which the weights rank lowest
+    w[class_2[:30]] = rng.uniform(0.001, 0.01, 30)
+    class_1 = np.flatnonzero(labels == 1)
+    score[class_1[:20]] = 0.9  # class 1 loses 20 rows the weights rank highest
+    w[class_1[:20]] = 1.0
     score[np.flatnonzero(labels == 3)[:3]] = 0.9  # class 3 a few outliers only
     off = {"refine": False, "consensus": False, "orient": False}
-    results = {"cbd": result(score, weight=w)}
+    results = {"cbd": result(score, weight=w), "spectral": result(score)}
     d = decide(results, n, DecisionConfig(**off), labels=labels)
     kept = ~d.flagged
     assert d.info["weight_classes"] == [2]
+    agreement = d.info["weight_agreement"]
+    assert sorted(agreement) == ["1", "2"]
+    assert agreement["2"] == pytest.approx(1.0) and agreement["1"] < 0.1
+    json.dumps(d.info, allow_nan=False)
     for c in (0, 1, 3):
         rows = kept & (labels == c)
         assert np.ptp(d.sample_weight[rows]) == 0  # one weight for every kept row
@@ -354,14 +363,14 @@ def test_cbd_weighs_but_does_not_vote():
     spectral = np.full(n, 0.1)
     spectral[:20] = 0.9  # class 0 loses 20 rows by spectral's vote
     cbd = np.full(n, 0.1)
-    cbd[10:30] = 0.8  # half of them, and 10 rows of class 0 spectral keeps
+    cbd[:30] = 0.8  # them, and 10 rows of class 0 spectral keeps
     cbd[60:63] = 0.95  # and three outliers of class 1
     w = np.where(cbd >= 0.5, 0.02, 0.9).astype(np.float32)
     off = {"refine": False, "consensus": False, "orient": False}
     results = {"cbd": result(cbd, weight=w), "spectral": result(spectral)}
     d = decide(results, n, DecisionConfig(**off, min_votes=1), labels=labels)
     assert np.array_equal(np.flatnonzero(d.flagged), np.arange(20))
-    assert d.info["voters"] == ["spectral"] and d.info["flags_per_detector"]["cbd"] == 23
+    assert d.info["voters"] == ["spectral"] and d.info["flags_per_detector"]["cbd"] == 33
     assert all(r == ["spectral"] for r in d.reasons[:20])
     # Its score does not enter the poison score; its weights still act in class 0.
     assert np.all(d.poison_score[60:63] < 0.5)

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+import scipy.stats
 
 from sanitize.config import DecisionConfig
 from sanitize.detect.base import DetectorResult, available_detectors, get_detector
@@ -84,8 +85,10 @@ def decide(
     product when several do; only CBD does), clipped to ``config.weight_clip`` and divided
     by their mean over the kept rows; without such a result every kept row weighs 1.
     With ``labels`` and ``config.weight_suspect_only``, only the classes with at least
-    ``config.weight_min_flagged`` removed rows are weighted so (``info["weight_classes"]``);
-    the kept rows of the others take the clip's upper end before the normalisation.
+    ``config.weight_min_flagged`` removed rows, whose raw weights rank the removed rows
+    below the kept ones with an AUROC of at least ``config.weight_min_agreement``
+    (``info["weight_agreement"]``), are weighted so (``info["weight_classes"]``); the kept
+    rows of the others take the clip's upper end before the normalisation.
     Removed rows weigh 0.
 
     Parameters
@@ -210,16 +213,23 @@ def decide(
     kept = ~flagged
     sample_weight = np.zeros(n_rows, dtype=np.float64)
     weight_classes = None
+    weight_agreement = None
     if kept.any():
         raw = np.ones(n_rows, dtype=np.float64)
         for nm in weighted:
             raw *= results[nm].weight
         lo, hi = config.weight_clip
         w = np.clip(raw, lo, hi)
-        if labels is not None and config.weight_suspect_only:
+        if labels is not None and config.weight_suspect_only and weighted:
             labels = np.asarray(labels)
             removed = np.bincount(labels[flagged], minlength=int(labels.max()) + 1)
             suspect = removed >= config.weight_min_flagged
+            weight_agreement = {}
+            for c in np.flatnonzero(suspect):
+                rows = labels == c
+                agreement = _rank_auc(flagged[rows], -raw[rows])
+                weight_agreement[str(c)] = None if np.isnan(agreement) else agreement
+                suspect[c] = agreement >= config.weight_min_agreement
             w = np.where(suspect[labels], w, hi)
             weight_classes = [int(c) for c in np.flatnonzero(suspect)]
         sample_weight[kept] = w[kept] / w[kept].mean()
@@ -241,6 +251,7 @@ def decide(
         "weights_from": weighted,
         "weight_clip": [float(x) for x in config.weight_clip],
         "weight_classes": weight_classes,
+        "weight_agreement": weight_agreement,
         "consensus": consensus_info,
         "orient": orient_info,
         "refine": refine_info,
@@ -261,3 +272,14 @@ def _detector_flag(name: str, attr: str, default: bool) -> bool:
     if name not in available_detectors():
         return default
     return bool(getattr(get_detector(name), attr))
+
+
+def _rank_auc(positive: np.ndarray, score: np.ndarray) -> float:
+    """AUROC of ``score`` for the ``positive`` rows against the others (ties count half);
+    NaN when either side is empty."""
+    n_pos = int(positive.sum())
+    n_neg = positive.size - n_pos
+    if n_pos == 0 or n_neg == 0:
+        return float("nan")
+    ranks = scipy.stats.rankdata(score)
+    return float((ranks[positive].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
