@@ -81,24 +81,24 @@ def build_report(
         entry["removed_fraction"] = entry["removed"] / entry["rows"]
 
     detector_names = set(detector_info)
-    suspect = sorted(
-        {
-            str(lbl)
-            for lbl, row, f in zip(labels, reasons, flagged, strict=True)
-            if f and detector_names.intersection(row)
-        }
+    detected = Counter(
+        str(lbl)
+        for lbl, row, f in zip(labels, reasons, flagged, strict=True)
+        if f and any(_is_detection(r, detector_names) for r in row)
     )
+    # Most removed rows first: a class that lost a few outliers reads as such.
+    suspect = sorted(detected, key=lambda k: (-detected[k], k))
     verdict = {
         "poison_suspected": bool(suspect),
         "suspect_classes": [
-            {"label": key, "name": per_class[key]["name"], "removed": per_class[key]["removed"]}
+            {"label": key, "name": per_class[key]["name"], "removed": detected[key]}
             for key in suspect
         ],
         "text": (
             "no poisoning found: no detector flagged a row"
             if not suspect
             else "poisoning suspected in class(es) "
-            + ", ".join(per_class[k]["name"] for k in suspect)
+            + ", ".join(f"{per_class[k]['name']} ({detected[k]:,} removed)" for k in suspect)
         ),
     }
 
@@ -146,3 +146,10 @@ def build_report(
         "config": config.to_dict(),
         "config_fingerprint": config.fingerprint(),
     }
+
+
+def _is_detection(reason: str, detector_names: set[str]) -> bool:
+    """Whether a removal reason is the decision's (a detector, ``consensus:<detector>``,
+    ``refine``) rather than the read stage's quarantine (``unreadable``, ...)."""
+    head = reason.split(":", 1)[0]
+    return reason in detector_names or head == "consensus" or reason == "refine"
