@@ -150,6 +150,6 @@ def build_report(
 
 def _is_detection(reason: str, detector_names: set[str]) -> bool:
     """Whether a removal reason is the decision's (a detector, ``consensus:<detector>``,
-    ``refine``) rather than the read stage's quarantine (``unreadable``, ...)."""
+    ``class_size``, ``refine``) rather than the read stage's quarantine (``unreadable``, ...)."""
     head = reason.split(":", 1)[0]
-    return reason in detector_names or head == "consensus" or reason == "refine"
+    return reason in detector_names or head == "consensus" or reason in ("refine", "class_size")

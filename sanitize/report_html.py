@@ -226,9 +226,15 @@ def _header(report: dict) -> str:
     )
     decision = report.get("decision", {})
     by_detector = decision.get("flags_per_detector", {})
-    voters = decision.get("voters", list(by_detector))
+    group_voters = decision.get("group_voters") or []
+    counted = decision.get("votes_per_detector") or by_detector
     flags = ", ".join(
-        f"{escape(name)} {n:,}" + ("" if name in voters else " (weights only, not a vote)")
+        f"{escape(name)} {n:,}"
+        + (
+            f" ({counted.get(name, n):,} counted: it votes only where it flags a group of a class)"
+            if name in group_voters
+            else ""
+        )
         for name, n in by_detector.items()
     )
     source = report.get("source", {})

@@ -19,6 +19,7 @@ from sanitize.attacks import (
     BadNets,
     Blend,
     Filter,
+    LowFrequency,
     Trojan,
     WaNet,
     available_attacks,
@@ -33,7 +34,7 @@ from sanitize.data import decode_image
 from sanitize.errors import ConfigError, InputError
 
 TRIGGERS = Path(__file__).resolve().parents[1].parent / "shared/datasets/triggers/backdoor-toolbox"
-DIRTY = ("badnets", "blend", "trojan", "filter", "wanet")
+DIRTY = ("badnets", "blend", "trojan", "filter", "wanet", "lowfreq")
 CHANNELS = pytest.mark.parametrize("channels", [1, 3], ids=["grey", "rgb"])
 
 
@@ -299,6 +300,54 @@ def test_sig_adds_the_sinusoid(channels):
     assert bright.max() == 255
 
 
+@CHANNELS
+def test_lowfreq_adds_a_smooth_pattern(channels):
+    images = np.full((2, channels, 16, 16), 128, np.uint8)
+    delta = LowFrequency().apply(images).astype(int) - 128
+    assert np.array_equal(delta[0], delta[1]) and 16 <= np.abs(delta).max() <= 32
+    # Low frequency: above a quarter of the sampling rate lies under 10% of the pattern's
+    # energy (0.03-0.08 over seeds; white noise 0.69).
+    centred = delta[0] - delta[0].mean(axis=(1, 2), keepdims=True)
+    energy = np.abs(np.fft.fft2(centred)) ** 2
+    f = np.abs(np.fft.fftfreq(16))
+    high = (f[:, None] > 0.25) | (f[None, :] > 0.25)
+    assert energy[:, high].sum() < 0.1 * energy.sum()
+    other = LowFrequency(pattern_seed=1).apply(images).astype(int) - 128
+    assert not np.array_equal(delta, other)
+    bright = LowFrequency(strength=8).apply(np.full((1, channels, 16, 16), 250, np.uint8))
+    assert bright.max() == 255 and bright.min() == 0
+
+
+@pytest.mark.parametrize("layout", ["hwc", "chw", "hw"])
+def test_lowfreq_reads_npy_patterns(tmp_path, layout):
+    rng = np.random.default_rng(0)
+    hwc = rng.uniform(-20, 40, (8, 8, 3)).astype(np.float32)
+    array = {"hwc": hwc, "chw": hwc.transpose(2, 0, 1), "hw": hwc[..., 0]}[layout]
+    path = tmp_path / f"p_{layout}.npy"
+    np.save(path, array)
+    images = np.full((2, 3, 8, 8), 100, np.uint8)
+    out = LowFrequency(pattern_path=str(path), strength=0.5).apply(images).astype(float)
+    expected = hwc.transpose(2, 0, 1) if layout != "hw" else np.repeat(hwc[None, ..., 0], 3, 0)
+    assert np.abs(out - np.rint(100 + 0.5 * expected)[None]).max() <= 1
+    grey = LowFrequency(pattern_path=str(path)).apply(np.full((1, 1, 16, 12), 100, np.uint8))
+    assert grey.shape == (1, 1, 16, 12)
+
+
+def test_lowfreq_rejects_bad_patterns(tmp_path):
+    bad = tmp_path / "bad.npy"
+    np.save(bad, np.zeros((2, 5, 5, 5)))
+    with pytest.raises(ConfigError, match=r"has shape \(2, 5, 5, 5\)"):
+        LowFrequency(pattern_path=str(bad)).apply(np.zeros((1, 3, 8, 8), np.uint8))
+    nan = tmp_path / "nan.npy"
+    np.save(nan, np.full((4, 4), np.nan))
+    with pytest.raises(ConfigError, match="finite numbers"):
+        LowFrequency(pattern_path=str(nan)).apply(np.zeros((1, 3, 8, 8), np.uint8))
+    with pytest.raises(ConfigError, match="pattern file not found"):
+        LowFrequency(pattern_path=str(tmp_path / "missing.npy")).apply(
+            np.zeros((1, 3, 8, 8), np.uint8)
+        )
+
+
 @pytest.mark.skipif(not TRIGGERS.is_dir(), reason=f"trigger files not found at {TRIGGERS}")
 def test_published_trigger_files():
     images, _ = dataset(n=3, channels=3, side=32)
@@ -317,6 +366,12 @@ def test_published_trigger_files():
     assert grey.shape == (3, 1, 32, 32)
     resized = Blend(trigger_path=str(kitty_path)).apply(np.zeros((1, 3, 20, 24), np.uint8))
     assert resized.shape == (1, 3, 20, 24) and resized.any()
+
+    # BackdoorBench's low-frequency pattern (height x width x channels, grey levels).
+    lf_path = TRIGGERS.parent / "BackdoorBench/lowFrequency/cifar10_preactresnet18_0_255.npy"
+    lf = np.load(lf_path).astype(float).transpose(2, 0, 1)
+    added = LowFrequency(pattern_path=str(lf_path)).apply(np.full((2, 3, 32, 32), 60, np.uint8))
+    assert np.array_equal(added, np.broadcast_to(np.clip(60 + lf, 0, 255), added.shape))
 
 
 # --- a dataset on disk ----------------------------------------------------------------------

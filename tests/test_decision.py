@@ -357,35 +357,38 @@ def test_orientation_needs_a_majority_and_an_oriented_detector():
     assert np.array_equal(alone.flagged, cluster) and alone.info["orient"] is None
 
 
-def test_cbd_weighs_but_does_not_vote():
+def test_cbd_votes_only_where_it_flags_a_group():
     n = 200
     labels = np.repeat(np.arange(4), 50)
     spectral = np.full(n, 0.1)
     spectral[:20] = 0.9  # class 0 loses 20 rows by spectral's vote
     cbd = np.full(n, 0.1)
-    cbd[:30] = 0.8  # them, and 10 rows of class 0 spectral keeps
-    cbd[60:63] = 0.95  # and three outliers of class 1
+    cbd[:30] = 0.8  # them, and 10 rows of class 0 spectral keeps: a group
+    cbd[60:63] = 0.95  # and three scattered rows of class 1
+    cbd[100:112] = 0.7  # and a group of 12 in class 2 nobody else flags
     w = np.where(cbd >= 0.5, 0.02, 0.9).astype(np.float32)
-    off = {"refine": False, "consensus": False, "orient": False}
+    off = {"refine": False, "consensus": False, "orient": False, "size_orient": False}
     results = {"cbd": result(cbd, weight=w), "spectral": result(spectral)}
     d = decide(results, n, DecisionConfig(**off, min_votes=1), labels=labels)
-    assert np.array_equal(np.flatnonzero(d.flagged), np.arange(20))
-    assert d.info["voters"] == ["spectral"] and d.info["flags_per_detector"]["cbd"] == 33
-    assert all(r == ["spectral"] for r in d.reasons[:20])
-    # Its score does not enter the poison score; its weights still act in class 0.
-    assert np.all(d.poison_score[60:63] < 0.5)
-    assert d.info["weight_classes"] == [0]
-    assert np.all(d.sample_weight[20:30] < 0.1 * d.sample_weight[30:50].min())
-    # A majority is over the voters: min_votes=2 with one voter is a config error.
-    with pytest.raises(ConfigError, match="exceeds the 1 voting"):
-        decide(results, n, DecisionConfig(**off, min_votes=2), labels=labels)
+    assert np.array_equal(np.flatnonzero(d.flagged), np.r_[0:30, 100:112])
+    assert d.info["group_voters"] == ["cbd"]
+    assert d.info["flags_per_detector"]["cbd"] == 45 and d.info["votes_per_detector"]["cbd"] == 42
+    assert d.reasons[0] == ["cbd", "spectral"] and d.reasons[25] == ["cbd"]
+    # Scattered flags neither vote nor lift the poison score.
+    assert np.all(d.poison_score[60:63] < 0.5) and d.votes[60:63].tolist() == [0, 0, 0]
+    assert d.info["weight_classes"] == [0, 2]
+    # Without labels there are no classes: every flag votes.
+    d = decide(results, n, DecisionConfig(**off, min_votes=1))
+    assert d.flagged[60:63].all()
 
 
-def test_cbd_alone_votes():
+def test_cbd_alone_votes_by_groups():
     n = 100
+    labels = np.repeat(np.arange(4), 25)
     cbd = np.full(n, 0.1)
-    cbd[:7] = 0.8
+    cbd[:12] = 0.8
+    cbd[50:57] = 0.8
     w = np.where(cbd >= 0.5, 0.02, 0.9).astype(np.float32)
-    d = decide({"cbd": result(cbd, weight=w)}, n, DecisionConfig())
-    assert d.flagged.sum() == 7 and d.info["voters"] == ["cbd"]
-    assert all(r == ["cbd"] for r in d.reasons[:7])
+    d = decide({"cbd": result(cbd, weight=w)}, n, DecisionConfig(), labels=labels)
+    assert np.array_equal(np.flatnonzero(d.flagged), np.arange(12))
+    assert all(r == ["cbd"] for r in d.reasons[:12])

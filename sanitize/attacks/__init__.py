@@ -10,6 +10,7 @@ blend       dirty        a picture or noise blended at alpha 0.2 (Chen et al. 20
 trojan      dirty        a textured square or watermark through a mask (Liu et al. 2018)
 filter      dirty        an Instagram-like colour filter (Liu et al. 2019)
 wanet       dirty        a smooth fixed warp (Nguyen and Tran 2021)
+lowfreq     dirty        a smooth additive pattern, BackdoorBench's .npy (Zeng et al. 2021)
 sig         clean-label  a horizontal sinusoid on target-class rows (Barni et al. 2019)
 none        -            nothing: the clean case
 =========== ============ ============================================================
@@ -34,6 +35,7 @@ from sanitize.attacks.base import (
 from sanitize.attacks.blend import Blend
 from sanitize.attacks.dataset import PoisonSummary, poison_source
 from sanitize.attacks.filter import Filter
+from sanitize.attacks.lowfreq import LowFrequency
 from sanitize.attacks.none import NoAttack
 from sanitize.attacks.patch import BadNets, apply_patch, checkerboard, poison_dirty_label
 from sanitize.attacks.sig import SIG
@@ -46,6 +48,7 @@ __all__ = [
     "BadNets",
     "Blend",
     "Filter",
+    "LowFrequency",
     "NoAttack",
     "PoisonPlan",
     "PoisonResult",

@@ -140,10 +140,10 @@ class Detector(ABC):
     # decision orients a class by such a detector's flags when they are most of the class
     # (``sanitize.detect.orient``).
     oriented: ClassVar[bool] = False
-    # Whether the detector's flags count as votes in the decision. A detector whose flags
-    # add no poisons the others miss, only clean rows, sets it False and contributes its
-    # score column and training weights alone (CBD).
-    votes: ClassVar[bool] = True
+    # How the detector's flags vote in the decision: "rows", every flag; "groups", only
+    # flags in classes where it flags a group (``decision.group_vote_min_rows``), for a
+    # detector whose isolated flags are noise of its statistic rather than poison (CBD).
+    votes: ClassVar[str] = "rows"
 
     def get_params(self) -> dict[str, Any]:
         """The keyword parameters of ``__init__`` and their current values."""

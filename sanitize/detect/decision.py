@@ -10,6 +10,7 @@ import scipy.stats
 
 from sanitize.config import DecisionConfig
 from sanitize.detect.base import DetectorResult, available_detectors, get_detector
+from sanitize.detect.class_size import orient_by_size
 from sanitize.detect.consensus import class_consensus
 from sanitize.detect.orient import orient_by_shortcut
 from sanitize.detect.refine import refine_by_class
@@ -35,7 +36,7 @@ class Decision:
         For a flagged row, the sorted names of the detectors that flagged it; empty for a
         kept row.
     votes : ndarray of shape (n_rows,)
-        int32 number of voting detectors that flagged the row.
+        int32 number of detectors that voted for the row.
     info : dict
         JSON-serialisable: votes needed, counts before and after the removal cap, the cap,
         per-detector flag counts.
@@ -59,20 +60,24 @@ def decide(
 ) -> Decision:
     """Combine detector results by vote into one poison score, flags and weights.
 
-    Only the voting detectors (``Detector.votes``; all of them when none of those ran)
-    take part in the vote, the consensus and the orientation; a weight-only detector (CBD)
-    contributes its training weights. A row is flagged when at least ``k`` voting
-    detectors flagged it, ``k`` being ``config.min_votes`` or else a strict majority of
-    the voters (1 of 1, 2 of 2, 2 of 3, 3 of 4). Its ``poison_score`` is the k-th largest
-    of their scores, so that, each detector keeping ``score >= 0.5 <=> flagged``,
-    ``poison_score >= 0.5`` exactly when ``k`` of them flagged it. With ``labels`` and
+    A row is flagged when at least ``k`` detectors flagged it, ``k`` being
+    ``config.min_votes`` or else a strict majority of the detectors that ran (1 of 1, 2 of
+    2, 2 of 3, 3 of 4). A detector with ``Detector.votes == "groups"`` (CBD) votes, with
+    ``labels``, only in the classes where it flags at least
+    ``config.group_vote_min_rows`` rows; its score elsewhere counts as just below 0.5. A
+    row's ``poison_score`` is the k-th largest of its detector scores, so that, each
+    detector keeping ``score >= 0.5 <=> flagged``, ``poison_score >= 0.5`` exactly when
+    ``k`` detectors voted for it. With ``labels`` and
     ``config.consensus``, the rows of
     :func:`sanitize.detect.consensus.class_consensus` are flagged too, with
     ``poison_score = 0.5 + 0.5 * s`` (``s`` the agreeing detectors' mean score) and
     reasons ``consensus:<detector>``. With ``labels`` and ``config.orient``, a class where
     the oriented detectors (``Detector.oriented``) flag a majority keeps only their flags
     (:func:`sanitize.detect.orient.orient_by_shortcut`); the others get a score just below
-    0.5. With ``labels``, ``coordinates`` and
+    0.5. With ``labels`` and ``config.size_orient``, a class inflated far beyond the
+    others' size, where the flags are a minority, has them replaced by the rest of the
+    class (:func:`sanitize.detect.class_size.orient_by_size`; reason ``class_size``, the
+    class's scores turned over). With ``labels``, ``coordinates`` and
     ``config.refine``, the flags of each class are then re-drawn by
     :func:`sanitize.detect.refine.refine_by_class`: a row it adds gets
     ``poison_score = 0.5 + 0.5 * p`` (``p`` its cross-fitted probability) and the reason
@@ -115,7 +120,7 @@ def decide(
     Raises
     ------
     ConfigError
-        No results, or ``min_votes`` larger than the number of voting detectors that ran.
+        No results, or ``min_votes`` larger than the number of detectors that ran.
     ValueError
         A result does not cover ``n_rows`` rows.
     """
@@ -126,28 +131,36 @@ def decide(
         got = results[name].score.shape[0]
         if got != n_rows:
             raise ValueError(f"detector {name!r} scored {got} rows, expected {n_rows}")
-    # Weight-only detectors (``Detector.votes`` False) vote only when nothing else ran, so
-    # that a config naming one of them alone still removes what it flags.
-    voters = [nm for nm in names if _detector_flag(nm, "votes", True)] or names
-    m = len(voters)
+    m = len(names)
     k = config.min_votes if config.min_votes is not None else m // 2 + 1
     if k > m:
-        raise ConfigError(f"decision.min_votes={k} exceeds the {m} voting detector(s) that ran")
+        raise ConfigError(f"decision.min_votes={k} exceeds the {m} detector(s) that ran")
 
-    scores = np.stack([results[nm].score for nm in voters]).astype(np.float32)
-    flags = np.stack([results[nm].flagged for nm in voters])
+    # A detector that votes by groups (``Detector.votes == "groups"``: CBD) votes only in
+    # the classes where it flags a group; elsewhere its flags are scattered outliers.
+    group_voters = [nm for nm in names if _detector_attr(nm, "votes", "rows") == "groups"]
+    vote_flags = {nm: results[nm].flagged for nm in names}
+    vote_scores = {nm: results[nm].score for nm in names}
+    if labels is not None:
+        for nm in group_voters:
+            vote_flags[nm] = _in_groups(results[nm].flagged, np.asarray(labels), config)
+            vote_scores[nm] = np.where(
+                vote_flags[nm], results[nm].score, np.minimum(results[nm].score, _BELOW_HALF)
+            )
+    scores = np.stack([vote_scores[nm] for nm in names]).astype(np.float32)
+    flags = np.stack([vote_flags[nm] for nm in names])
     votes = flags.sum(axis=0).astype(np.int32)
     # k-th largest per row: the (m - k)-th smallest.
     poison_score = np.partition(scores, m - k, axis=0)[m - k].astype(np.float32)
     flagged = votes >= k
     reasons: list[list[str]] = [[] for _ in range(n_rows)]
     for i in np.flatnonzero(flagged):
-        reasons[i] = [voters[j] for j in np.flatnonzero(flags[:, i])]
+        reasons[i] = [names[j] for j in np.flatnonzero(flags[:, i])]
 
     consensus_info = None
     if labels is not None and config.consensus:
         consensus = class_consensus(
-            {nm: results[nm] for nm in voters},
+            results,
             np.asarray(labels),
             z_threshold=config.consensus_z,
             votes=config.consensus_votes,
@@ -162,7 +175,7 @@ def decide(
         consensus_info = consensus.info | {"n_added": int(extra.sum())}
 
     orient_info = None
-    oriented = [nm for nm in voters if _detector_flag(nm, "oriented", False)]
+    oriented = [nm for nm in names if _detector_attr(nm, "oriented", False)]
     if labels is not None and config.orient and oriented:
         shortcut = np.any([results[nm].flagged for nm in oriented], axis=0)
         orientation = orient_by_shortcut(flagged, shortcut, np.asarray(labels))
@@ -172,6 +185,28 @@ def decide(
             reasons[i] = []
         flagged = orientation.flagged
         orient_info = orientation.info | {"by": oriented}
+
+    size_info = None
+    if labels is not None and config.size_orient:
+        sized = orient_by_size(
+            flagged,
+            np.asarray(labels),
+            z_threshold=config.size_z,
+            min_rows=config.refine_min_rows,
+            oriented=np.any([results[nm].flagged for nm in oriented], axis=0) if oriented else None,
+        )
+        added = sized.flagged & ~flagged
+        dropped = flagged & ~sized.flagged
+        # The class's ranking turns over with its flags: the rows the detectors found least
+        # like the flagged minority are the likeliest poisons.
+        poison_score[added] = (0.5 + 0.5 * (1.0 - poison_score[added])).astype(np.float32)
+        poison_score[dropped] = np.minimum(0.5 * (1.0 - poison_score[dropped]), _BELOW_HALF)
+        for i in np.flatnonzero(added):
+            reasons[i] = ["class_size"]
+        for i in np.flatnonzero(dropped):
+            reasons[i] = []
+        flagged = sized.flagged
+        size_info = sized.info
 
     refine_info = None
     if labels is not None and coordinates is not None and config.refine:
@@ -239,7 +274,7 @@ def decide(
 
     info = {
         "detectors": names,
-        "voters": voters,
+        "group_voters": group_voters,
         "min_votes": int(k),
         "min_votes_from": "config" if config.min_votes is not None else "majority",
         "n_rows": int(n_rows),
@@ -248,12 +283,14 @@ def decide(
         "removal_cap": limit,
         "cap_applied": bool(capped),
         "flags_per_detector": {nm: int(results[nm].flagged.sum()) for nm in names},
+        "votes_per_detector": {nm: int(flags[j].sum()) for j, nm in enumerate(names)},
         "weights_from": weighted,
         "weight_clip": [float(x) for x in config.weight_clip],
         "weight_classes": weight_classes,
         "weight_agreement": weight_agreement,
         "consensus": consensus_info,
         "orient": orient_info,
+        "size_orient": size_info,
         "refine": refine_info,
     }
     return Decision(
@@ -266,12 +303,18 @@ def decide(
     )
 
 
-def _detector_flag(name: str, attr: str, default: bool) -> bool:
-    """A registered detector's class-level flag (``votes``, ``oriented``); ``default`` for
-    a result whose name is not registered (one built by hand)."""
+def _detector_attr(name: str, attr: str, default: Any) -> Any:
+    """A registered detector's class-level attribute (``votes``, ``oriented``); ``default``
+    for a result whose name is not registered (one built by hand)."""
     if name not in available_detectors():
         return default
-    return bool(getattr(get_detector(name), attr))
+    return getattr(get_detector(name), attr)
+
+
+def _in_groups(flagged: np.ndarray, labels: np.ndarray, config: DecisionConfig) -> np.ndarray:
+    """The flags in classes where at least ``config.group_vote_min_rows`` rows are flagged."""
+    counts = np.bincount(labels[flagged], minlength=int(labels.max()) + 1)
+    return flagged & (counts >= config.group_vote_min_rows)[labels]
 
 
 def _rank_auc(positive: np.ndarray, score: np.ndarray) -> float:
