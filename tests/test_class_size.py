@@ -83,3 +83,50 @@ def test_decision_turns_an_inflated_class_over_with_scores_and_reasons():
     assert d.info["size_orient"]["inflated"]["3"]["turned_over"]
     off = decide(results, labels.size, replace(cfg, size_orient=False), labels=labels)
     assert np.array_equal(off.flagged, clean_rest)
+
+
+def _class_result(labels, evidence, candidate):
+    per_class = {str(c): {"evidence": float(e)} for c, e in enumerate(evidence)}
+    score = np.where(candidate, 0.4, 0.1).astype(np.float32)
+    return DetectorResult(
+        score=score,
+        flagged=np.zeros(labels.size, dtype=bool),
+        info={"per_class": per_class},
+        candidate=candidate,
+    )
+
+
+def test_consensus_bar_is_lower_in_an_inflated_class_only():
+    rng = np.random.default_rng(5)
+    labels, poison = inflated_set(rng, poisons=900)
+    # Two detectors single out the target (3) and another class (6) at z of about 2.5: under
+    # the usual bar of 3; their candidate groups are the poisons and 40 rows of class 6.
+    evidence = np.array([1.0, 1.1, 0.9, 1.37, 1.0, 0.95, 1.37, 1.05, 1.0, 0.9])
+    candidate = poison.copy()
+    candidate[np.flatnonzero(labels == 6)[:40]] = True
+    results = {nm: _class_result(labels, evidence, candidate) for nm in ("spectral", "spectre")}
+    cfg = DecisionConfig(refine=False, max_removal_fraction=1.0)
+    z = decide(results, labels.size, replace(cfg, consensus_inflated_z=10.0), labels=labels)
+    assert not z.flagged.any()
+    d = decide(results, labels.size, cfg, labels=labels)
+    assert d.info["consensus"]["suspect_classes"] == [3]
+    assert np.array_equal(d.flagged, poison)
+
+
+def test_candidates_of_the_early_loss_back_a_minority_in_an_inflated_class():
+    rng = np.random.default_rng(6)
+    labels, poison = inflated_set(rng, poisons=900)
+    part = poison & (np.cumsum(poison) <= 300)
+    spectral = np.where(part, 0.9, 0.1).astype(np.float32)
+    early = DetectorResult(
+        score=np.full(labels.size, 0.2, np.float32),
+        flagged=np.zeros(labels.size, dtype=bool),
+        candidate=poison,
+    )
+    results = {"spectral": DetectorResult(score=spectral, flagged=spectral >= 0.5)}
+    cfg = DecisionConfig(refine=False, consensus=False, max_removal_fraction=1.0)
+    alone = decide(results, labels.size, cfg, labels=labels)
+    assert alone.info["size_orient"]["inflated"]["3"]["turned_over"]
+    backed = decide({**results, "early_loss": early}, labels.size, cfg, labels=labels)
+    assert np.array_equal(backed.flagged, part)
+    assert backed.info["size_orient"]["inflated"]["3"]["flagged_by_oriented"] == 300

@@ -16,10 +16,10 @@ class of the median size) and more than twice their median: its excess over a ty
 class, the poison count if the classes were balanced before the attack, is then most of
 it. In an inflated class, flags that are a minority of the class, and that the oriented
 detectors (whose signal says which side is the poison) do not back, are replaced by the
-rest of the class; the decision's refinement re-draws that group afterwards. Where the
-early loss flags the minority, the minority is a part of the poison it found (blended
-trigger at 10%: 50% of the target class poison, 404 of them flagged by early loss), and
-the flags stay. Naturally
+rest of the class; the decision's refinement re-draws that group afterwards. Where most of
+the minority lies on the early loss's side, it is a part of the poison that detector found
+(blended trigger at 10%: 50% of the target class poison, 404 of them flagged by early
+loss), and the flags stay. Naturally
 imbalanced sets (GTSRB: class sizes spread over a factor 10) have a wide MAD, so a large
 class there is rarely an outlier and nothing changes.
 """
@@ -67,6 +67,16 @@ def class_size_z(labels: np.ndarray) -> dict[int, tuple[int, float, float]]:
     return out
 
 
+def inflated_classes(labels: np.ndarray, z_threshold: float) -> list[int]:
+    """Classes whose log size is ``z_threshold`` robust deviations above the other
+    classes' and whose size is more than twice their median."""
+    return [
+        c
+        for c, (size, median, z) in class_size_z(labels).items()
+        if z >= z_threshold and size > 2 * median
+    ]
+
+
 def orient_by_size(
     flagged: np.ndarray,
     labels: np.ndarray,
@@ -88,23 +98,24 @@ def orient_by_size(
         (with a size above twice their median).
     min_rows : int
         Fewest flags a class needs to be turned over: a few outliers say nothing about
-        which side of the class is the poison. A class where ``oriented`` flags this many
-        rows keeps its flags.
+        which side of the class is the poison.
     oriented : ndarray of shape (n_rows,), optional
-        bool; the flags of the oriented detectors (``Detector.oriented``).
+        bool; the side the oriented detectors (``Detector.oriented``) call the poison:
+        their flags and candidate groups. A class where it holds at least half of the
+        flags keeps them.
     """
     flagged = np.asarray(flagged, dtype=bool)
     labels = np.asarray(labels)
     oriented = np.zeros_like(flagged) if oriented is None else np.asarray(oriented, dtype=bool)
     out = flagged.copy()
     inflated: dict[str, dict[str, Any]] = {}
-    for c, (size, median, z) in class_size_z(labels).items():
-        if z < z_threshold or size <= 2 * median:
-            continue
+    sizes = class_size_z(labels)
+    for c in inflated_classes(labels, z_threshold):
+        size, median, z = sizes[c]
         rows = labels == c
         n_flagged = int((flagged & rows).sum())
         backed = int((oriented & flagged & rows).sum())
-        turned = min_rows <= n_flagged and 2 * n_flagged < size and backed < min_rows
+        turned = min_rows <= n_flagged and 2 * n_flagged < size and 2 * backed < n_flagged
         if turned:
             out[rows] = ~flagged[rows]
         inflated[str(c)] = {

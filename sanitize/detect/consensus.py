@@ -55,6 +55,7 @@ def class_consensus(
     votes: int,
     agree: int,
     relative_mad_floor: float,
+    class_z_thresholds: dict[int, float] | None = None,
 ) -> Consensus:
     """Flag the candidate rows of classes that ``votes`` detectors single out.
 
@@ -74,6 +75,9 @@ def class_consensus(
     relative_mad_floor : float
         Floor on the MAD of a detector's evidence over classes, as a share of its median
         (see :func:`sanitize.detect.mixture.class_evidence_z`; three classes at least).
+    class_z_thresholds : dict of int to float, optional
+        ``z_threshold`` for particular classes (the decision lowers it for a class whose
+        size already says it gained rows).
     """
     n = labels.shape[0]
     z_by_detector: dict[str, dict[int, float]] = {}
@@ -87,7 +91,7 @@ def class_consensus(
     class_voters: dict[int, list[str]] = {}
     for name, zs in z_by_detector.items():
         for c, zc in zs.items():
-            if zc >= z_threshold:
+            if zc >= (class_z_thresholds or {}).get(c, z_threshold):
                 class_voters.setdefault(c, []).append(name)
     suspects = sorted(c for c, names in class_voters.items() if len(names) >= votes)
 

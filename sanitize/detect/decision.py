@@ -10,7 +10,7 @@ import scipy.stats
 
 from sanitize.config import DecisionConfig
 from sanitize.detect.base import DetectorResult, available_detectors, get_detector
-from sanitize.detect.class_size import orient_by_size
+from sanitize.detect.class_size import inflated_classes, orient_by_size
 from sanitize.detect.consensus import class_consensus
 from sanitize.detect.orient import orient_by_shortcut
 from sanitize.detect.refine import refine_by_class
@@ -71,7 +71,9 @@ def decide(
     ``config.consensus``, the rows of
     :func:`sanitize.detect.consensus.class_consensus` are flagged too, with
     ``poison_score = 0.5 + 0.5 * s`` (``s`` the agreeing detectors' mean score) and
-    reasons ``consensus:<detector>``. With ``labels`` and ``config.orient``, a class where
+    reasons ``consensus:<detector>``; in a class inflated far beyond the others' size
+    (:func:`sanitize.detect.class_size.inflated_classes`) the detectors' bar there is
+    ``config.consensus_inflated_z``. With ``labels`` and ``config.orient``, a class where
     the oriented detectors (``Detector.oriented``) flag a majority keeps only their flags
     (:func:`sanitize.detect.orient.orient_by_shortcut`); the others get a score just below
     0.5. With ``labels`` and ``config.size_orient``, a class inflated far beyond the
@@ -166,6 +168,9 @@ def decide(
             votes=config.consensus_votes,
             agree=config.consensus_agree,
             relative_mad_floor=config.consensus_mad_floor,
+            class_z_thresholds={
+                c: config.consensus_inflated_z for c in inflated_classes(labels, config.size_z)
+            },
         )
         extra = consensus.flagged & ~flagged
         poison_score[extra] = (0.5 + 0.5 * consensus.strength[extra]).astype(np.float32)
@@ -193,7 +198,7 @@ def decide(
             np.asarray(labels),
             z_threshold=config.size_z,
             min_rows=config.refine_min_rows,
-            oriented=np.any([results[nm].flagged for nm in oriented], axis=0) if oriented else None,
+            oriented=_oriented_side(results, oriented),
         )
         added = sized.flagged & ~flagged
         dropped = flagged & ~sized.flagged
@@ -309,6 +314,16 @@ def _detector_attr(name: str, attr: str, default: Any) -> Any:
     if name not in available_detectors():
         return default
     return getattr(get_detector(name), attr)
+
+
+def _oriented_side(results: dict[str, DetectorResult], oriented: list[str]) -> np.ndarray | None:
+    """Rows the oriented detectors flag or hold in their candidate group (the side their
+    own signal calls the poison), or None without oriented detectors."""
+    if not oriented:
+        return None
+    side = [results[nm].flagged for nm in oriented]
+    side += [results[nm].candidate for nm in oriented if results[nm].candidate is not None]
+    return np.any(side, axis=0)
 
 
 def _in_groups(flagged: np.ndarray, labels: np.ndarray, config: DecisionConfig) -> np.ndarray:
