@@ -108,6 +108,7 @@ class Case:
 
 
 TOOLBOX = "triggers/backdoor-toolbox"
+BACKDOORBENCH = "triggers/BackdoorBench"
 
 SUITES: dict[str, tuple[Case, ...]] = {
     # CIFAR-10 across attacks and rates, the clean case, and BadNets on MNIST and GTSRB.
@@ -228,6 +229,53 @@ SUITES: dict[str, tuple[Case, ...]] = {
         ),
         Case("mnist-badnets-1pct", "mnist", "badnets", target=5, rate=0.01),
         Case("mnist-badnets-15pct", "mnist", "badnets", target=9, rate=0.15),
+    ),
+    # Written down in session 6 after the class-size orientation was tuned on "rates", and
+    # run once: other triggers, targets, rates and the lowfreq attack.
+    "heldout6": (
+        Case(
+            "cifar10-blend-kitty-20pct",
+            "cifar10",
+            "blend",
+            (("trigger_path", f"{TOOLBOX}/hellokitty_32.png"), ("alpha", 0.2)),
+            target=0,
+            rate=0.20,
+        ),
+        Case(
+            "cifar10-trojan-wm-12pct",
+            "cifar10",
+            "trojan",
+            (("trigger_path", f"{TOOLBOX}/trojan_watermark_32.png"),),
+            target=5,
+            rate=0.12,
+        ),
+        Case(
+            "cifar10-lowfreq-bb-5pct",
+            "cifar10",
+            "lowfreq",
+            (("pattern_path", f"{BACKDOORBENCH}/lowFrequency/cifar10_preactresnet18_0_255.npy"),),
+            target=2,
+            rate=0.05,
+        ),
+        Case("cifar10-lowfreq-10pct", "cifar10", "lowfreq", target=8, rate=0.10),
+        Case(
+            "cifar10-filter-sepia-12pct",
+            "cifar10",
+            "filter",
+            (("kind", "sepia"),),
+            target=6,
+            rate=0.12,
+        ),
+        Case("gtsrb-badnets-10pct", "gtsrb", "badnets", target=12, rate=0.10),
+        Case(
+            "mnist-blend-noise-15pct",
+            "mnist",
+            "blend",
+            (("pattern", "noise"), ("alpha", 0.15)),
+            target=4,
+            rate=0.15,
+        ),
+        Case("mnist-lowfreq-3pct", "mnist", "lowfreq", target=7, rate=0.03),
     ),
 }
 
