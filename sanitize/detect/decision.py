@@ -67,8 +67,7 @@ def decide(
     ``config.group_vote_min_rows`` rows; its score elsewhere counts as just below 0.5. A
     row's ``poison_score`` is the k-th largest of its detector scores, so that, each
     detector keeping ``score >= 0.5 <=> flagged``, ``poison_score >= 0.5`` exactly when
-    ``k`` detectors voted for it. With ``labels`` and
-    ``config.consensus``, the rows of
+    ``k`` detectors voted for it. With ``labels`` and ``config.consensus``, the rows of
     :func:`sanitize.detect.consensus.class_consensus` are flagged too, with
     ``poison_score = 0.5 + 0.5 * s`` (``s`` the agreeing detectors' mean score) and
     reasons ``consensus:<detector>``; in a class inflated far beyond the others' size
