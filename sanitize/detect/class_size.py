@@ -14,9 +14,10 @@ A class is *inflated* when its size is a robust outlier above the other classes'
 sizes, median and MAD of the other classes, the MAD floored at the binomial spread of a
 class of the median size) and more than twice their median: its excess over a typical
 class, the poison count if the classes were balanced before the attack, is then most of
-it. In an inflated class, flags that are a minority of the class, and that the oriented
-detectors (whose signal says which side is the poison) do not back, are replaced by the
-rest of the class; the decision's refinement re-draws that group afterwards. Where most of
+it. In an inflated class, flags that the oriented detectors (whose signal says which side
+is the poison) do not back, when they are most of the flags and a minority of the class,
+are replaced by the rest of the class; the decision's refinement re-draws that group
+afterwards. Where most of
 the minority lies on the early loss's side, it is a part of the poison that detector found
 (blended trigger at 10%: 50% of the target class poison, 404 of them flagged by early
 loss), and the flags stay. Naturally
@@ -102,7 +103,8 @@ def orient_by_size(
     oriented : ndarray of shape (n_rows,), optional
         bool; the side the oriented detectors (``Detector.oriented``) call the poison:
         their flags and candidate groups. A class where it holds at least half of the
-        flags keeps them.
+        flags keeps them; elsewhere the flags outside it are the ones turned over (the
+        oriented side's own flags stay).
     """
     flagged = np.asarray(flagged, dtype=bool)
     labels = np.asarray(labels)
@@ -115,15 +117,21 @@ def orient_by_size(
         rows = labels == c
         n_flagged = int((flagged & rows).sum())
         backed = int((oriented & flagged & rows).sum())
-        turned = min_rows <= n_flagged and 2 * n_flagged < size and 2 * backed < n_flagged
+        # The flags the oriented side does not back: the smaller side the feature-space
+        # detectors call the poison. When they are most of the flags and a minority of the
+        # class, they are its clean rest, and every other row of the class is flagged.
+        unbacked = flagged & rows & ~oriented
+        n_unbacked = int(unbacked.sum())
+        turned = min_rows <= n_unbacked and 2 * n_unbacked < size and backed < n_unbacked
         if turned:
-            out[rows] = ~flagged[rows]
+            out[rows] = ~unbacked[rows]
         inflated[str(c)] = {
             "rows": size,
             "median_other": median,
             "z": z,
             "flagged_before": n_flagged,
             "flagged_by_oriented": backed,
+            "flagged_not_backed": n_unbacked,
             "turned_over": turned,
         }
     info = {
