@@ -130,3 +130,66 @@ def test_candidates_of_the_early_loss_back_a_minority_in_an_inflated_class():
     backed = decide({**results, "early_loss": early}, labels.size, cfg, labels=labels)
     assert np.array_equal(backed.flagged, part)
     assert backed.info["size_orient"]["inflated"]["3"]["flagged_by_oriented"] == 300
+
+
+def test_an_inflated_class_without_flags_is_flagged_on_the_oriented_side_of_its_splits():
+    rng = np.random.default_rng(7)
+    labels, poison = inflated_set(rng, poisons=900)
+    rows = labels == 3
+    clean = rows & ~poison
+    # Two detectors split the class: their smaller side is the clean rest plus a few
+    # poisons; the early loss's candidates are mostly poisons.
+    split_a = clean | (poison & (rng.random(poison.size) < 0.05))
+    split_b = clean | (poison & (rng.random(poison.size) < 0.05))
+    early = (poison & (rng.random(poison.size) < 0.6)) | (clean & (rng.random(poison.size) < 0.2))
+    none = np.zeros_like(poison)
+    out = orient_by_size(
+        none,
+        labels,
+        z_threshold=3.5,
+        min_rows=10,
+        oriented=early,
+        splits={"a": split_a, "b": split_b},
+    )
+    flagged = out.flagged
+    assert flagged[poison].mean() > 0.9 and not flagged[clean].any()
+    assert not flagged[~rows].any()
+    entry = out.info["inflated"]["3"]
+    assert entry["flagged_by_splits"] == flagged.sum() and set(entry["split_sides"]) == {"a", "b"}
+    # One split is not an agreement, and without oriented rows no side is the poison's.
+    one = orient_by_size(
+        none, labels, z_threshold=3.5, min_rows=10, oriented=early, splits={"a": split_a}
+    )
+    assert not one.flagged.any()
+    blind = orient_by_size(
+        none,
+        labels,
+        z_threshold=3.5,
+        min_rows=10,
+        oriented=none,
+        splits={"a": split_a, "b": split_b},
+    )
+    assert not blind.flagged.any()
+
+
+def test_size_suspicion_can_be_turned_off():
+    rng = np.random.default_rng(8)
+    labels, poison = inflated_set(rng, poisons=900)
+    clean = (labels == 3) & ~poison
+    split = DetectorResult(
+        score=np.full(labels.size, 0.1, np.float32),
+        flagged=np.zeros(labels.size, dtype=bool),
+        candidate=clean,
+    )
+    early = DetectorResult(
+        score=np.full(labels.size, 0.1, np.float32),
+        flagged=np.zeros(labels.size, dtype=bool),
+        candidate=poison,
+    )
+    results = {"spectral": split, "spectre": split, "early_loss": early}
+    cfg = DecisionConfig(refine=False, consensus=False, max_removal_fraction=1.0)
+    d = decide(results, labels.size, cfg, labels=labels)
+    assert np.array_equal(d.flagged, poison)
+    assert all(d.reasons[i] == ["class_size"] for i in np.flatnonzero(poison))
+    off = decide(results, labels.size, replace(cfg, size_suspect=False), labels=labels)
+    assert not off.flagged.any()

@@ -85,8 +85,16 @@ def orient_by_size(
     z_threshold: float,
     min_rows: int,
     oriented: np.ndarray | None = None,
+    splits: dict[str, np.ndarray] | None = None,
+    agree: int = 2,
 ) -> SizeOrientation:
-    """Turn over the minority flags of inflated classes.
+    """Turn over the minority flags of inflated classes; flag unflagged ones by their splits.
+
+    An inflated class with fewer than ``min_rows`` flags is suspect by its size alone. Each
+    detector in ``splits`` divides it in two (its candidate group and the rest); the side
+    where the ``oriented`` rows are denser is taken as the poison's, and the rows that at
+    least ``agree`` detectors put on their poison's side are flagged. Nothing is flagged
+    without ``agree`` such splits or without ``min_rows`` oriented rows in the class.
 
     Parameters
     ----------
@@ -105,6 +113,11 @@ def orient_by_size(
         their flags and candidate groups. A class where it holds at least half of the
         flags keeps them; elsewhere the flags outside it are the ones turned over (the
         oriented side's own flags stay).
+    splits : dict of str to ndarray of shape (n_rows,), optional
+        bool; the candidate groups of the detectors that call the smaller side of a class
+        the poison (activation clustering, spectral signatures, SPECTRE), by name.
+    agree : int, default=2
+        Splits that must put a row on the poison's side, in a class suspect by size alone.
     """
     flagged = np.asarray(flagged, dtype=bool)
     labels = np.asarray(labels)
@@ -125,7 +138,7 @@ def orient_by_size(
         turned = min_rows <= n_unbacked and 2 * n_unbacked < size and backed < n_unbacked
         if turned:
             out[rows] = ~unbacked[rows]
-        inflated[str(c)] = {
+        entry: dict[str, Any] = {
             "rows": size,
             "median_other": median,
             "z": z,
@@ -134,6 +147,14 @@ def orient_by_size(
             "flagged_not_backed": n_unbacked,
             "turned_over": turned,
         }
+        if n_flagged < min_rows and splits:
+            sides = _poison_sides(rows, oriented & rows, splits, min_rows)
+            entry["split_sides"] = {name: int(side.sum()) for name, side in sides.items()}
+            if len(sides) >= agree:
+                chosen = np.sum(list(sides.values()), axis=0) >= agree
+                out[chosen] = True
+                entry["flagged_by_splits"] = int(chosen.sum())
+        inflated[str(c)] = entry
     info = {
         "z_threshold": z_threshold,
         "inflated": inflated,
@@ -141,3 +162,27 @@ def orient_by_size(
         "n_dropped": int((flagged & ~out).sum()),
     }
     return SizeOrientation(flagged=out, info=info)
+
+
+def _poison_sides(
+    rows: np.ndarray, oriented: np.ndarray, splits: dict[str, np.ndarray], min_rows: int
+) -> dict[str, np.ndarray]:
+    """Per split of the class ``rows``, the side where the ``oriented`` rows are denser.
+
+    Splits with a side under ``min_rows`` rows are left out, and so is every split when
+    the class holds fewer than ``min_rows`` oriented rows (nothing says which side is
+    which) or when they are exactly as dense on both sides.
+    """
+    if int(oriented.sum()) < min_rows:
+        return {}
+    sides: dict[str, np.ndarray] = {}
+    for name, candidate in splits.items():
+        inside = candidate & rows
+        outside = rows & ~candidate
+        if min(int(inside.sum()), int(outside.sum())) < min_rows:
+            continue
+        density_in = (oriented & inside).sum() / inside.sum()
+        density_out = (oriented & outside).sum() / outside.sum()
+        if density_in != density_out:
+            sides[name] = inside if density_in > density_out else outside
+    return sides

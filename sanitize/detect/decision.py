@@ -198,6 +198,14 @@ def decide(
             z_threshold=config.size_z,
             min_rows=config.refine_min_rows,
             oriented=_oriented_side(results, oriented),
+            splits={
+                nm: results[nm].candidate
+                for nm in names
+                if nm not in oriented and results[nm].candidate is not None
+            }
+            if config.size_suspect
+            else None,
+            agree=config.consensus_agree,
         )
         added = sized.flagged & ~flagged
         dropped = flagged & ~sized.flagged
