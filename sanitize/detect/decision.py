@@ -257,29 +257,9 @@ def decide(
     poison_score = poison_score.astype(np.float32)
 
     weighted = [nm for nm in names if results[nm].weight is not None]
-    kept = ~flagged
-    sample_weight = np.zeros(n_rows, dtype=np.float64)
-    weight_classes = None
-    weight_agreement = None
-    if kept.any():
-        raw = np.ones(n_rows, dtype=np.float64)
-        for nm in weighted:
-            raw *= results[nm].weight
-        lo, hi = config.weight_clip
-        w = np.clip(raw, lo, hi)
-        if labels is not None and config.weight_suspect_only and weighted:
-            labels = np.asarray(labels)
-            removed = np.bincount(labels[flagged], minlength=int(labels.max()) + 1)
-            suspect = removed >= config.weight_min_flagged
-            weight_agreement = {}
-            for c in np.flatnonzero(suspect):
-                rows = labels == c
-                agreement = _rank_auc(flagged[rows], -raw[rows])
-                weight_agreement[str(c)] = None if np.isnan(agreement) else agreement
-                suspect[c] = agreement >= config.weight_min_agreement
-            w = np.where(suspect[labels], w, hi)
-            weight_classes = [int(c) for c in np.flatnonzero(suspect)]
-        sample_weight[kept] = w[kept] / w[kept].mean()
+    sample_weight, weight_classes, weight_agreement = _sample_weights(
+        [results[nm].weight for nm in weighted], flagged, labels, config
+    )
 
     for i in np.flatnonzero(~flagged):
         reasons[i] = []  # removed by the cap
@@ -308,11 +288,46 @@ def decide(
     return Decision(
         poison_score=poison_score,
         flagged=flagged,
-        sample_weight=sample_weight.astype(np.float32),
+        sample_weight=sample_weight,
         reasons=reasons,
         votes=votes,
         info=info,
     )
+
+
+def _sample_weights(
+    weights: list[np.ndarray],
+    flagged: np.ndarray,
+    labels: np.ndarray | None,
+    config: DecisionConfig,
+) -> tuple[np.ndarray, list[int] | None, dict[str, float | None] | None]:
+    """Kept rows' training weights (mean 1, removed rows 0), the weighted classes and each
+    suspect class's agreement AUROC; see :func:`decide`."""
+    n_rows = flagged.shape[0]
+    kept = ~flagged
+    sample_weight = np.zeros(n_rows, dtype=np.float64)
+    if not kept.any():
+        return sample_weight.astype(np.float32), None, None
+    raw = np.ones(n_rows, dtype=np.float64)
+    for weight in weights:
+        raw *= weight
+    lo, hi = config.weight_clip
+    w = np.clip(raw, lo, hi)
+    weight_classes = weight_agreement = None
+    if labels is not None and config.weight_suspect_only and weights:
+        labels = np.asarray(labels)
+        removed = np.bincount(labels[flagged], minlength=int(labels.max()) + 1)
+        suspect = removed >= config.weight_min_flagged
+        weight_agreement = {}
+        for c in np.flatnonzero(suspect):
+            rows = labels == c
+            agreement = _rank_auc(flagged[rows], -raw[rows])
+            weight_agreement[str(c)] = None if np.isnan(agreement) else agreement
+            suspect[c] = agreement >= config.weight_min_agreement
+        w = np.where(suspect[labels], w, hi)
+        weight_classes = [int(c) for c in np.flatnonzero(suspect)]
+    sample_weight[kept] = w[kept] / w[kept].mean()
+    return sample_weight.astype(np.float32), weight_classes, weight_agreement
 
 
 def _detector_attr(name: str, attr: str, default: Any) -> Any:
