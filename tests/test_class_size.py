@@ -172,7 +172,7 @@ def test_an_inflated_class_without_flags_is_flagged_on_the_oriented_side_of_its_
     assert not blind.flagged.any()
 
 
-def test_size_suspicion_can_be_turned_off():
+def test_size_suspicion_is_opt_in():
     rng = np.random.default_rng(8)
     labels, poison = inflated_set(rng, poisons=900)
     clean = (labels == 3) & ~poison
@@ -188,8 +188,8 @@ def test_size_suspicion_can_be_turned_off():
     )
     results = {"spectral": split, "spectre": split, "early_loss": early}
     cfg = DecisionConfig(refine=False, consensus=False, max_removal_fraction=1.0)
-    d = decide(results, labels.size, cfg, labels=labels)
+    off = decide(results, labels.size, cfg, labels=labels)  # off by default
+    assert not off.flagged.any()
+    d = decide(results, labels.size, replace(cfg, size_suspect=True), labels=labels)
     assert np.array_equal(d.flagged, poison)
     assert all(d.reasons[i] == ["class_size"] for i in np.flatnonzero(poison))
-    off = decide(results, labels.size, replace(cfg, size_suspect=False), labels=labels)
-    assert not off.flagged.any()
