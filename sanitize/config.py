@@ -216,7 +216,9 @@ class DecisionConfig:
         ``sanitize.detect.class_size``). Rule: the added rows of a dirty-label attack are
         then most of the class, so the smaller side the feature-space detectors flag is
         its clean rest: BadNets 15% on 5,000 MNIST rows removed 629 clean rows and no
-        poison (spectral flagged the clean 41% of the target class, separation 6.2).
+        poison (spectral flagged the clean 41% of the target class, separation 6.2). On
+        a clean CIFAR-10 set whose one class is three times the others' size, nothing was
+        flagged there and nothing was turned over.
     size_suspect : bool, default=False
         An inflated class (see ``size_orient``) with fewer than ``refine_min_rows`` flags
         is suspect by its size alone: the rows that ``consensus_agree`` detectors' splits
