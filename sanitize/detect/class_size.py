@@ -14,15 +14,21 @@ A class is *inflated* when its size is a robust outlier above the other classes'
 sizes, median and MAD of the other classes, the MAD floored at the binomial spread of a
 class of the median size) and more than twice their median: its excess over a typical
 class, the poison count if the classes were balanced before the attack, is then most of
-it. In an inflated class, flags that the oriented detectors (whose signal says which side
-is the poison) do not back, when they are most of the flags and a minority of the class,
-are replaced by the rest of the class; the decision's refinement re-draws that group
-afterwards. Where most of
-the minority lies on the early loss's side, it is a part of the poison that detector found
-(blended trigger at 10%: 50% of the target class poison, 404 of them flagged by early
-loss), and the flags stay. Naturally
-imbalanced sets (GTSRB: class sizes spread over a factor 10) have a wide MAD, so a large
-class there is rarely an outlier and nothing changes.
+it. Naturally imbalanced sets (GTSRB: class sizes spread over a factor 10) have a wide
+MAD, so a large class there is rarely an outlier.
+
+In an inflated class, the flags that the oriented detectors (their flags and candidate
+groups: the side their own signal calls the poison) do not back are replaced by the rest
+of the class when they are most of the flags and a minority of the class; the decision's
+refinement re-draws that group afterwards. Flags mostly on the early loss's side are part
+of the poison it found (blended trigger at 10%: half the target class poison, 404 of them
+flagged by the early loss) and stay.
+
+An inflated class without flags can also be judged by its splits (``splits``, opt-in in
+the decision): the side of each detector's split where the oriented candidates are
+denser is the poison's, and rows on ``agree`` such sides are flagged. Sizes alone cannot
+tell a poisoned balanced set from a clean set with one naturally large class, which is
+why the decision leaves this off unless the classes are known to have been balanced.
 """
 
 from __future__ import annotations
