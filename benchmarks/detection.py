@@ -658,8 +658,7 @@ def markdown(results: list[dict], header: dict[str, Any]) -> str:
         "",
         f"Machine: {header['machine']}",
         "",
-        f"Code: {header['code']}. Wall time: {header['wall_seconds'] / 60:.1f} min "
-        f"for {len(results)} case(s).",
+        f"Code: {header['code']}. Wall time: {header['wall_text']} for {len(results)} case(s).",
         "",
         "Per detector: TPR / FPR of its own flags (score >= 0.5). Retraining: a fresh "
         f"network, {header['retrain_epochs']} epochs, same recipe and seed for every arm, "
@@ -948,18 +947,25 @@ def main(argv: Sequence[str] | None = None) -> int:
             progress(f"{case.name}: FAILED {type(exc).__name__}: {exc}")
             result = {"case": dataclasses.asdict(case), "error": f"{type(exc).__name__}: {exc}"}
         result["name"] = case.name
+        result["code"] = code_description()
         path.write_text(json.dumps(result, indent=1, default=_json_default) + "\n")
         results.append(result)
         if "error" not in result:
             progress(f"{case.name}: done in {result['seconds']['total'] / 60:.1f} min")
     wall = time.perf_counter() - start
+    wall_text = f"{wall / 60:.1f} min"
+    code = code_description()
     if args.report_only:
         wall = sum(r.get("seconds", {}).get("total", 0.0) for r in results)
+        wall_text = f"{wall / 60:.1f} min summed over the cases (they may have run at once)"
+        # The cases' own record of the code they ran on, not the checkout rendering them.
+        codes = sorted({r.get("code", "commit not recorded") for r in results})
+        code = "; ".join(codes) if codes else code
     header = {
         "command": command,
         "machine": machine_description(args.device),
-        "code": code_description(),
-        "wall_seconds": wall,
+        "code": code,
+        "wall_text": wall_text,
         "retrain_epochs": args.retrain_epochs,
         "test_rows": args.test_rows,
     }

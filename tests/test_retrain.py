@@ -198,7 +198,7 @@ def test_benchmark_case_runner_end_to_end_on_tiny_digits(tmp_path):
         "command": "test",
         "machine": "test",
         "code": "test",
-        "wall_seconds": 1.0,
+        "wall_text": "1.0 min",
         "retrain_epochs": 1,
         "test_rows": 100,
     }
