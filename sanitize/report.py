@@ -12,10 +12,11 @@ import numpy as np
 import pyarrow as pa
 
 from sanitize.config import SanitizeConfig
-from sanitize.data.schema import FLAGGED, REASONS
+from sanitize.data.schema import FLAGGED, REASON_MISSING_LABEL, REASON_UNREADABLE, REASONS
 from sanitize.data.schema import LABEL as LABEL_COLUMN
 
 REPORT_VERSION = 1
+_QUARANTINE_REASONS = frozenset({REASON_UNREADABLE, REASON_MISSING_LABEL})
 _VERSIONED = ("sanitize", "torch", "numpy", "pyarrow", "scikit-learn", "pillow")
 
 
@@ -80,11 +81,13 @@ def build_report(
     for entry in per_class.values():
         entry["removed_fraction"] = entry["removed"] / entry["rows"]
 
-    detector_names = set(detector_info)
+    # A removed row is the decision's unless its only reasons are the read stage's
+    # quarantine; whatever step of the decision removed it (a detector, the consensus,
+    # the size rules, the refinement) then counts.
     detected = Counter(
         str(lbl)
         for lbl, row, f in zip(labels, reasons, flagged, strict=True)
-        if f and any(_is_detection(r, detector_names) for r in row)
+        if f and any(r not in _QUARANTINE_REASONS for r in row)
     )
     # Most removed rows first: a class that lost a few outliers reads as such.
     suspect = sorted(detected, key=lambda k: (-detected[k], k))
@@ -146,10 +149,3 @@ def build_report(
         "config": config.to_dict(),
         "config_fingerprint": config.fingerprint(),
     }
-
-
-def _is_detection(reason: str, detector_names: set[str]) -> bool:
-    """Whether a removal reason is the decision's (a detector, ``consensus:<detector>``,
-    ``class_size``, ``refine``) rather than the read stage's quarantine (``unreadable``, ...)."""
-    head = reason.split(":", 1)[0]
-    return reason in detector_names or head == "consensus" or reason in ("refine", "class_size")

@@ -74,14 +74,14 @@ def class_size_z(labels: np.ndarray) -> dict[int, tuple[int, float, float]]:
     return out
 
 
-def inflated_classes(labels: np.ndarray, z_threshold: float) -> list[int]:
-    """Classes whose log size is ``z_threshold`` robust deviations above the other
-    classes' and whose size is more than twice their median."""
-    return [
-        c
-        for c, (size, median, z) in class_size_z(labels).items()
-        if z >= z_threshold and size > 2 * median
-    ]
+def inflated_classes(labels: np.ndarray, z_threshold: float) -> dict[int, tuple[int, float, float]]:
+    """The entries of :func:`class_size_z` whose log size is ``z_threshold`` robust
+    deviations above the other classes' and whose size is more than twice their median."""
+    return {
+        c: entry
+        for c, entry in class_size_z(labels).items()
+        if entry[2] >= z_threshold and entry[0] > 2 * entry[1]
+    }
 
 
 def orient_by_size(
@@ -130,9 +130,7 @@ def orient_by_size(
     oriented = np.zeros_like(flagged) if oriented is None else np.asarray(oriented, dtype=bool)
     out = flagged.copy()
     inflated: dict[str, dict[str, Any]] = {}
-    sizes = class_size_z(labels)
-    for c in inflated_classes(labels, z_threshold):
-        size, median, z = sizes[c]
+    for c, (size, median, z) in inflated_classes(labels, z_threshold).items():
         rows = labels == c
         n_flagged = int((flagged & rows).sum())
         backed = int((oriented & flagged & rows).sum())
