@@ -51,8 +51,9 @@ if str(REPO) not in sys.path:  # run as a script from a checkout that is not ins
 
 from sanitize import SanitizeConfig, sanitize_dataset  # noqa: E402
 from sanitize.attacks import get_attack, poison_source  # noqa: E402
-from sanitize.config import DataConfig  # noqa: E402
+from sanitize.config import DataConfig, expected_counts  # noqa: E402
 from sanitize.data import open_source  # noqa: E402
+from sanitize.data.expected import read_expected_counts  # noqa: E402
 from sanitize.evaluate import detection_metrics, evaluate_run, read_truth  # noqa: E402
 from sanitize.model import resolve_device  # noqa: E402
 from sanitize.retrain import read_image_parquet, retrain_and_score  # noqa: E402
@@ -277,6 +278,17 @@ SUITES: dict[str, tuple[Case, ...]] = {
         ),
         Case("mnist-lowfreq-3pct", "mnist", "lowfreq", target=7, rate=0.03),
     ),
+    # Written down in session 7, before its run, for the expected class distribution
+    # (``--expected-classes test``): warps and patches into other targets and datasets,
+    # where no detector may single the target out and only its size says it gained rows.
+    "heldout7": (
+        Case("cifar10-wanet-10pct-t7", "cifar10", "wanet", target=7, rate=0.10),
+        Case("cifar10-wanet-15pct", "cifar10", "wanet", target=1, rate=0.15),
+        Case("gtsrb-wanet-10pct", "gtsrb", "wanet", target=2, rate=0.10),
+        Case("mnist-wanet-10pct", "mnist", "wanet", target=0, rate=0.10),
+        Case("gtsrb-badnets-8pct", "gtsrb", "badnets", target=25, rate=0.08),
+        Case("cifar10-badnets-3pct", "cifar10", "badnets", target=4, rate=0.03),
+    ),
 }
 
 
@@ -297,6 +309,7 @@ class Settings:
     art_lib: Path | None = None
     work_dir: Path | None = None
     keep_work: bool = False
+    expected_classes: str | None = None
 
     def config(self) -> SanitizeConfig:
         """The default sanitize config, with ``train_steps`` and ``device`` when given."""
@@ -347,6 +360,14 @@ def run_case(case: Case, settings: Settings) -> dict[str, Any]:
         t = time.perf_counter()
         run_dir = tmp / "run"
         config = settings.config()
+        if settings.expected_classes == "test":
+            # The class distribution of the test split: what a user holding a validation
+            # split passes as ``sanitize run --expected-classes``.
+            counts = read_expected_counts(split_dir / "test.parquet", config.data)
+            decision = dataclasses.replace(
+                config.decision, expected_class_counts=expected_counts(counts)
+            )
+            config = config.replace(decision=decision)
         result = sanitize_dataset(poisoned, run_dir, config, keep_work=True)
         timings["sanitize"] = time.perf_counter() - t
         metrics = evaluate_run(run_dir, summary.truth)
@@ -869,6 +890,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--datasets", type=Path, default=DATASETS, help=f"datasets root ({DATASETS})"
     )
+    parser.add_argument(
+        "--expected-classes",
+        choices=["test"],
+        help="pass sanitize the class distribution of the dataset's test split "
+        "(decision.expected_class_counts), as a user holding a validation split would",
+    )
     parser.add_argument("--art", action="store_true", help="also run IBM ART's detectors")
     parser.add_argument(
         "--art-lib",
@@ -921,6 +948,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         device=args.device,
         art=args.art,
         work_dir=args.work_dir,
+        expected_classes=args.expected_classes,
         keep_work=args.keep_work,
         art_lib=args.art_lib,
     )

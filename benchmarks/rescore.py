@@ -30,6 +30,7 @@ if str(REPO) not in sys.path:
 
 from sanitize.config import DecisionConfig, SanitizeConfig  # noqa: E402
 from sanitize.detect import DetectorContext, decide, get_detector  # noqa: E402
+from sanitize.detect.class_size import expected_shares  # noqa: E402
 from sanitize.detect.class_stats import ClassStatistics  # noqa: E402
 from sanitize.evaluate import detection_metrics, read_truth  # noqa: E402
 from sanitize.paths import RunPaths  # noqa: E402
@@ -49,6 +50,7 @@ def load_case(kept: Path) -> dict:
 
     return {
         "name": kept.name.removeprefix("kept-"),
+        "classes": classes,
         "features": np.load(paths.features, mmap_mode="r")[ok],
         "labels": rows.column("y").to_numpy()[ok].astype(np.int64),
         "truth": np.array([truth_by_id[ids[i]] for i in ok]),
@@ -60,6 +62,18 @@ def load_case(kept: Path) -> dict:
             loss_clean=rows_of(paths.loss_clean),
         ),
     }
+
+
+def expected_counts_from(datasets: Path, case_name: str) -> dict[str, int]:
+    """Label counts of the test split of the case's dataset (its name's first part), the
+    class distribution a user holding a validation split would pass; empty when the case
+    has no such dataset."""
+    split = datasets / case_name.split("-", 1)[0] / "test.parquet"
+    if not split.exists():
+        return {}
+    labels = pq.read_table(split, columns=["label"]).column("label").to_numpy()
+    values, counts = np.unique(labels, return_counts=True)
+    return {str(v): int(n) for v, n in zip(values, counts, strict=True)}
 
 
 def rescore(case: dict, detectors: Sequence[str], config: SanitizeConfig) -> dict:
@@ -81,6 +95,13 @@ def rescore(case: dict, detectors: Sequence[str], config: SanitizeConfig) -> dic
         labels=case["labels"],
         coordinates=stats.projections if shared else None,
         seed=config.seed,
+        expected_shares=expected_shares(
+            config.decision.expected_class_counts,
+            case["classes"]["names"],
+            case["classes"]["values"],
+            np.unique(case["labels"]),
+        ),
+        row_loss=case["context"].loss_bootstrap,
     )
     truth = case["truth"]
     out = {
@@ -103,6 +124,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="DecisionConfig fields, e.g. consensus=false consensus_z=2.5",
     )
     parser.add_argument("--only-decision", action="store_true", help="print decision rows only")
+    parser.add_argument(
+        "--expected-from",
+        type=Path,
+        metavar="DATASETS",
+        help="pass each case the class counts of its dataset's test split "
+        "(decision.expected_class_counts), e.g. ../shared/datasets",
+    )
     args = parser.parse_args(argv)
     config = SanitizeConfig()
     if args.decision:
@@ -114,7 +142,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         if not (kept / "run" / ".work").exists():
             continue
         case = load_case(kept)
-        for name, m in rescore(case, detectors, config).items():
+        case_config = config
+        if args.expected_from:
+            counts = expected_counts_from(args.expected_from, case["name"])
+            case_config = config.replace(
+                decision=dataclasses.replace(
+                    config.decision, expected_class_counts=tuple(sorted(counts.items()))
+                )
+            )
+        for name, m in rescore(case, detectors, case_config).items():
             if args.only_decision and name != "decision":
                 continue
             print(

@@ -12,6 +12,7 @@ server unless ``PREFECT_API_URL`` points to one; Prefect's own logs stay quiet u
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import os
@@ -21,7 +22,12 @@ import time
 from pathlib import Path
 
 from sanitize.attacks import available_attacks
-from sanitize.config import DEFAULT_DETECTORS, KNOWN_DETECTORS, SanitizeConfig
+from sanitize.config import (
+    DEFAULT_DETECTORS,
+    KNOWN_DETECTORS,
+    SanitizeConfig,
+    expected_counts,
+)
 from sanitize.errors import ConfigError, InputError, OutputError, SanitizeError
 from sanitize.lock import RunLockedError, run_lock
 from sanitize.progress import TerminalProgress, listening
@@ -71,7 +77,16 @@ def _config_from_args(args: argparse.Namespace) -> SanitizeConfig:
         }
     if getattr(args, "seed", None) is not None:
         raw["seed"] = args.seed
-    return SanitizeConfig.from_dict(raw)
+    config = SanitizeConfig.from_dict(raw)
+    if getattr(args, "expected_classes", None):
+        from sanitize.data.expected import read_expected_counts  # pyarrow, fsspec: on use
+
+        counts = read_expected_counts(args.expected_classes, config.data)
+        decision = dataclasses.replace(
+            config.decision, expected_class_counts=expected_counts(counts)
+        )
+        config = config.replace(decision=decision)
+    return config
 
 
 def _set_option(raw: dict, item: str) -> None:
@@ -351,6 +366,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--min-votes",
         type=int,
         help="detectors that must flag a row to remove it (default: 1)",
+    )
+    detect.add_argument(
+        "--expected-classes",
+        metavar="PATH",
+        help="the class distribution a clean delivery has: a validation split (any source "
+        "kind), a previous run's report.json, or a JSON object class -> count; a class "
+        "that far outgrows its share is then judged by its size (default: none)",
     )
     run.add_argument(
         "--local",

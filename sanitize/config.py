@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -218,19 +219,27 @@ class DecisionConfig:
         its clean rest: BadNets 15% on 5,000 MNIST rows removed 629 clean rows and no
         poison (spectral flagged the clean 41% of the target class, separation 6.2). On
         a clean CIFAR-10 set whose one class is three times the others' size, nothing was
-        flagged there and nothing was turned over.
-    size_suspect : bool, default=False
+        flagged there and nothing was turned over. Flags the bootstrap model cannot fit
+        (median loss above log 2: a warp it did not learn, WaNet 15%) stay, and a class
+        the size rules acted on loses at most the rows it gained.
+    size_suspect : bool or None, default=None
         An inflated class (see ``size_orient``) with fewer than ``refine_min_rows`` flags
         is suspect by its size alone: the rows that ``consensus_agree`` detectors' splits
         put on the side where the early loss's candidates are denser are flagged (see
-        ``sanitize.detect.class_size``). Turn it on when the classes were about balanced
-        before any poisoning (a benchmark, a curated set): then a class more than twice
-        the others' median size has gained rows. On WaNet 10% (51% of its target poison)
-        and blended noise at 15% on MNIST no detector singled the target out, and this
-        flagged 405 rows (305 poisons) and 780 rows (727 poisons). Rule for the default:
-        sizes alone cannot tell that from a clean set whose one class is naturally three
-        times the others; on 4,990 clean CIFAR-10 rows built so (airplane 1,300, the
-        others 410), it removed 879 airplanes.
+        ``sanitize.detect.class_size``). None: on exactly when ``expected_class_counts``
+        is given. On WaNet 10% (51% of its target poison) and blended noise at 15% on MNIST
+        no detector singled the target out, and this flagged 405 rows (305 poisons) and
+        780 rows (727 poisons). Rule for the default: sizes alone cannot tell that from a
+        clean set whose one class is naturally three times the others; on 4,990 clean
+        CIFAR-10 rows built so (airplane 1,300, the others 410), it removed 879
+        airplanes. Against the class distribution the set should have, a class that
+        gained rows has.
+    expected_class_counts : tuple of (str, float) pairs, default=()
+        The class distribution a clean delivery has: class name (or label value) and its
+        count or share, e.g. from a validation split or the last clean delivery (``sanitize
+        run --expected-classes``; a TOML table ``[decision.expected_class_counts]``). Only
+        the ratios matter. When given, class sizes are judged as ``rows / expected`` (see
+        ``size_orient``), and every class present in the data needs an entry.
     size_z : float, default=3.5
         Robust z of a class's log size, among the other classes (MAD floored at the
         binomial spread), that makes it inflated. Rule: the usual median / MAD outlier cut
@@ -278,7 +287,8 @@ class DecisionConfig:
     consensus_inflated_z: float = 2.0
     orient: bool = True
     size_orient: bool = True
-    size_suspect: bool = False
+    size_suspect: bool | None = None
+    expected_class_counts: tuple[tuple[str, float], ...] = ()
     size_z: float = 3.5
     refine: bool = True
     refine_components: int = 16
@@ -315,6 +325,12 @@ class DecisionConfig:
             )
         if not self.size_z > 0:
             raise ConfigError(f"decision.size_z must be > 0, got {self.size_z}")
+        for name, count in self.expected_class_counts:
+            if not (math.isfinite(count) and count > 0):
+                raise ConfigError(
+                    f"decision.expected_class_counts: class {name!r} has {count}; "
+                    "counts must be finite and > 0"
+                )
         if self.refine_components < 1:
             raise ConfigError(
                 f"decision.refine_components must be >= 1, got {self.refine_components}"
@@ -344,6 +360,21 @@ class DecisionConfig:
             raise ConfigError(
                 f"decision.weight_min_flagged must be >= 1, got {self.weight_min_flagged}"
             )
+
+
+def expected_counts(raw: Any) -> tuple[tuple[str, float], ...]:
+    """``decision.expected_class_counts`` from a mapping (or pairs) of class to count."""
+    items = raw.items() if isinstance(raw, dict) else raw or ()
+    out: dict[str, float] = {}
+    for pair in items:
+        try:
+            name, count = pair
+            out[str(name)] = float(count)
+        except (TypeError, ValueError):
+            raise ConfigError(
+                f"decision.expected_class_counts must map class names to counts, got {pair!r}"
+            ) from None
+    return tuple(sorted(out.items()))
 
 
 @dataclass(frozen=True)
@@ -399,6 +430,7 @@ class SanitizeConfig:
         out["detectors"] = list(self.detectors)
         out["detector_params"] = {k: dict(v) for k, v in self.detector_params}
         out["decision"]["weight_clip"] = list(self.decision.weight_clip)
+        out["decision"]["expected_class_counts"] = dict(self.decision.expected_class_counts)
         return out
 
     @classmethod
@@ -417,6 +449,8 @@ class SanitizeConfig:
                 raise ConfigError(message)
             if "weight_clip" in values:
                 values["weight_clip"] = tuple(values["weight_clip"])
+            if "expected_class_counts" in values:
+                values["expected_class_counts"] = expected_counts(values["expected_class_counts"])
             kwargs[key] = section_cls(**values)
         if "detectors" in raw:
             kwargs["detectors"] = tuple(raw.pop("detectors"))

@@ -31,6 +31,7 @@ from sanitize.data.schema import (
 )
 from sanitize.detect import DetectorContext, DetectorResult, decide, get_detector
 from sanitize.detect.cbd import confounder_loss
+from sanitize.detect.class_size import expected_shares
 from sanitize.detect.class_stats import ClassStatistics
 from sanitize.export import StagedOutputs, write_tables
 from sanitize.model import (
@@ -65,6 +66,19 @@ def _usable(paths: RunPaths) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
     return np.flatnonzero(ok), y, classes
 
 
+def _expected_shares(config: SanitizeConfig, paths: RunPaths) -> np.ndarray | None:
+    """``decision.expected_class_counts`` by class index; ConfigError if a class lacks one."""
+    if not config.decision.expected_class_counts:
+        return None
+    usable, y, classes = _usable(paths)
+    return expected_shares(
+        config.decision.expected_class_counts,
+        classes["names"],
+        classes["values"],
+        np.unique(y[usable]),
+    )
+
+
 def _images(paths: RunPaths) -> np.ndarray:
     return np.load(paths.images, mmap_mode="r")
 
@@ -77,6 +91,7 @@ def read_stage(source: str, config: SanitizeConfig, paths: RunPaths) -> dict[str
     with track("read", total=src.num_rows) as bar:
         counted = ObservedSource(src, lambda batch, _dir, _start: bar.advance(batch.num_rows))
         summary = read_source(counted, config.data, paths.work)
+    _expected_shares(config, paths)  # a class without an expected count fails here, not later
     seconds = time.perf_counter() - start
     log.info(
         "read      %s; %d classes, %dx%d px, %d channel(s); %d unreadable, %d without label",
@@ -398,6 +413,8 @@ def decide_stage(config: SanitizeConfig, paths: RunPaths) -> dict[str, Any]:
         labels=y[usable],
         coordinates=coordinates,
         seed=config.seed,
+        expected_shares=_expected_shares(config, paths),
+        row_loss=_optional_rows(paths.loss_bootstrap, usable),
     )
 
     n = rows.num_rows

@@ -34,7 +34,7 @@ import torch
 from torch.utils.data import Dataset, WeightedRandomSampler
 
 from sanitize.data import class_names_from_metadata, decode_image, image_bytes, probe_image
-from sanitize.data.read import _canonical_labels
+from sanitize.data.read import canonical_labels
 from sanitize.data.schema import (
     LABEL,
     REASON_MISSING_LABEL,
@@ -307,7 +307,7 @@ def _image_cells(column: pa.ChunkedArray) -> tuple[pa.Array | None, pa.Array | N
 
 def _canonical(column: str, labels: pa.ChunkedArray) -> pa.Array:
     """Labels as the read stage sees them: int64 or string, null where missing."""
-    return _canonical_labels(column, labels.combine_chunks(), 0)
+    return canonical_labels(column, labels.combine_chunks(), 0)
 
 
 def _sorted_values(canonical: pa.Array) -> list[Any]:

@@ -9,7 +9,13 @@ import pytest
 
 from sanitize.config import DecisionConfig
 from sanitize.detect import DetectorResult, decide
-from sanitize.detect.class_size import class_size_z, orient_by_size
+from sanitize.detect.class_size import (
+    class_size_z,
+    expected_shares,
+    inflated_classes,
+    orient_by_size,
+)
+from sanitize.errors import ConfigError
 
 
 def inflated_set(rng, clean_per_class=100, poisons=200, target=3, classes=10):
@@ -172,7 +178,7 @@ def test_an_inflated_class_without_flags_is_flagged_on_the_oriented_side_of_its_
     assert not blind.flagged.any()
 
 
-def test_size_suspicion_is_opt_in():
+def test_size_suspicion_is_on_only_with_an_expected_distribution():
     rng = np.random.default_rng(8)
     labels, poison = inflated_set(rng, poisons=900)
     clean = (labels == 3) & ~poison
@@ -188,8 +194,94 @@ def test_size_suspicion_is_opt_in():
     )
     results = {"spectral": split, "spectre": split, "early_loss": early}
     cfg = DecisionConfig(refine=False, consensus=False, max_removal_fraction=1.0)
-    off = decide(results, labels.size, cfg, labels=labels)  # off by default
+    off = decide(results, labels.size, cfg, labels=labels)  # off without one
     assert not off.flagged.any()
     d = decide(results, labels.size, replace(cfg, size_suspect=True), labels=labels)
     assert np.array_equal(d.flagged, poison)
     assert all(d.reasons[i] == ["class_size"] for i in np.flatnonzero(poison))
+    balanced = np.ones(10)
+    by_shares = decide(results, labels.size, cfg, labels=labels, expected_shares=balanced)
+    assert np.array_equal(by_shares.flagged, poison)
+    assert by_shares.info["size_orient"]["expected_shares"]
+    forced_off = replace(cfg, size_suspect=False)
+    assert not decide(
+        results, labels.size, forced_off, labels=labels, expected_shares=balanced
+    ).flagged.any()
+
+
+def test_sizes_are_judged_against_the_expected_distribution():
+    # A clean set whose class 0 is naturally three times the others: an outlier by size
+    # alone, and not against its own distribution (the last delivery's, say).
+    labels = np.repeat(np.arange(10), [1200] + [400] * 9)
+    assert list(inflated_classes(labels, 3.5)) == [0]
+    natural = np.array([3.0] + [1.0] * 9)
+    assert inflated_classes(labels, 3.5, natural) == {}
+    # A naturally imbalanced set (sizes spread over a factor 10), poisoned into class 5:
+    # not an outlier among such sizes, but far beyond its own expected share.
+    rng = np.random.default_rng(9)
+    shares = np.exp(rng.uniform(np.log(30), np.log(300), 40))
+    shares[5] = 100.0
+    sizes = np.round(shares).astype(int)
+    sizes[5] += 250
+    labels = np.repeat(np.arange(40), sizes)
+    assert 5 not in inflated_classes(labels, 3.5)
+    inflated = inflated_classes(labels, 3.5, shares)
+    assert list(inflated) == [5]
+    rows, like_others, z = inflated[5]
+    assert rows == 350 and 80 < like_others < 120 and z > 3.5
+    with pytest.raises(ValueError, match="> 0"):
+        class_size_z(labels, np.zeros(40))
+
+
+def test_expected_counts_resolve_by_class_name_or_label_value():
+    names, values = ["cat", "dog", "emu"], [3, 5, 7]
+    shares = expected_shares({"cat": 2, "5": 1, "emu": 1, "yak": 9}, names, values, [0, 1, 2])
+    assert np.allclose(shares, [0.5, 0.25, 0.25])  # "yak" is not in the data: ignored
+    # An expected class the delivery lacks is fine; a delivered class without one is not.
+    assert np.allclose(expected_shares({"cat": 1, "dog": 1}, names, values, [0, 1]), [0.5, 0.5, 0])
+    with pytest.raises(ConfigError, match="no entry for class.*emu"):
+        expected_shares({"cat": 1, "dog": 1}, names, values, [0, 1, 2])
+    assert expected_shares((), names, values, [0, 1, 2]) is None
+
+
+def test_flags_the_model_cannot_fit_are_the_poison_and_stay():
+    # A warp the bootstrap model did not learn: the poisons a detector groups are rows it
+    # cannot fit with their label (loss above log 2); the rest of the class it fits.
+    rng = np.random.default_rng(10)
+    labels, poison = inflated_set(rng, poisons=900)
+    found = poison & (rng.random(poison.size) < 0.5)  # 450 of the 900 poisons: a minority
+    loss = np.where(found, 1.5, 0.1)
+    out = orient_by_size(found, labels, z_threshold=3.5, min_rows=10, row_loss=loss)
+    assert np.array_equal(out.flagged, found)
+    entry = out.info["inflated"]["3"]
+    assert entry["not_backed_misfit"] and not entry["turned_over"]
+    assert orient_by_size(found, labels, z_threshold=3.5, min_rows=10).info["inflated"]["3"][
+        "turned_over"
+    ]  # without the losses it would have been turned over
+    # A clean rest the model fits (MNIST: digits learned as fast as the patch) still turns.
+    clean_rest = (labels == 3) & ~poison
+    fitted = orient_by_size(
+        clean_rest, labels, z_threshold=3.5, min_rows=10, row_loss=np.full(labels.size, 0.3)
+    )
+    assert np.array_equal(fitted.flagged, poison)
+
+
+def test_the_size_rules_remove_no_more_than_the_class_gained():
+    # The flags cover only part of the clean rest: turned over, they would take the rest
+    # of the clean rows too. The class gained 900 rows over its like (100 + 122 clean).
+    rng = np.random.default_rng(11)
+    labels, poison = inflated_set(rng, poisons=900)
+    clean = np.flatnonzero((labels == 3) & ~poison)
+    part = np.zeros_like(poison)
+    part[clean[:60]] = True  # 60 of the 122 clean rows
+    score = np.where(part, 0.9, np.where(poison, 0.05, 0.3)).astype(np.float32)
+    results = {"spectral": DetectorResult(score=score, flagged=part)}
+    cfg = DecisionConfig(refine=False, consensus=False, max_removal_fraction=1.0)
+    d = decide(results, labels.size, cfg, labels=labels)
+    entry = d.info["size_orient"]["inflated"]["3"]
+    like = entry["rows_like_others"]
+    assert entry["turned_over"] and entry["removal_cap"] == int(entry["rows"] - 0.9 * like)
+    removed = d.flagged & (labels == 3)
+    assert removed.sum() == entry["removal_cap"] and d.info["size_orient"]["n_capped"] > 0
+    assert removed[poison].sum() == 900  # the poisons rank first (least like the flags)
+    assert np.array_equal(d.poison_score >= 0.5, d.flagged)

@@ -196,6 +196,8 @@ def _non_default(value):
         return value / 2
     if isinstance(value, str):
         return "cpu" if value == "auto" else value + "_x"
+    if value == ():  # decision.expected_class_counts: a TOML table of class -> count
+        return {"cat": 2.0, "dog": 1.0}
     if isinstance(value, tuple):
         return [value[0] / 2, value[1]]
     return None
@@ -229,9 +231,8 @@ def test_every_config_field_is_reachable_from_toml(tmp_path):
 
 
 def _value_for_none(section, name):
-    return {"image_size": 16, "channels": 3, "checkpoint": "w.safetensors", "epochs": 3}.get(
-        name, 2
-    )
+    values = {"image_size": 16, "channels": 3, "checkpoint": "w.safetensors", "epochs": 3}
+    return (values | {"size_suspect": True}).get(name, 2)
 
 
 def _toml(raw: dict) -> str:
@@ -248,7 +249,11 @@ def _toml(raw: dict) -> str:
     for k, v in raw.items():
         if isinstance(v, dict) and k != "detector_params":
             lines.append(f"[{k}]")
-            lines += [f"{kk} = {scalar(vv)}" for kk, vv in v.items()]
+            lines += [f"{kk} = {scalar(vv)}" for kk, vv in v.items() if not isinstance(vv, dict)]
+            for kk, table in v.items():
+                if isinstance(table, dict):
+                    lines.append(f"[{k}.{kk}]")
+                    lines += [f"{name} = {scalar(x)}" for name, x in table.items()]
     for name, params in raw.get("detector_params", {}).items():
         lines.append(f"[detector_params.{name}]")
         lines += [f"{kk} = {scalar(vv)}" for kk, vv in params.items()]
@@ -276,6 +281,29 @@ def test_set_and_flags_override_the_toml(tmp_path, capsys):
         code = main(["run", str(SAMPLE_SOURCE), "--out", str(tmp_path / "o"), "--set", bad])
         assert code == EXIT_BAD_INPUT
         assert message in _one_line_error(capsys)
+
+
+def test_expected_classes_are_read_into_the_config_and_checked_before_training(tmp_path, capsys):
+    counts = tmp_path / "counts.json"
+    counts.write_text(json.dumps({str(c): 100 for c in range(10)}))
+    argv = ["run", str(SAMPLE_SOURCE), "--out", str(tmp_path / "o")]
+    config = _config_from_args(
+        build_parser().parse_args([*argv, "--expected-classes", str(counts)])
+    )
+    assert dict(config.decision.expected_class_counts) == {str(c): 100.0 for c in range(10)}
+    split = _config_from_args(
+        build_parser().parse_args([*argv, "--expected-classes", str(SAMPLE_SOURCE)])
+    )
+    assert sum(n for _, n in split.decision.expected_class_counts) == 3000
+
+    counts.write_text(json.dumps({str(c): 100 for c in range(9)}))  # no class 9
+    code = main([*argv, "--local", "--expected-classes", str(counts)])
+    assert code == EXIT_BAD_INPUT
+    assert "expected_class_counts has no entry for class(es) 9" in _one_line_error(capsys)
+    assert not (tmp_path / "o" / ".work" / "features.npy").exists()  # failed at the read stage
+    code = main([*argv, "--local", "--expected-classes", str(tmp_path / "none.json")])
+    assert code == EXIT_BAD_INPUT
+    assert "expected-classes file not found" in _one_line_error(capsys)
 
 
 # --- help -----------------------------------------------------------------------------------

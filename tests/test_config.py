@@ -23,6 +23,15 @@ def test_round_trip_through_dict():
     assert again.params_for("cbd") == {}
 
 
+def test_expected_class_counts_from_a_toml_table(tmp_path):
+    path = tmp_path / "c.toml"
+    path.write_text("[decision.expected_class_counts]\ncat = 300\n7 = 100\n")
+    cfg = SanitizeConfig.from_toml(path)
+    assert cfg.decision.expected_class_counts == (("7", 100.0), ("cat", 300.0))
+    assert SanitizeConfig.from_dict(cfg.to_dict()) == cfg
+    assert hash(cfg) and cfg.fingerprint() != SanitizeConfig().fingerprint()
+
+
 def test_from_toml(tmp_path):
     path = tmp_path / "c.toml"
     path.write_text('seed = 3\ndetectors = ["spectral"]\n[bootstrap]\nepochs = 2\n')
@@ -50,6 +59,14 @@ def test_from_toml(tmp_path):
         (
             lambda: SanitizeConfig(decision=DecisionConfig(weight_min_agreement=1.5)),
             "decision.weight_min_agreement must be in",
+        ),
+        (
+            lambda: SanitizeConfig.from_dict({"decision": {"expected_class_counts": {"cat": 0}}}),
+            "class 'cat' has 0.0; counts must be finite and > 0",
+        ),
+        (
+            lambda: SanitizeConfig.from_dict({"decision": {"expected_class_counts": [1, 2]}}),
+            "must map class names to counts",
         ),
     ],
 )

@@ -16,6 +16,7 @@ from PIL import Image
 
 from sanitize.config import DataConfig
 from sanitize.data import decode_image, image_bytes, open_source, probe_image, read_source
+from sanitize.data.expected import read_expected_counts
 from sanitize.data.schema import (
     CLASSES_FILE,
     IMAGES_FILE,
@@ -465,3 +466,47 @@ def test_cifar10_first_rows(tmp_path):
     assert len(summary.class_names) == 10
     assert summary.n_ok == 300 and all(rows["ok"].to_pylist())
     assert images.reshape(300, -1).std(axis=1).min() > 0
+
+
+# --- expected class distribution ------------------------------------------------------------
+
+
+def test_expected_counts_from_a_split_a_json_object_or_a_report(tmp_path):
+    split = write(hf_table([0, 1, 1, 2, 2, 2, None]), tmp_path / "val.parquet")
+    assert read_expected_counts(split, DataConfig()) == {"0": 1.0, "1": 2.0, "2": 3.0}
+    mapping = tmp_path / "counts.json"
+    mapping.write_text(json.dumps({"cat": 30, "dog": 0.5}))
+    assert read_expected_counts(mapping, DataConfig()) == {"cat": 30.0, "dog": 0.5}
+    report = tmp_path / "report.json"
+    per_class = {
+        "0": {"name": "zero", "rows": 50, "removed": 10},
+        "1": {"name": "one", "rows": 40, "removed": 0},
+    }
+    report.write_text(json.dumps({"per_class": per_class}))
+    assert read_expected_counts(report, DataConfig()) == {"0": 40.0, "1": 40.0}
+
+
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        (None, "expected-classes file not found"),
+        ("{not json", "is not readable JSON"),
+        ("[1, 2]", "must hold a JSON object of class -> count"),
+        ('{"cat": "many"}', "class 'cat' has 'many', not a number"),
+    ],
+)
+def test_bad_expected_counts_files_name_the_problem(tmp_path, content, message):
+    path = tmp_path / "counts.json"
+    if content is not None:
+        path.write_text(content)
+    with pytest.raises(InputError, match=message):
+        read_expected_counts(path, DataConfig())
+
+
+def test_expected_counts_need_the_label_column(tmp_path):
+    split = write(hf_table([0, 1]), tmp_path / "val.parquet")
+    with pytest.raises(InputError, match="has no label column 'y'"):
+        read_expected_counts(split, DataConfig(label_column="y"))
+    unlabelled = write(hf_table([None, None], label_type=pa.int64()), tmp_path / "none.parquet")
+    with pytest.raises(InputError, match="has no labelled rows"):
+        read_expected_counts(unlabelled, DataConfig())

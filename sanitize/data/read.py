@@ -186,7 +186,7 @@ def _read_rows(source: Source, data: DataConfig, has_id: bool, images_path: Path
                 raise InputError(f"source {source.uri} yielded more rows than its {n} rows")
             labels = batch.column(data.label_column)
             label_chunks.append(labels)
-            canonical_chunks.append(_canonical_labels(data.label_column, labels, start))
+            canonical_chunks.append(canonical_labels(data.label_column, labels, start))
             if has_id:
                 ids = batch.column(data.id_column)
                 _check_ids(data.id_column, ids, start, seen_ids)
@@ -360,7 +360,7 @@ def _check_id_type(column: str, dtype: pa.DataType) -> None:
     )
 
 
-def _canonical_labels(column: str, labels: pa.Array, start: int) -> pa.Array:
+def canonical_labels(column: str, labels: pa.Array, start: int) -> pa.Array:
     """Labels as int64 or string, null where missing; InputError on non-integral values."""
     if pa.types.is_dictionary(labels.type):
         labels = labels.dictionary_decode()

@@ -24,11 +24,14 @@ refinement re-draws that group afterwards. Flags mostly on the early loss's side
 of the poison it found (blended trigger at 10%: half the target class poison, 404 of them
 flagged by the early loss) and stay.
 
-An inflated class without flags can also be judged by its splits (``splits``, opt-in in
-the decision): the side of each detector's split where the oriented candidates are
-denser is the poison's, and rows on ``agree`` such sides are flagged. Sizes alone cannot
-tell a poisoned balanced set from a clean set with one naturally large class, which is
-why the decision leaves this off unless the classes are known to have been balanced.
+An inflated class without flags can also be judged by its splits (``splits``): the side
+of each detector's split where the oriented candidates are denser is the poison's, and
+rows on ``agree`` such sides are flagged. Sizes alone cannot tell a poisoned balanced set
+from a clean set with one naturally large class, which is why the decision does this only
+when it is given the class distribution to expect (``expected``: the shares of a
+validation split, or of the last clean delivery). Sizes are then measured against it,
+as ratios ``rows / expected share``: a class inflated against its own expectation has
+gained rows whatever the natural imbalance of the set.
 """
 
 from __future__ import annotations
@@ -39,6 +42,11 @@ from typing import Any
 import numpy as np
 
 from sanitize.detect.base import MAD_TO_SD
+from sanitize.errors import ConfigError
+
+# Share of the rows a class would have (``rows_like_others``) below which its clean part is
+# not expected to fall: class sizes of a balanced set spread by several percent.
+CLEAN_PART_FLOOR = 0.9
 
 
 @dataclass
@@ -48,38 +56,57 @@ class SizeOrientation:
     flagged : ndarray of shape (n_rows,)
         bool; the flags with every inflated class's minority flags replaced by its rest.
     info : dict
-        JSON-able: per class, its rows, the other classes' median size and the robust z of
-        its log size; per inflated class, whether its flags were turned over.
+        JSON-able: per inflated class, its rows, the rows it would have if it were like the
+        other classes, the robust z of its log size, and what was done to its flags.
     """
 
     flagged: np.ndarray
     info: dict[str, Any] = field(default_factory=dict)
 
 
-def class_size_z(labels: np.ndarray) -> dict[int, tuple[int, float, float]]:
-    """Per class: its rows, the median size of the other classes and the robust z of its
-    log size among them. Empty with fewer than three classes."""
+def class_size_z(
+    labels: np.ndarray, expected: np.ndarray | None = None
+) -> dict[int, tuple[int, float, float]]:
+    """Per class: its rows, the rows it would have if it were like the other classes, and
+    the robust z of its log size among them. Empty with fewer than three classes.
+
+    Without ``expected`` the classes are compared by their sizes: the rows it would have
+    are the other classes' median size. With ``expected`` (shape (n_classes,), the share
+    or count of every class index to expect; > 0 for every class present) they are
+    compared by ``rows / expected``, and the rows it would have are its expected share
+    scaled by the other classes' median ratio.
+    """
     classes, sizes = np.unique(np.asarray(labels), return_counts=True)
     if classes.size < 3:
         return {}
+    scale = np.ones(classes.size)
+    if expected is not None:
+        scale = np.asarray(expected, dtype=np.float64)[classes]
+        if not np.all(scale > 0):
+            raise ValueError("expected class shares must be > 0 for every class present")
+        scale = scale / scale.mean()
+    log_ratio = np.log(sizes / scale)
     out: dict[int, tuple[int, float, float]] = {}
     for i, c in enumerate(classes):
-        others = np.log(np.delete(sizes, i).astype(np.float64))
+        others = np.delete(log_ratio, i)
         median = float(np.median(others))
         mad = float(np.median(np.abs(others - median)))
-        # A balanced class of n rows spreads by about 1/sqrt(n) in log size (binomial).
-        floor = 1.0 / np.sqrt(np.exp(median))
-        z = (np.log(sizes[i]) - median) / (MAD_TO_SD * max(mad, floor))
-        out[int(c)] = (int(sizes[i]), float(np.exp(median)), float(z))
+        # A class of n rows spreads by about 1/sqrt(n) in log size (binomial).
+        floor = 1.0 / np.sqrt(float(np.median(np.delete(sizes, i))))
+        z = (log_ratio[i] - median) / (MAD_TO_SD * max(mad, floor))
+        out[int(c)] = (int(sizes[i]), float(np.exp(median) * scale[i]), float(z))
     return out
 
 
-def inflated_classes(labels: np.ndarray, z_threshold: float) -> dict[int, tuple[int, float, float]]:
+def inflated_classes(
+    labels: np.ndarray, z_threshold: float, expected: np.ndarray | None = None
+) -> dict[int, tuple[int, float, float]]:
     """The entries of :func:`class_size_z` whose log size is ``z_threshold`` robust
-    deviations above the other classes' and whose size is more than twice their median."""
+    deviations above the other classes' and that hold more than twice the rows they would
+    have if they were like them."""
     return {
         c: entry
-        for c, entry in class_size_z(labels).items()
+        for c, entry in class_size_z(labels, expected).items()
         if entry[2] >= z_threshold and entry[0] > 2 * entry[1]
     }
 
@@ -93,6 +120,8 @@ def orient_by_size(
     oriented: np.ndarray | None = None,
     splits: dict[str, np.ndarray] | None = None,
     agree: int = 2,
+    expected: np.ndarray | None = None,
+    row_loss: np.ndarray | None = None,
 ) -> SizeOrientation:
     """Turn over the minority flags of inflated classes; flag unflagged ones by their splits.
 
@@ -110,7 +139,7 @@ def orient_by_size(
         Class index of every row.
     z_threshold : float
         Robust z of a class's log size, among the other classes, that makes it inflated
-        (with a size above twice their median).
+        (with more than twice the rows it would have if it were like them).
     min_rows : int
         Fewest flags a class needs to be turned over: a few outliers say nothing about
         which side of the class is the poison.
@@ -124,13 +153,20 @@ def orient_by_size(
         the poison (activation clustering, spectral signatures, SPECTRE), by name.
     agree : int, default=2
         Splits that must put a row on the poison's side, in a class suspect by size alone.
+    expected : ndarray of shape (n_classes,), optional
+        Share of every class index to expect (see :func:`class_size_z`).
+    row_loss : ndarray of shape (n_rows,), optional
+        Every row's final loss under the bootstrap model. Flags whose median loss is above
+        ``log 2`` and above the rest of the class's are rows the model could not fit with
+        their label (it gives most of them less than even odds): the dirty-label poison of
+        a trigger it did not learn, which is not turned over.
     """
     flagged = np.asarray(flagged, dtype=bool)
     labels = np.asarray(labels)
     oriented = np.zeros_like(flagged) if oriented is None else np.asarray(oriented, dtype=bool)
     out = flagged.copy()
     inflated: dict[str, dict[str, Any]] = {}
-    for c, (size, median, z) in inflated_classes(labels, z_threshold).items():
+    for c, (size, like_others, z) in inflated_classes(labels, z_threshold, expected).items():
         rows = labels == c
         n_flagged = int((flagged & rows).sum())
         backed = int((oriented & flagged & rows).sum())
@@ -139,16 +175,20 @@ def orient_by_size(
         # class, they are its clean rest, and every other row of the class is flagged.
         unbacked = flagged & rows & ~oriented
         n_unbacked = int(unbacked.sum())
-        turned = min_rows <= n_unbacked and 2 * n_unbacked < size and backed < n_unbacked
+        misfit = _misfit(row_loss, unbacked, rows & ~unbacked)
+        turned = (
+            min_rows <= n_unbacked and 2 * n_unbacked < size and backed < n_unbacked and not misfit
+        )
         if turned:
             out[rows] = ~unbacked[rows]
         entry: dict[str, Any] = {
             "rows": size,
-            "median_other": median,
+            "rows_like_others": like_others,
             "z": z,
             "flagged_before": n_flagged,
             "flagged_by_oriented": backed,
             "flagged_not_backed": n_unbacked,
+            "not_backed_misfit": misfit,
             "turned_over": turned,
         }
         if n_flagged < min_rows and splits:
@@ -158,14 +198,44 @@ def orient_by_size(
                 chosen = np.sum(list(sides.values()), axis=0) >= agree
                 out[chosen] = True
                 entry["flagged_by_splits"] = int(chosen.sum())
+        if turned or entry.get("flagged_by_splits"):
+            # The size rules claim the rows the class gained: no more than its excess over
+            # the rows it would have (with room for a clean part 10% below that).
+            entry["removal_cap"] = max(int(size - CLEAN_PART_FLOOR * like_others), 0)
         inflated[str(c)] = entry
     info = {
         "z_threshold": z_threshold,
+        "expected_shares": expected is not None,
         "inflated": inflated,
         "n_added": int((out & ~flagged).sum()),
         "n_dropped": int((flagged & ~out).sum()),
     }
     return SizeOrientation(flagged=out, info=info)
+
+
+def _misfit(row_loss: np.ndarray | None, group: np.ndarray, rest: np.ndarray) -> bool:
+    """Whether the bootstrap model gives most of ``group`` less than even odds for its
+    label (median loss above log 2), and fits it worse than ``rest``."""
+    if row_loss is None or not group.any() or not rest.any():
+        return False
+    median = float(np.median(row_loss[group]))
+    return median > np.log(2.0) and median > float(np.median(row_loss[rest]))
+
+
+def cap_to_excess(
+    flagged: np.ndarray, poison_score: np.ndarray, labels: np.ndarray, info: dict[str, Any]
+) -> np.ndarray:
+    """Flags with every class that :func:`orient_by_size` capped (``info["inflated"][c]
+    ["removal_cap"]``) cut to its cap, highest ``poison_score`` first (ties by row)."""
+    out = np.asarray(flagged, dtype=bool).copy()
+    for c, entry in info.get("inflated", {}).items():
+        cap = entry.get("removal_cap")
+        members = np.flatnonzero(out & (np.asarray(labels) == int(c)))
+        if cap is None or members.size <= cap:
+            continue
+        order = members[np.lexsort((members, -poison_score[members].astype(np.float64)))]
+        out[order[cap:]] = False
+    return out
 
 
 def _poison_sides(
@@ -190,3 +260,34 @@ def _poison_sides(
         if density_in != density_out:
             sides[name] = inside if density_in > density_out else outside
     return sides
+
+
+def expected_shares(
+    counts: tuple[tuple[str, float], ...] | dict[str, float],
+    names: list[str],
+    values: list[Any],
+    present: np.ndarray,
+) -> np.ndarray | None:
+    """``decision.expected_class_counts`` as one expected share per class index.
+
+    A class is matched by its name or by its label value written as text. None when
+    ``counts`` is empty. Classes in ``counts`` that the data lacks are ignored (a class can
+    be absent from a delivery); a class present in the data (``present``: class indices)
+    without an entry raises :class:`~sanitize.errors.ConfigError`.
+    """
+    mapping = dict(counts)
+    if not mapping:
+        return None
+    shares = np.zeros(len(names), dtype=np.float64)
+    missing = []
+    for index, (name, value) in enumerate(zip(names, values, strict=True)):
+        count = mapping.get(str(name), mapping.get(str(value)))
+        if count is not None:
+            shares[index] = float(count)
+        elif index in set(np.asarray(present).tolist()):
+            missing.append(str(name))
+    if missing:
+        raise ConfigError(
+            f"decision.expected_class_counts has no entry for class(es) {', '.join(missing)}"
+        )
+    return shares / shares.sum()

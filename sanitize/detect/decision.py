@@ -10,7 +10,7 @@ import scipy.stats
 
 from sanitize.config import DecisionConfig
 from sanitize.detect.base import DetectorResult, available_detectors, get_detector
-from sanitize.detect.class_size import inflated_classes, orient_by_size
+from sanitize.detect.class_size import cap_to_excess, inflated_classes, orient_by_size
 from sanitize.detect.consensus import class_consensus
 from sanitize.detect.orient import orient_by_shortcut
 from sanitize.detect.refine import refine_by_class
@@ -57,6 +57,8 @@ def decide(
     labels: np.ndarray | None = None,
     coordinates: np.ndarray | None = None,
     seed: int = 0,
+    expected_shares: np.ndarray | None = None,
+    row_loss: np.ndarray | None = None,
 ) -> Decision:
     """Combine detector results by vote into one poison score, flags and weights.
 
@@ -78,8 +80,13 @@ def decide(
     0.5. With ``labels`` and ``config.size_orient``, a class inflated far beyond the
     others' size, where the flags are a minority, has them replaced by the rest of the
     class (:func:`sanitize.detect.class_size.orient_by_size`; reason ``class_size``, the
-    class's scores turned over). With ``labels``, ``coordinates`` and
-    ``config.refine``, the flags of each class are then re-drawn by
+    class's scores turned over); with ``config.size_suspect`` (by default: when
+    ``expected_shares`` is given) such a class without flags is flagged by its detectors'
+    splits. Sizes are measured against ``expected_shares`` when given. Flags that
+    ``row_loss`` says the bootstrap model cannot fit are not turned over, and a class the
+    size rules acted on keeps at most the rows it gained flagged (its ``removal_cap``,
+    applied after the refinement, highest scores first). With ``labels``,
+    ``coordinates`` and ``config.refine``, the flags of each class are then re-drawn by
     :func:`sanitize.detect.refine.refine_by_class`: a row it adds gets
     ``poison_score = 0.5 + 0.5 * p`` (``p`` its cross-fitted probability) and the reason
     ``refine``; a row it drops, a score just below 0.5. When more than
@@ -113,6 +120,14 @@ def decide(
         statistics' projections); without them there is no refinement.
     seed : int, default=0
         Seeds the refinement's fold split.
+    expected_shares : ndarray of shape (n_classes,), optional
+        The share (or count) of every class index to expect in a clean delivery
+        (``config.expected_class_counts`` resolved to class indices); > 0 for every class
+        in ``labels``.
+    row_loss : ndarray of shape (n_rows,), optional
+        Every row's final loss under the bootstrap model; flags it cannot fit are not
+        turned over by the size orientation (see
+        :func:`sanitize.detect.class_size.orient_by_size`).
 
     Returns
     -------
@@ -168,7 +183,8 @@ def decide(
             agree=config.consensus_agree,
             relative_mad_floor=config.consensus_mad_floor,
             class_z_thresholds={
-                c: config.consensus_inflated_z for c in inflated_classes(labels, config.size_z)
+                c: config.consensus_inflated_z
+                for c in inflated_classes(labels, config.size_z, expected_shares)
             },
         )
         extra = consensus.flagged & ~flagged
@@ -191,6 +207,9 @@ def decide(
         orient_info = orientation.info | {"by": oriented}
 
     size_info = None
+    suspect_by_size = config.size_suspect
+    if suspect_by_size is None:
+        suspect_by_size = expected_shares is not None
     if labels is not None and config.size_orient:
         sized = orient_by_size(
             flagged,
@@ -203,9 +222,11 @@ def decide(
                 for nm in names
                 if nm not in oriented and results[nm].candidate is not None
             }
-            if config.size_suspect
+            if suspect_by_size
             else None,
             agree=config.consensus_agree,
+            expected=expected_shares,
+            row_loss=row_loss,
         )
         added = sized.flagged & ~flagged
         dropped = flagged & ~sized.flagged
@@ -243,6 +264,15 @@ def decide(
             reasons[i] = []
         flagged = refined.flagged
         refine_info = refined.info
+
+    if size_info is not None:
+        capped_by_size = cap_to_excess(flagged, poison_score, np.asarray(labels), size_info)
+        dropped = flagged & ~capped_by_size
+        poison_score[dropped] = np.minimum(poison_score[dropped], _BELOW_HALF)
+        for i in np.flatnonzero(dropped):
+            reasons[i] = []
+        flagged = capped_by_size
+        size_info["n_capped"] = int(dropped.sum())
 
     n_before = int(flagged.sum())
     limit = int(np.floor(config.max_removal_fraction * n_rows))
