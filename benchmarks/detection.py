@@ -289,6 +289,31 @@ SUITES: dict[str, tuple[Case, ...]] = {
         Case("gtsrb-badnets-8pct", "gtsrb", "badnets", target=25, rate=0.08),
         Case("cifar10-badnets-3pct", "cifar10", "badnets", target=4, rate=0.03),
     ),
+    # Written down in session 7 after "heldout7" was studied (the size orientation's two
+    # guards came from it), run once on the default config: high rates, where the target
+    # class more than doubles and the size rules act.
+    "heldout7b": (
+        Case("cifar10-wanet-12pct", "cifar10", "wanet", target=5, rate=0.12),
+        Case("cifar10-wanet-20pct", "cifar10", "wanet", target=9, rate=0.20),
+        Case(
+            "cifar10-filter-sepia-15pct",
+            "cifar10",
+            "filter",
+            (("kind", "sepia"),),
+            target=3,
+            rate=0.15,
+        ),
+        Case(
+            "cifar10-blend-kitty-12pct",
+            "cifar10",
+            "blend",
+            (("trigger_path", f"{TOOLBOX}/hellokitty_32.png"), ("alpha", 0.2)),
+            target=4,
+            rate=0.12,
+        ),
+        Case("mnist-badnets-20pct", "mnist", "badnets", target=2, rate=0.20),
+        Case("mnist-wanet-15pct", "mnist", "wanet", target=6, rate=0.15),
+    ),
 }
 
 
