@@ -418,12 +418,41 @@ def _classes_section(report: dict) -> str:
     ]
     scale = max(0.05, _nice_ceiling(top))
     svg = plots.bar_chart(bars, scale_max=scale, label="share of each class removed")
+    size_notes = "".join(f'<p class="note">{escape(n)}</p>' for n in _size_notes(report))
     return (
         "<section><h2>Removal per class</h2>"
         f'<p class="lead">Share of each class removed (axis to {_pct(scale)}); classes the '
         "verdict names as suspected targets in red.</p>"
-        f'<div class="panel wide">{svg}{note}</div></section>'
+        f'<div class="panel wide">{svg}{note}{size_notes}</div></section>'
     )
+
+
+def _size_notes(report: dict) -> list[str]:
+    """One line per class the decision found inflated, and what the size rules did."""
+    size = (report.get("decision") or {}).get("size_orient") or {}
+    names = {k: v.get("name", k) for k, v in report.get("per_class", {}).items()}
+    against = (
+        "its share of the expected class distribution"
+        if size.get("expected_shares")
+        else "the other classes' sizes"
+    )
+    notes = []
+    for key, entry in (size.get("inflated") or {}).items():
+        acts = []
+        if entry.get("turned_over"):
+            acts.append("its flags were turned over to the rest of the class")
+        if entry.get("not_backed_misfit"):
+            acts.append("its flags, rows the bootstrap model cannot fit, stayed")
+        if entry.get("flagged_by_splits"):
+            acts.append(f"{entry['flagged_by_splits']:,} rows were flagged by its splits")
+        if entry.get("removal_cap") is not None:
+            acts.append(f"at most {entry['removal_cap']:,} rows removed")
+        notes.append(
+            f"Class {names.get(key, key)}: {entry['rows']:,} rows where "
+            f"{entry['rows_like_others']:,.0f} were expected from {against}"
+            + (f"; {'; '.join(acts)}." if acts else ".")
+        )
+    return notes
 
 
 def _natural(key: str) -> tuple:

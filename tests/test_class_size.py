@@ -285,3 +285,37 @@ def test_the_size_rules_remove_no_more_than_the_class_gained():
     assert removed.sum() == entry["removal_cap"] and d.info["size_orient"]["n_capped"] > 0
     assert removed[poison].sum() == 900  # the poisons rank first (least like the flags)
     assert np.array_equal(d.poison_score >= 0.5, d.flagged)
+
+
+def test_a_class_above_its_expected_share_is_judged_by_splits_of_about_its_gain():
+    # 150 poisons into a class of 500 (1.3 times its share): not inflated, but it gained
+    # rows against the expected distribution. One split's side is the poisons and a few
+    # clean rows; another's is far larger than the gain, so it cannot be the poison.
+    rng = np.random.default_rng(12)
+    labels = np.repeat(np.arange(10), 500)
+    poison = np.zeros(labels.size, dtype=bool)
+    poison[rng.choice(np.flatnonzero(labels != 1), 150, replace=False)] = True
+    labels[poison] = 1
+    rows = labels == 1
+    clean = rows & ~poison
+    few_clean = clean & (rng.random(labels.size) < 0.03)
+    tight = poison | few_clean
+    wide = poison | (clean & (rng.random(labels.size) < 0.4))  # about 150 + 200 rows
+    early = poison & (rng.random(labels.size) < 0.5)
+    kwargs = dict(z_threshold=3.5, min_rows=10, oriented=early, expected=np.ones(10))
+    none = np.zeros_like(poison)
+    both = orient_by_size(none, labels, splits={"a": tight, "b": tight.copy()}, **kwargs)
+    assert not both.flagged.any()  # not inflated, and no min_gain: nothing judged
+    gained = orient_by_size(
+        none, labels, splits={"a": tight, "b": tight.copy()}, min_gain=1.25, **kwargs
+    )
+    entry = gained.info["inflated"]["1"]
+    assert not entry["poison_majority"] and np.array_equal(gained.flagged, tight)
+    assert entry["removal_cap"] == int(entry["rows"] - 0.9 * entry["rows_like_others"])
+    too_wide = orient_by_size(none, labels, splits={"a": tight, "b": wide}, min_gain=1.25, **kwargs)
+    assert set(too_wide.info["inflated"]["1"]["split_sides"]) == {"a"}
+    assert not too_wide.flagged.any()  # one split left: no agreement
+    without_shares = dict(kwargs, expected=None)
+    assert not orient_by_size(
+        none, labels, splits={"a": tight, "b": tight.copy()}, min_gain=1.25, **without_shares
+    ).flagged.any()

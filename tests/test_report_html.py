@@ -34,6 +34,7 @@ from sanitize.report_html import (
     SCATTER_REMOVED_POINTS,
     THUMB_CLASSES,
     THUMBS_PER_CLASS,
+    _size_notes,
     embedding_projection,
     write_report_html,
 )
@@ -353,3 +354,30 @@ def test_report_renders_in_headless_chromium_without_console_errors(run, tmp_pat
     # More than a page of background: text, charts and thumbnails cover a real share.
     background = np.median(pixels)
     assert np.mean(np.abs(pixels - background) > 30) > 0.05
+
+
+def test_size_notes_say_what_the_size_rules_did():
+    report = {
+        "per_class": {"3": {"name": "cat", "rows": 987, "removed": 500}},
+        "decision": {
+            "size_orient": {
+                "expected_shares": True,
+                "inflated": {
+                    "3": {
+                        "rows": 987,
+                        "rows_like_others": 441.0,
+                        "turned_over": False,
+                        "flagged_by_splits": 405,
+                        "removal_cap": 590,
+                    }
+                },
+            }
+        },
+    }
+    (note,) = _size_notes(report)
+    assert note == (
+        "Class cat: 987 rows where 441 were expected from its share of the expected class "
+        "distribution; 405 rows were flagged by its splits; at most 590 rows removed."
+    )
+    report["decision"]["size_orient"]["inflated"] = {}
+    assert _size_notes(report) == [] and _size_notes({}) == []

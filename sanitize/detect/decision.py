@@ -227,6 +227,7 @@ def decide(
             agree=config.consensus_agree,
             expected=expected_shares,
             row_loss=row_loss,
+            min_gain=config.size_gain,
         )
         added = sized.flagged & ~flagged
         dropped = flagged & ~sized.flagged
