@@ -32,6 +32,7 @@ from sanitize.config import DecisionConfig, SanitizeConfig  # noqa: E402
 from sanitize.detect import DetectorContext, decide, get_detector  # noqa: E402
 from sanitize.detect.class_size import expected_shares  # noqa: E402
 from sanitize.detect.class_stats import ClassStatistics  # noqa: E402
+from sanitize.detect.decision import size_rule_agreement  # noqa: E402
 from sanitize.evaluate import detection_metrics, read_truth  # noqa: E402
 from sanitize.paths import RunPaths  # noqa: E402
 
@@ -51,6 +52,8 @@ def load_case(kept: Path) -> dict:
     return {
         "name": kept.name.removeprefix("kept-"),
         "classes": classes,
+        "images": np.load(paths.images, mmap_mode="r"),
+        "image_rows": ok,
         "features": np.load(paths.features, mmap_mode="r")[ok],
         "labels": rows.column("y").to_numpy()[ok].astype(np.int64),
         "truth": np.array([truth_by_id[ids[i]] for i in ok]),
@@ -88,6 +91,12 @@ def rescore(case: dict, detectors: Sequence[str], config: SanitizeConfig) -> dic
         )
         seconds[name] = time.perf_counter() - start
     shared = any(get_detector(name).shares_class_stats for name in detectors)
+    expected = expected_shares(
+        config.decision.expected_class_counts,
+        case["classes"]["names"],
+        case["classes"]["values"],
+        np.unique(case["labels"]),
+    )
     decision = decide(
         results,
         len(case["labels"]),
@@ -95,13 +104,16 @@ def rescore(case: dict, detectors: Sequence[str], config: SanitizeConfig) -> dic
         labels=case["labels"],
         coordinates=stats.projections if shared else None,
         seed=config.seed,
-        expected_shares=expected_shares(
-            config.decision.expected_class_counts,
-            case["classes"]["names"],
-            case["classes"]["values"],
-            np.unique(case["labels"]),
-        ),
+        expected_shares=expected,
         row_loss=case["context"].loss_bootstrap,
+        label_agreement=size_rule_agreement(
+            case["images"],
+            case["labels"],
+            config.decision,
+            expected_shares=expected,
+            image_rows=case["image_rows"],
+            seed=config.seed,
+        ),
     )
     truth = case["truth"]
     out = {

@@ -33,6 +33,7 @@ from sanitize.detect import DetectorContext, DetectorResult, decide, get_detecto
 from sanitize.detect.cbd import confounder_loss
 from sanitize.detect.class_size import expected_shares
 from sanitize.detect.class_stats import ClassStatistics
+from sanitize.detect.decision import size_rule_agreement
 from sanitize.export import StagedOutputs, write_tables
 from sanitize.model import (
     NetSpec,
@@ -406,6 +407,7 @@ def decide_stage(config: SanitizeConfig, paths: RunPaths) -> dict[str, Any]:
     coordinates = None
     if shares_class_stats(config):
         coordinates = np.load(paths.class_projections, mmap_mode="r")
+    expected = _expected_shares(config, paths)
     decision = decide(
         results,
         len(usable),
@@ -413,8 +415,16 @@ def decide_stage(config: SanitizeConfig, paths: RunPaths) -> dict[str, Any]:
         labels=y[usable],
         coordinates=coordinates,
         seed=config.seed,
-        expected_shares=_expected_shares(config, paths),
+        expected_shares=expected,
         row_loss=_optional_rows(paths.loss_bootstrap, usable),
+        label_agreement=size_rule_agreement(
+            _images(paths),
+            y[usable],
+            config.decision,
+            expected_shares=expected,
+            image_rows=usable,
+            seed=config.seed,
+        ),
     )
 
     n = rows.num_rows

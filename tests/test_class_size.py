@@ -319,3 +319,28 @@ def test_a_class_above_its_expected_share_is_judged_by_splits_of_about_its_gain(
     assert not orient_by_size(
         none, labels, splits={"a": tight, "b": tight.copy()}, min_gain=1.25, **without_shares
     ).flagged.any()
+
+
+def test_where_no_oriented_detector_singles_the_class_out_the_pixels_orient_it():
+    # MNIST-like: the early loss says nothing in the class. When the flags are the clean
+    # rest (their nearest images share their label), they turn over; when they are the
+    # poison (images of other classes), they stay, whatever the early loss's side backs.
+    rng = np.random.default_rng(13)
+    labels, poison = inflated_set(rng, poisons=900)
+    rows = labels == 3
+    clean_rest = rows & ~poison
+    agreement = np.where(poison, 0.2, 0.9)
+    agreement[~rows] = np.nan
+    early_side = clean_rest.copy()  # misleading: it backs the clean rest
+    kwargs = dict(z_threshold=3.5, min_rows=10, oriented=early_side, label_agreement=agreement)
+    turned = orient_by_size(clean_rest, labels, oriented_classes=set(), **kwargs)
+    entry = turned.info["inflated"]["3"]
+    assert entry["oriented_by"] == "pixels" and entry["turned_over"]
+    assert np.array_equal(turned.flagged, poison)
+    found = poison & (rng.random(poison.size) < 0.45)  # a minority of the class, all poison
+    kept = orient_by_size(found, labels, oriented_classes=set(), **kwargs)
+    assert np.array_equal(kept.flagged, found) and not kept.info["inflated"]["3"]["turned_over"]
+    # Where the early loss singles the class out, its side decides, as without the pixels.
+    backed = orient_by_size(clean_rest, labels, oriented_classes={3}, **kwargs)
+    assert backed.info["inflated"]["3"]["oriented_by"] == "oriented_detectors"
+    assert np.array_equal(backed.flagged, clean_rest)

@@ -124,6 +124,20 @@ def inflated_classes(
     }
 
 
+def size_suspects(
+    labels: np.ndarray,
+    z_threshold: float,
+    expected: np.ndarray | None = None,
+    min_gain: float | None = None,
+) -> dict[int, tuple[int, float, float]]:
+    """The classes the size rules judge: inflated ones (:func:`inflated_classes`) and,
+    with ``expected`` and ``min_gain``, those above ``min_gain`` times their share."""
+    suspects = inflated_classes(labels, z_threshold, expected)
+    if expected is not None and min_gain is not None:
+        suspects = inflated_classes(labels, z_threshold, expected, min_gain) | suspects
+    return dict(sorted(suspects.items()))
+
+
 def orient_by_size(
     flagged: np.ndarray,
     labels: np.ndarray,
@@ -136,6 +150,8 @@ def orient_by_size(
     expected: np.ndarray | None = None,
     row_loss: np.ndarray | None = None,
     min_gain: float | None = None,
+    label_agreement: np.ndarray | None = None,
+    oriented_classes: set[int] | None = None,
 ) -> SizeOrientation:
     """Turn over the minority flags of inflated classes; flag unflagged ones by their splits.
 
@@ -179,45 +195,73 @@ def orient_by_size(
         would have (and is a robust outlier by that ratio) has gained rows even when the
         poison is not most of it: without flags, it is judged by its splits too (it is
         never turned over).
+    label_agreement : ndarray of shape (n_rows,), optional
+        Share of each row's nearest images that carry its label
+        (:func:`sanitize.detect.pixel_neighbours.label_agreement`). In a class the oriented
+        detectors do not single out (not in ``oriented_classes``), their side says nothing,
+        and the flags are turned over when their rows agree with their label more than the
+        rest of the class does: the poison is images of other classes.
+    oriented_classes : set of int, optional
+        Classes the oriented detectors single out (their class evidence is an outlier);
+        None: every class, as without ``label_agreement``.
     """
     flagged = np.asarray(flagged, dtype=bool)
     labels = np.asarray(labels)
     oriented = np.zeros_like(flagged) if oriented is None else np.asarray(oriented, dtype=bool)
     out = flagged.copy()
     inflated: dict[str, dict[str, Any]] = {}
-    suspects = inflated_classes(labels, z_threshold, expected)
-    if expected is not None and min_gain is not None:
-        suspects = inflated_classes(labels, z_threshold, expected, min_gain) | suspects
-    for c, (size, like_others, z) in sorted(suspects.items()):
+    for c, (size, like_others, z) in size_suspects(labels, z_threshold, expected, min_gain).items():
         rows = labels == c
         majority = size > 2 * like_others  # the poison would be most of the class
         n_flagged = int((flagged & rows).sum())
         backed = int((oriented & flagged & rows).sum())
-        # The flags the oriented side does not back: the smaller side the feature-space
-        # detectors call the poison. When they are most of the flags and a minority of the
-        # class, they are its clean rest, and every other row of the class is flagged.
-        unbacked = flagged & rows & ~oriented
-        n_unbacked = int(unbacked.sum())
-        misfit = _misfit(row_loss, unbacked, rows & ~unbacked)
-        minority = min_rows <= n_unbacked and 2 * n_unbacked < size
-        turned = majority and minority and backed < n_unbacked and not misfit
+        by_pixels = (
+            label_agreement is not None
+            and oriented_classes is not None
+            and c not in oriented_classes
+            and not np.isnan(label_agreement[rows]).any()
+        )
+        # The flags to turn over: the smaller side the feature-space detectors call the
+        # poison. Where the oriented detectors single the class out, those they do not back;
+        # elsewhere all of them, if their rows agree with their label more than the rest.
+        group = flagged & rows if by_pixels else flagged & rows & ~oriented
+        n_group = int(group.sum())
+        misfit = _misfit(row_loss, group, rows & ~group)
+        minority = min_rows <= n_group and 2 * n_group < size
+        if by_pixels:
+            agree_group = float(np.mean(label_agreement[group])) if n_group else float("nan")
+            agree_rest = float(np.mean(label_agreement[rows & ~group]))
+            like_own_class = agree_group > agree_rest
+        else:
+            like_own_class = backed < n_group
+        turned = majority and minority and like_own_class and not misfit
         if turned:
-            out[rows] = ~unbacked[rows]
+            out[rows] = ~group[rows]
         entry: dict[str, Any] = {
             "rows": size,
             "rows_like_others": like_others,
             "z": z,
             "poison_majority": majority,
+            "oriented_by": "pixels" if by_pixels else "oriented_detectors",
             "flagged_before": n_flagged,
             "flagged_by_oriented": backed,
-            "flagged_not_backed": n_unbacked,
+            "flagged_not_backed": int((flagged & rows & ~oriented).sum()),
             "not_backed_misfit": misfit,
             "turned_over": turned,
         }
+        if by_pixels:
+            entry["label_agreement_flagged"] = agree_group
+            entry["label_agreement_rest"] = agree_rest
         if n_flagged < min_rows and splits:
             # A side far larger than the rows the class gained cannot be the poison.
             max_side = SIDE_OF_EXCESS_MAX * (size - like_others)
-            sides = _poison_sides(rows, oriented & rows, splits, min_rows, max_side)
+            if by_pixels:
+                evidence = 1.0 - np.nan_to_num(label_agreement, nan=1.0)
+            else:
+                evidence = (oriented & rows).astype(np.float64)
+            # Without enough oriented rows in the class, nothing says which side is which.
+            usable = by_pixels or int((oriented & rows).sum()) >= min_rows
+            sides = _poison_sides(rows, evidence, splits, min_rows, max_side) if usable else {}
             entry["split_sides"] = {name: int(side.sum()) for name, side in sides.items()}
             if len(sides) >= agree:
                 chosen = np.sum(list(sides.values()), axis=0) >= agree
@@ -265,30 +309,28 @@ def cap_to_excess(
 
 def _poison_sides(
     rows: np.ndarray,
-    oriented: np.ndarray,
+    evidence: np.ndarray,
     splits: dict[str, np.ndarray],
     min_rows: int,
     max_side: float,
 ) -> dict[str, np.ndarray]:
-    """Per split of the class ``rows``, the side where the ``oriented`` rows are denser.
+    """Per split of the class ``rows``, the side where the rows' ``evidence`` of poison
+    (an oriented detector's side as 0 / 1, or how little a row's nearest images share its
+    label) is higher on average.
 
     Splits with a side under ``min_rows`` rows are left out, and so are splits whose
-    denser side holds more than ``max_side`` rows, and every split when the class holds
-    fewer than ``min_rows`` oriented rows (nothing says which side is which) or when they
-    are exactly as dense on both sides.
+    poison side holds more than ``max_side`` rows, or whose two sides are exactly even.
     """
-    if int(oriented.sum()) < min_rows:
-        return {}
     sides: dict[str, np.ndarray] = {}
     for name, candidate in splits.items():
         inside = candidate & rows
         outside = rows & ~candidate
         if min(int(inside.sum()), int(outside.sum())) < min_rows:
             continue
-        density_in = (oriented & inside).sum() / inside.sum()
-        density_out = (oriented & outside).sum() / outside.sum()
-        if density_in != density_out:
-            side = inside if density_in > density_out else outside
+        mean_in = float(evidence[inside].mean())
+        mean_out = float(evidence[outside].mean())
+        if mean_in != mean_out:
+            side = inside if mean_in > mean_out else outside
             if side.sum() <= max_side:
                 sides[name] = side
     return sides

@@ -10,9 +10,16 @@ import scipy.stats
 
 from sanitize.config import DecisionConfig
 from sanitize.detect.base import DetectorResult, available_detectors, get_detector
-from sanitize.detect.class_size import cap_to_excess, inflated_classes, orient_by_size
+from sanitize.detect.class_size import (
+    cap_to_excess,
+    inflated_classes,
+    orient_by_size,
+    size_suspects,
+)
 from sanitize.detect.consensus import class_consensus
+from sanitize.detect.mixture import class_evidence_z
 from sanitize.detect.orient import orient_by_shortcut
+from sanitize.detect.pixel_neighbours import label_agreement
 from sanitize.detect.refine import refine_by_class
 from sanitize.errors import ConfigError
 
@@ -59,6 +66,7 @@ def decide(
     seed: int = 0,
     expected_shares: np.ndarray | None = None,
     row_loss: np.ndarray | None = None,
+    label_agreement: np.ndarray | None = None,
 ) -> Decision:
     """Combine detector results by vote into one poison score, flags and weights.
 
@@ -128,6 +136,11 @@ def decide(
         Every row's final loss under the bootstrap model; flags it cannot fit are not
         turned over by the size orientation (see
         :func:`sanitize.detect.class_size.orient_by_size`).
+    label_agreement : ndarray of shape (n_rows,), optional
+        Share of each row's nearest images that carry its label, in the classes the size
+        rules judge (:func:`sanitize.detect.pixel_neighbours.label_agreement`); it orients
+        the classes the oriented detectors do not single out (their class evidence under
+        ``config.consensus_inflated_z``).
 
     Returns
     -------
@@ -228,6 +241,10 @@ def decide(
             expected=expected_shares,
             row_loss=row_loss,
             min_gain=config.size_gain,
+            label_agreement=label_agreement,
+            oriented_classes=_singled_out(results, oriented, config)
+            if label_agreement is not None
+            else None,
         )
         added = sized.flagged & ~flagged
         dropped = flagged & ~sized.flagged
@@ -377,6 +394,38 @@ def _oriented_side(results: dict[str, DetectorResult], oriented: list[str]) -> n
     side = [results[nm].flagged for nm in oriented]
     side += [results[nm].candidate for nm in oriented if results[nm].candidate is not None]
     return np.any(side, axis=0)
+
+
+def size_rule_agreement(
+    images: np.ndarray,
+    labels: np.ndarray,
+    config: DecisionConfig,
+    *,
+    expected_shares: np.ndarray | None = None,
+    image_rows: np.ndarray | None = None,
+    seed: int = 0,
+) -> np.ndarray | None:
+    """The ``label_agreement`` argument of :func:`decide`: computed on the rows of the
+    classes the size rules will judge, None when there are none (or the rules are off)."""
+    if not config.size_orient:
+        return None
+    suspects = size_suspects(labels, config.size_z, expected_shares, config.size_gain)
+    if not suspects:
+        return None
+    return label_agreement(images, labels, list(suspects), seed=seed, image_rows=image_rows)
+
+
+def _singled_out(
+    results: dict[str, DetectorResult], names: list[str], config: DecisionConfig
+) -> set[int]:
+    """Classes whose evidence, for any of the detectors ``names``, is a robust outlier
+    (z >= ``config.consensus_inflated_z``) among the classes."""
+    singled: set[int] = set()
+    for nm in names:
+        per_class = results[nm].info.get("per_class") or {}
+        z = class_evidence_z(per_class, config.consensus_mad_floor)
+        singled |= {c for c, zc in z.items() if zc >= config.consensus_inflated_z}
+    return singled
 
 
 def _in_groups(flagged: np.ndarray, labels: np.ndarray, config: DecisionConfig) -> np.ndarray:
