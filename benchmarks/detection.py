@@ -314,6 +314,30 @@ SUITES: dict[str, tuple[Case, ...]] = {
         Case("mnist-badnets-20pct", "mnist", "badnets", target=2, rate=0.20),
         Case("mnist-wanet-15pct", "mnist", "wanet", target=6, rate=0.15),
     ),
+    # Written down in session 7 on the final code (guards and pixel orientation), before its
+    # run; run on the default config and re-scored with the test split's distribution.
+    "heldout7c": (
+        Case("cifar10-wanet-15pct-t3", "cifar10", "wanet", target=3, rate=0.15),
+        Case("cifar10-badnets-12pct", "cifar10", "badnets", target=6, rate=0.12),
+        Case(
+            "mnist-blend-noise-20pct",
+            "mnist",
+            "blend",
+            (("pattern", "noise"), ("alpha", 0.15)),
+            target=8,
+            rate=0.20,
+        ),
+        Case(
+            "mnist-trojan-12pct",
+            "mnist",
+            "trojan",
+            (("trigger_path", f"{TOOLBOX}/trojan_square_32.png"),),
+            target=5,
+            rate=0.12,
+        ),
+        Case("gtsrb-wanet-15pct", "gtsrb", "wanet", target=38, rate=0.15),
+        Case("cifar10-wanet-8pct", "cifar10", "wanet", target=0, rate=0.08),
+    ),
 }
 
 
