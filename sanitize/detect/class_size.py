@@ -157,9 +157,12 @@ def orient_by_size(
 
     An inflated class with fewer than ``min_rows`` flags is suspect by its size alone. Each
     detector in ``splits`` divides it in two (its candidate group and the rest); the side
-    where the ``oriented`` rows are denser is taken as the poison's, and the rows that at
-    least ``agree`` detectors put on their poison's side are flagged. Nothing is flagged
-    without ``agree`` such splits or without ``min_rows`` oriented rows in the class.
+    where the ``oriented`` rows are denser (where ``label_agreement`` orients the class: the
+    side whose rows' nearest images carry their label less often) is taken as the poison's,
+    and the rows that at least ``agree`` detectors put on their poison's side are flagged.
+    Nothing is flagged without ``agree`` such splits, or, oriented by the detectors, without
+    ``min_rows`` oriented rows in the class. A class the rules acted on gets a
+    ``removal_cap`` in ``info`` (see :func:`cap_to_excess`).
 
     Parameters
     ----------
