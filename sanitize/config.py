@@ -226,14 +226,17 @@ class DecisionConfig:
         An inflated class (see ``size_orient``) with fewer than ``refine_min_rows`` flags
         is suspect by its size alone: the rows that ``consensus_agree`` detectors' splits
         put on the side where the early loss's candidates are denser are flagged (see
-        ``sanitize.detect.class_size``). None: on exactly when ``expected_class_counts``
-        is given. On WaNet 10% (51% of its target poison) and blended noise at 15% on MNIST
-        no detector singled the target out, and this flagged 405 rows (305 poisons) and
-        780 rows (727 poisons). Rule for the default: sizes alone cannot tell that from a
+        ``sanitize.detect.class_size``). On WaNet 10% (51% of its target poison) and
+        blended noise at 15% on MNIST no detector singled the target out, and this flagged
+        405 rows (305 poisons) and 780 rows (727 poisons). None: on exactly when
+        ``expected_class_counts`` is given; otherwise only for an inflated class whose rows'
+        nearest images disagree with their label far more often than the other classes'
+        rows do. Rule for the default: sizes alone cannot tell a poisoned class from a
         clean set whose one class is naturally three times the others; on 4,990 clean
-        CIFAR-10 rows built so (airplane 1,300, the others 410), it removed 879
-        airplanes. Against the class distribution the set should have, a class that
-        gained rows has.
+        CIFAR-10 rows built so (airplane 1,300, the others 410), suspicion by size removed
+        879 airplanes. Against the class distribution the set should have, a class that
+        gained rows has; and a naturally large clean class agrees with its labels more
+        often than the others (4,990 clean MNIST rows with digit 0 at 1,300: z -12).
     expected_class_counts : tuple of (str, float) pairs, default=()
         The class distribution a clean delivery has: class name (or label value) and its
         count or share, e.g. from a validation split or the last clean delivery (``sanitize

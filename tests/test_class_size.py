@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import replace
 
 import numpy as np
@@ -344,3 +345,33 @@ def test_where_no_oriented_detector_singles_the_class_out_the_pixels_orient_it()
     backed = orient_by_size(clean_rest, labels, oriented_classes={3}, **kwargs)
     assert backed.info["inflated"]["3"]["oriented_by"] == "oriented_detectors"
     assert np.array_equal(backed.flagged, clean_rest)
+
+
+def test_without_a_distribution_pixels_say_whether_a_large_class_gained_other_images():
+    # An inflated class without flags: judged by its splits only when its rows' nearest
+    # images disagree with their label far more often than other classes' rows do.
+    rng = np.random.default_rng(14)
+    labels, poison = inflated_set(rng, poisons=900)
+    split = poison | ((labels == 3) & ~poison & (rng.random(labels.size) < 0.05))
+    reference_agreement = rng.uniform(0.5, 1.0, labels.size)  # other classes, clean
+    poisoned = np.where(poison, rng.uniform(0.0, 0.3, labels.size), reference_agreement)
+    kwargs = dict(
+        z_threshold=3.5,
+        min_rows=10,
+        splits={"a": split, "b": split.copy()},
+        oriented_classes=set(),
+        suspect_by_size=False,
+    )
+    found = orient_by_size(np.zeros_like(poison), labels, label_agreement=poisoned, **kwargs)
+    entry = found.info["inflated"]["3"]
+    assert entry["pixel_excess"]["suspect"] and entry["pixel_excess"]["z"] > 3.5
+    assert np.array_equal(found.flagged, split)
+    # The same sizes, every row clean: the large class agrees with its labels as the others
+    # do (or more), and nothing is flagged.
+    clean = orient_by_size(
+        np.zeros_like(poison), labels, label_agreement=reference_agreement, **kwargs
+    )
+    assert not clean.info["inflated"]["3"]["pixel_excess"]["suspect"]
+    assert not clean.flagged.any()
+    for out in (found, clean):  # report.json stays strict JSON: no NaN
+        json.dumps(out.info, allow_nan=False)

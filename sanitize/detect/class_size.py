@@ -57,6 +57,10 @@ CLEAN_PART_FLOOR = 0.9
 # about that many rows; on the vignette filter at 3% (150 poisons) the splits' sides held
 # 250-280 rows, a third of them poison, and flagging them removed 208 clean rows.
 SIDE_OF_EXCESS_MAX = 1.5
+# A row disagrees with its label, by its nearest images, at or below this quantile of the
+# other classes' agreement; fewer reference rows than the minimum make no reference.
+DISAGREE_QUANTILE = 0.10
+REFERENCE_MIN_ROWS = 100
 
 
 @dataclass
@@ -152,6 +156,7 @@ def orient_by_size(
     min_gain: float | None = None,
     label_agreement: np.ndarray | None = None,
     oriented_classes: set[int] | None = None,
+    suspect_by_size: bool = True,
 ) -> SizeOrientation:
     """Turn over the minority flags of inflated classes; flag unflagged ones by their splits.
 
@@ -207,13 +212,22 @@ def orient_by_size(
     oriented_classes : set of int, optional
         Classes the oriented detectors single out (their class evidence is an outlier);
         None: every class, as without ``label_agreement``.
+    suspect_by_size : bool, default=True
+        Judge every such class without flags by its splits. When False, only those whose
+        rows' nearest images disagree with their label far more often than the rows of
+        the other classes scored in ``label_agreement`` do (:func:`pixel_excess`): sizes
+        alone cannot tell a poisoned class from a naturally large one, its pixels can.
     """
     flagged = np.asarray(flagged, dtype=bool)
     labels = np.asarray(labels)
     oriented = np.zeros_like(flagged) if oriented is None else np.asarray(oriented, dtype=bool)
     out = flagged.copy()
     inflated: dict[str, dict[str, Any]] = {}
-    for c, (size, like_others, z) in size_suspects(labels, z_threshold, expected, min_gain).items():
+    suspects = size_suspects(labels, z_threshold, expected, min_gain)
+    reference = None
+    if label_agreement is not None:
+        reference = ~np.isnan(label_agreement) & ~np.isin(labels, list(suspects))
+    for c, (size, like_others, z) in suspects.items():
         rows = labels == c
         majority = size > 2 * like_others  # the poison would be most of the class
         n_flagged = int((flagged & rows).sum())
@@ -232,9 +246,9 @@ def orient_by_size(
         misfit = _misfit(row_loss, group, rows & ~group)
         minority = min_rows <= n_group and 2 * n_group < size
         if by_pixels:
-            agree_group = float(np.mean(label_agreement[group])) if n_group else float("nan")
+            agree_group = float(np.mean(label_agreement[group])) if n_group else None
             agree_rest = float(np.mean(label_agreement[rows & ~group]))
-            like_own_class = agree_group > agree_rest
+            like_own_class = agree_group is not None and agree_group > agree_rest
         else:
             like_own_class = backed < n_group
         turned = majority and minority and like_own_class and not misfit
@@ -255,7 +269,12 @@ def orient_by_size(
         if by_pixels:
             entry["label_agreement_flagged"] = agree_group
             entry["label_agreement_rest"] = agree_rest
-        if n_flagged < min_rows and splits:
+        judge_splits = suspect_by_size
+        if n_flagged < min_rows and splits and not suspect_by_size and label_agreement is not None:
+            excess = pixel_excess(label_agreement, rows, reference, z_threshold, min_rows)
+            entry["pixel_excess"] = excess
+            judge_splits = bool(excess and excess["suspect"])
+        if n_flagged < min_rows and splits and judge_splits:
             # A side far larger than the rows the class gained cannot be the poison.
             max_side = SIDE_OF_EXCESS_MAX * (size - like_others)
             if by_pixels:
@@ -283,6 +302,42 @@ def orient_by_size(
         "n_dropped": int((flagged & ~out).sum()),
     }
     return SizeOrientation(flagged=out, info=info)
+
+
+def pixel_excess(
+    label_agreement: np.ndarray,
+    rows: np.ndarray,
+    reference: np.ndarray | None,
+    z_threshold: float,
+    min_rows: int,
+) -> dict[str, Any] | None:
+    """How much more often the rows of a class disagree with their label than the
+    ``reference`` rows (other classes) do, by their nearest images.
+
+    Disagreeing means an agreement at or below the reference's 10th percentile. The
+    class is ``suspect`` when its share of such rows exceeds the reference's by
+    ``z_threshold`` binomial standard errors and by ``min_rows`` rows. A naturally large
+    clean class agrees with its label more often than the others (more neighbours of its
+    own), so only a class filled with images of other classes passes. None with fewer
+    than ``REFERENCE_MIN_ROWS`` reference rows.
+    """
+    if reference is None or int(reference.sum()) < REFERENCE_MIN_ROWS:
+        return None
+    ref = label_agreement[reference]
+    cut = float(np.quantile(ref, DISAGREE_QUANTILE))
+    p0 = float(np.mean(ref <= cut))
+    n = int(rows.sum())
+    p = float(np.mean(label_agreement[rows] <= cut))
+    z = (p - p0) / np.sqrt(p0 * (1.0 - p0) / n) if 0.0 < p0 < 1.0 else 0.0
+    excess = (p - p0) * n
+    return {
+        "cut": cut,
+        "reference_share": p0,
+        "class_share": p,
+        "z": float(z),
+        "excess_rows": float(excess),
+        "suspect": bool(z >= z_threshold and excess >= min_rows),
+    }
 
 
 def _misfit(row_loss: np.ndarray | None, group: np.ndarray, rest: np.ndarray) -> bool:

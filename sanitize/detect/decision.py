@@ -234,9 +234,8 @@ def decide(
                 nm: results[nm].candidate
                 for nm in names
                 if nm not in oriented and results[nm].candidate is not None
-            }
-            if suspect_by_size
-            else None,
+            },
+            suspect_by_size=bool(suspect_by_size),
             agree=config.consensus_agree,
             expected=expected_shares,
             row_loss=row_loss,
@@ -396,6 +395,11 @@ def _oriented_side(results: dict[str, DetectorResult], oriented: list[str]) -> n
     return np.any(side, axis=0)
 
 
+# Rows of the other classes whose label agreement is the reference of a suspect class's:
+# enough for its 10th percentile to be known within a point or two.
+REFERENCE_ROWS = 2000
+
+
 def size_rule_agreement(
     images: np.ndarray,
     labels: np.ndarray,
@@ -406,13 +410,20 @@ def size_rule_agreement(
     seed: int = 0,
 ) -> np.ndarray | None:
     """The ``label_agreement`` argument of :func:`decide`: computed on the rows of the
-    classes the size rules will judge, None when there are none (or the rules are off)."""
+    classes the size rules will judge and on a seeded sample of the other classes' rows
+    (their reference), None when there are none (or the rules are off)."""
     if not config.size_orient:
         return None
     suspects = size_suspects(labels, config.size_z, expected_shares, config.size_gain)
     if not suspects:
         return None
-    return label_agreement(images, labels, list(suspects), seed=seed, image_rows=image_rows)
+    others = np.flatnonzero(~np.isin(labels, list(suspects)))
+    if others.size > REFERENCE_ROWS:
+        rng = np.random.default_rng(seed)
+        others = rng.choice(others, size=REFERENCE_ROWS, replace=False)
+    return label_agreement(
+        images, labels, list(suspects), seed=seed, image_rows=image_rows, also=others
+    )
 
 
 def _singled_out(

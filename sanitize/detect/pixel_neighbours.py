@@ -49,6 +49,7 @@ def label_agreement(
     max_pool: int = 50_000,
     seed: int = 0,
     image_rows: np.ndarray | None = None,
+    also: np.ndarray | None = None,
 ) -> np.ndarray:
     """Per row of ``classes``: the share of its ``k`` nearest images that carry its label.
 
@@ -71,15 +72,19 @@ def label_agreement(
     image_rows : ndarray of shape (n_rows,), optional
         The row of ``images`` each label belongs to (the usable rows of a larger set);
         by default row ``i`` is image ``i``.
+    also : ndarray of int, optional
+        Further rows to score (a sample of other classes, as a reference).
 
     Returns
     -------
     ndarray of shape (n_rows,), float
-        In [0, 1] for the rows of ``classes``, NaN elsewhere.
+        In [0, 1] for the rows of ``classes`` and ``also``, NaN elsewhere.
     """
     labels = np.asarray(labels)
     out = np.full(labels.shape[0], np.nan)
     scored = np.flatnonzero(np.isin(labels, np.asarray(classes)))
+    if also is not None:
+        scored = np.union1d(scored, np.asarray(also, dtype=np.int64))
     if scored.size == 0:
         return out
     # Neighbours come from a uniform sample of the set, so that every class keeps its share.
