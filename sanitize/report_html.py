@@ -443,6 +443,12 @@ def _size_notes(report: dict) -> list[str]:
             acts.append("its flags were turned over to the rest of the class")
         if entry.get("not_backed_misfit"):
             acts.append("its flags, rows the bootstrap model cannot fit, stayed")
+        pixels = entry.get("pixel_excess") or {}
+        if pixels.get("suspect"):
+            acts.append(
+                f"{_pct(pixels['class_share'])} of its rows disagree with their label by their "
+                f"nearest images (other classes: {_pct(pixels['reference_share'])})"
+            )
         if entry.get("flagged_by_splits"):
             acts.append(f"{entry['flagged_by_splits']:,} rows were flagged by its splits")
         if entry.get("removal_cap") is not None:

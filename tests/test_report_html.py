@@ -379,5 +379,8 @@ def test_size_notes_say_what_the_size_rules_did():
         "Class cat: 987 rows where 441 were expected from its share of the expected class "
         "distribution; 405 rows were flagged by its splits; at most 590 rows removed."
     )
+    entry = report["decision"]["size_orient"]["inflated"]["3"]
+    entry["pixel_excess"] = {"suspect": True, "class_share": 0.63, "reference_share": 0.11}
+    assert "63.0% of its rows disagree with their label" in _size_notes(report)[0]
     report["decision"]["size_orient"]["inflated"] = {}
     assert _size_notes(report) == [] and _size_notes({}) == []
