@@ -338,6 +338,30 @@ SUITES: dict[str, tuple[Case, ...]] = {
         Case("gtsrb-wanet-15pct", "gtsrb", "wanet", target=38, rate=0.15),
         Case("cifar10-wanet-8pct", "cifar10", "wanet", target=0, rate=0.08),
     ),
+    # Written down in session 7 after the pixel test for large classes, before its run, on
+    # the default config: high rates on MNIST, GTSRB and CIFAR-10 with other triggers.
+    "heldout7d": (
+        Case("mnist-badnets-12pct", "mnist", "badnets", target=1, rate=0.12),
+        Case("mnist-lowfreq-15pct", "mnist", "lowfreq", target=3, rate=0.15),
+        Case("gtsrb-badnets-15pct", "gtsrb", "badnets", target=1, rate=0.15),
+        Case(
+            "gtsrb-blend-noise-12pct",
+            "gtsrb",
+            "blend",
+            (("pattern", "noise"), ("alpha", 0.15)),
+            target=10,
+            rate=0.12,
+        ),
+        Case(
+            "cifar10-blend-noise-15pct",
+            "cifar10",
+            "blend",
+            (("pattern", "noise"), ("alpha", 0.15)),
+            target=2,
+            rate=0.15,
+        ),
+        Case("cifar10-lowfreq-15pct", "cifar10", "lowfreq", target=7, rate=0.15),
+    ),
 }
 
 
