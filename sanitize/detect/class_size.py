@@ -275,15 +275,14 @@ def orient_by_size(
             entry["pixel_excess"] = excess
             judge_splits = bool(excess and excess["suspect"])
         if n_flagged < min_rows and splits and judge_splits:
+            evidence = _side_evidence(
+                rows, oriented, label_agreement if by_pixels else None, min_rows
+            )
             # A side far larger than the rows the class gained cannot be the poison.
             max_side = SIDE_OF_EXCESS_MAX * (size - like_others)
-            if by_pixels:
-                evidence = 1.0 - np.nan_to_num(label_agreement, nan=1.0)
-            else:
-                evidence = (oriented & rows).astype(np.float64)
-            # Without enough oriented rows in the class, nothing says which side is which.
-            usable = by_pixels or int((oriented & rows).sum()) >= min_rows
-            sides = _poison_sides(rows, evidence, splits, min_rows, max_side) if usable else {}
+            sides = {}
+            if evidence is not None:
+                sides = _poison_sides(rows, evidence, splits, min_rows, max_side)
             entry["split_sides"] = {name: int(side.sum()) for name, side in sides.items()}
             if len(sides) >= agree:
                 chosen = np.sum(list(sides.values()), axis=0) >= agree
@@ -363,6 +362,23 @@ def cap_to_excess(
         order = members[np.lexsort((members, -poison_score[members].astype(np.float64)))]
         out[order[cap:]] = False
     return out
+
+
+def _side_evidence(
+    rows: np.ndarray,
+    oriented: np.ndarray,
+    label_agreement: np.ndarray | None,
+    min_rows: int,
+) -> np.ndarray | None:
+    """Per row, the evidence of poison that orients a split of the class ``rows``: how
+    little its nearest images share its label when ``label_agreement`` is given, else
+    whether the oriented detectors put it on their side; None when the class holds fewer
+    than ``min_rows`` such rows (nothing says which side is which)."""
+    if label_agreement is not None:
+        return 1.0 - np.nan_to_num(label_agreement, nan=1.0)
+    if int((oriented & rows).sum()) < min_rows:
+        return None
+    return (oriented & rows).astype(np.float64)
 
 
 def _poison_sides(

@@ -89,8 +89,9 @@ def decide(
     others' size, where the flags are a minority, has them replaced by the rest of the
     class (:func:`sanitize.detect.class_size.orient_by_size`; reason ``class_size``, the
     class's scores turned over); with ``config.size_suspect`` (by default: when
-    ``expected_shares`` is given) such a class without flags is flagged by its detectors'
-    splits. Sizes are measured against ``expected_shares`` when given. Flags that
+    ``expected_shares`` is given, or when ``label_agreement`` says the class holds far more
+    images of other classes than the others do) such a class without flags is flagged by
+    its detectors' splits. Sizes are measured against ``expected_shares`` when given. Flags that
     ``row_loss`` says the bootstrap model cannot fit are not turned over, and a class the
     size rules acted on keeps at most the rows it gained flagged (its ``removal_cap``,
     applied after the refinement, highest scores first). With ``labels``,
@@ -138,9 +139,10 @@ def decide(
         :func:`sanitize.detect.class_size.orient_by_size`).
     label_agreement : ndarray of shape (n_rows,), optional
         Share of each row's nearest images that carry its label, in the classes the size
-        rules judge (:func:`sanitize.detect.pixel_neighbours.label_agreement`); it orients
+        rules judge and a sample of the others (:func:`size_rule_agreement`); it orients
         the classes the oriented detectors do not single out (their class evidence under
-        ``config.consensus_inflated_z``).
+        ``config.consensus_inflated_z``), and tells which large classes without flags hold
+        images of other classes.
 
     Returns
     -------
