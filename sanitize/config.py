@@ -172,8 +172,9 @@ class DecisionConfig:
         (0.638 against 0.652 unweighted) while the poisons it must down-weight, the
         ones detection missed, sit in the classes it found (SIG, filter, blend).
     weight_min_flagged : int, default=10
-        Removed rows that make a class one the decision judged poisoned. Rule: as
-        ``refine_min_rows``; fewer is a handful of outliers, not a poisoned group.
+        Removed rows that make a class one the decision judged poisoned (weighted, and
+        named in the report's verdict). Rule: as ``refine_min_rows``; fewer is a handful
+        of outliers, not a poisoned group.
     weight_min_agreement : float, default=0.75
         In such a class the weights act only when they rank its removed rows below its
         kept ones, with an AUROC at least this (``info["weight_agreement"]``): the

@@ -89,20 +89,31 @@ def build_report(
         for lbl, row, f in zip(labels, reasons, flagged, strict=True)
         if f and any(r not in _QUARANTINE_REASONS for r in row)
     )
-    # Most removed rows first: a class that lost a few outliers reads as such.
-    suspect = sorted(detected, key=lambda k: (-detected[k], k))
+    # A class is a suspected target when it lost a group, as many rows as make the decision
+    # weigh it as poisoned; fewer are a handful of outliers. Most removed rows first.
+    bar = config.decision.weight_min_flagged
+    suspect = sorted((k for k in detected if detected[k] >= bar), key=lambda k: (-detected[k], k))
+    outliers = sum(n for k, n in detected.items() if n < bar)
+    if suspect:
+        text = "poisoning suspected in class(es) " + ", ".join(
+            f"{per_class[k]['name']} ({detected[k]:,} removed)" for k in suspect
+        )
+        if outliers:
+            text += f"; {outliers:,} outlier row(s) removed elsewhere"
+    elif outliers:
+        text = (
+            f"no poisoning found: {outliers:,} outlier row(s) removed, no class lost {bar} or more"
+        )
+    else:
+        text = "no poisoning found: no detector flagged a row"
     verdict = {
         "poison_suspected": bool(suspect),
         "suspect_classes": [
             {"label": key, "name": per_class[key]["name"], "removed": detected[key]}
             for key in suspect
         ],
-        "text": (
-            "no poisoning found: no detector flagged a row"
-            if not suspect
-            else "poisoning suspected in class(es) "
-            + ", ".join(f"{per_class[k]['name']} ({detected[k]:,} removed)" for k in suspect)
-        ),
+        "outliers_removed": outliers,
+        "text": text,
     }
 
     per_detector = {

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import pyarrow as pa
 
-from sanitize.config import SanitizeConfig
+from sanitize.config import DecisionConfig, SanitizeConfig
 from sanitize.data.schema import FLAGGED, LABEL, REASONS
 from sanitize.report import build_report
 
 
-def _report(labels, flagged, reasons):
+def _report(labels, flagged, reasons, config=None):
     table = pa.table(
         {
             LABEL: pa.array(labels, type=pa.int64()),
@@ -19,7 +19,7 @@ def _report(labels, flagged, reasons):
     )
     return build_report(
         source="mem://x",
-        config=SanitizeConfig(),
+        config=config or SanitizeConfig(),
         decision=table,
         detector_info={"spectral": {}, "spectre": {}},
         decision_info={},
@@ -37,7 +37,8 @@ def test_verdict_counts_every_detection_reason_and_names_the_biggest_class_first
         + [[], []]
     )
     flagged = [bool(r) for r in reasons]
-    verdict = _report(labels, flagged, reasons)["verdict"]
+    one_row_groups = SanitizeConfig(decision=DecisionConfig(weight_min_flagged=1))
+    verdict = _report(labels, flagged, reasons, one_row_groups)["verdict"]
     assert verdict["poison_suspected"]
     assert [c["label"] for c in verdict["suspect_classes"]] == ["1", "0"]
     assert [c["removed"] for c in verdict["suspect_classes"]] == [3, 1]
@@ -49,3 +50,23 @@ def test_quarantine_alone_is_not_poisoning():
     verdict = _report([0, 1, 2, 3], [True, True, False, False], reasons)["verdict"]
     assert not verdict["poison_suspected"] and verdict["suspect_classes"] == []
     assert verdict["text"].startswith("no poisoning found")
+
+
+def test_a_class_is_a_suspect_only_when_it_lost_a_group():
+    # Class 0 lost 12 rows (a group), class 1 two outliers; with only the outliers, the set
+    # reads as clean (a clean GTSRB subset lost 7 rows of one class to activation clustering).
+    labels = [0] * 20 + [1] * 20
+    reasons = [["spectral"]] * 12 + [[]] * 8 + [["spectre"]] * 2 + [[]] * 18
+    flagged = [bool(r) for r in reasons]
+    verdict = _report(labels, flagged, reasons)["verdict"]
+    assert [c["label"] for c in verdict["suspect_classes"]] == ["0"]
+    assert verdict["outliers_removed"] == 2
+    assert verdict["text"] == (
+        "poisoning suspected in class(es) zero (12 removed); 2 outlier row(s) removed elsewhere"
+    )
+    only_outliers = [[]] * 20 + reasons[20:]
+    verdict = _report(labels, [bool(r) for r in only_outliers], only_outliers)["verdict"]
+    assert not verdict["poison_suspected"] and verdict["suspect_classes"] == []
+    assert verdict["text"] == (
+        "no poisoning found: 2 outlier row(s) removed, no class lost 10 or more"
+    )
