@@ -214,10 +214,7 @@ def decide(
     if labels is not None and config.orient and oriented:
         shortcut = np.any([results[nm].flagged for nm in oriented], axis=0)
         orientation = orient_by_shortcut(flagged, shortcut, np.asarray(labels))
-        dropped = orientation.dropped
-        poison_score[dropped] = np.minimum(poison_score[dropped], _BELOW_HALF)
-        for i in np.flatnonzero(dropped):
-            reasons[i] = []
+        _unflag(orientation.dropped, poison_score, reasons)
         flagged = orientation.flagged
         orient_info = orientation.info | {"by": oriented}
 
@@ -273,25 +270,18 @@ def decide(
             seed=seed,
         )
         added = refined.flagged & ~flagged
-        dropped = flagged & ~refined.flagged
         p = refined.probability
         poison_score[added] = (0.5 + 0.5 * p[added]).astype(np.float32)
-        poison_score[dropped] = np.minimum(poison_score[dropped], _BELOW_HALF)
         for i in np.flatnonzero(added):
             reasons[i] = ["refine"]
-        for i in np.flatnonzero(dropped):
-            reasons[i] = []
+        _unflag(flagged & ~refined.flagged, poison_score, reasons)
         flagged = refined.flagged
         refine_info = refined.info
 
     if size_info is not None:
         capped_by_size = cap_to_excess(flagged, poison_score, np.asarray(labels), size_info)
-        dropped = flagged & ~capped_by_size
-        poison_score[dropped] = np.minimum(poison_score[dropped], _BELOW_HALF)
-        for i in np.flatnonzero(dropped):
-            reasons[i] = []
+        size_info["n_capped"] = _unflag(flagged & ~capped_by_size, poison_score, reasons)
         flagged = capped_by_size
-        size_info["n_capped"] = int(dropped.sum())
 
     n_before = int(flagged.sum())
     limit = int(np.floor(config.max_removal_fraction * n_rows))
@@ -426,6 +416,15 @@ def size_rule_agreement(
     return label_agreement(
         images, labels, list(suspects), seed=seed, image_rows=image_rows, also=others
     )
+
+
+def _unflag(dropped: np.ndarray, poison_score: np.ndarray, reasons: list[list[str]]) -> int:
+    """Lower the ``dropped`` rows' scores to just below 0.5 and clear their reasons, in
+    place, so that ``poison_score >= 0.5`` stays exactly the flags; returns their count."""
+    poison_score[dropped] = np.minimum(poison_score[dropped], _BELOW_HALF)
+    for i in np.flatnonzero(dropped):
+        reasons[i] = []
+    return int(dropped.sum())
 
 
 def _singled_out(
