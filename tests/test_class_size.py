@@ -12,9 +12,11 @@ from sanitize.config import DecisionConfig
 from sanitize.detect import DetectorResult, decide
 from sanitize.detect.class_size import (
     class_size_z,
+    dominant_class,
     expected_shares,
     inflated_classes,
     orient_by_size,
+    size_suspects,
 )
 from sanitize.errors import ConfigError
 
@@ -375,3 +377,29 @@ def test_without_a_distribution_pixels_say_whether_a_large_class_gained_other_im
     assert not clean.flagged.any()
     for out in (found, clean):  # report.json stays strict JSON: no NaN
         json.dumps(out.info, allow_nan=False)
+
+
+def test_a_class_twice_the_largest_other_is_judged_in_an_imbalanced_set():
+    # GTSRB-like sizes spread over a factor 10: the target is no robust outlier, but it
+    # outgrows every other class by more than twice.
+    rng = np.random.default_rng(15)
+    sizes = np.round(np.exp(rng.uniform(np.log(30), np.log(300), 40))).astype(int)
+    sizes[7] = 900
+    labels = np.repeat(np.arange(40), sizes)
+    assert 7 not in inflated_classes(labels, 3.5) and 7 not in size_suspects(labels, 3.5)
+    assert list(dominant_class(labels)) == [7]
+    sizes[7] = 500  # less than twice the largest other class
+    assert dominant_class(np.repeat(np.arange(40), sizes)) == {}
+    # Judged by its pixels only: its flags, images of its own class, turn over when the
+    # rest of the class looks foreign (agrees with its label less than the others do).
+    labels = np.repeat(np.arange(40), np.where(np.arange(40) == 7, 900, sizes))
+    rows = labels == 7
+    flags = rows & (np.cumsum(rows) <= 250)
+    agreement = np.where(flags, 0.6, np.where(rows, 0.2, 0.3))
+    kwargs = dict(z_threshold=3.5, min_rows=10, oriented_classes=set())
+    out = orient_by_size(flags, labels, label_agreement=agreement, **kwargs)
+    assert out.info["inflated"]["7"]["turned_over"] and np.array_equal(out.flagged, rows & ~flags)
+    own_rest = np.where(flags, 0.6, np.where(rows, 0.5, 0.3))  # a clean dominant class
+    kept = orient_by_size(flags, labels, label_agreement=own_rest, **kwargs)
+    assert np.array_equal(kept.flagged, flags)
+    assert np.array_equal(orient_by_size(flags, labels, **kwargs).flagged, flags)  # no pixels

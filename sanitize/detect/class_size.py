@@ -142,6 +142,29 @@ def size_suspects(
     return dict(sorted(suspects.items()))
 
 
+def dominant_class(
+    labels: np.ndarray, expected: np.ndarray | None = None
+) -> dict[int, tuple[int, float, float]]:
+    """The entry of :func:`class_size_z` of a class more than twice as large (by its ratio
+    to ``expected`` when given) as every other class, and more than twice the rows it
+    would have; empty when there is none. In a naturally imbalanced set (GTSRB: sizes over
+    a factor 10) a dirty-label target is no robust outlier, but it outgrows the largest
+    class: 843 rows against the next largest's 258 (blended noise at 12%)."""
+    entries = class_size_z(labels, expected)
+    if len(entries) < 3:
+        return {}
+    classes, sizes = np.unique(np.asarray(labels), return_counts=True)
+    scale = np.ones(classes.size)
+    if expected is not None:
+        scale = np.asarray(expected, dtype=np.float64)[classes]
+    ratio = sizes / scale
+    top, second = np.argsort(ratio)[::-1][:2]
+    c = int(classes[top])
+    if ratio[top] > 2 * ratio[second] and entries[c][0] > 2 * entries[c][1]:
+        return {c: entries[c]}
+    return {}
+
+
 def orient_by_size(
     flagged: np.ndarray,
     labels: np.ndarray,
@@ -226,7 +249,10 @@ def orient_by_size(
     suspects = size_suspects(labels, z_threshold, expected, min_gain)
     reference = None
     if label_agreement is not None:
+        # A dominant class is judged only by its pixels: its size alone proves nothing.
+        suspects = dict(sorted((dominant_class(labels, expected) | suspects).items()))
         reference = ~np.isnan(label_agreement) & ~np.isin(labels, list(suspects))
+    by_size = size_suspects(labels, z_threshold, expected, min_gain)
     for c, (size, like_others, z) in suspects.items():
         rows = labels == c
         majority = size > 2 * like_others  # the poison would be most of the class
@@ -249,6 +275,10 @@ def orient_by_size(
             agree_group = float(np.mean(label_agreement[group])) if n_group else None
             agree_rest = float(np.mean(label_agreement[rows & ~group]))
             like_own_class = agree_group is not None and agree_group > agree_rest
+            if c not in by_size:
+                # Only by its pixels: the rest must also look foreign, agreeing with its
+                # label less often than the other classes' rows do.
+                like_own_class &= agree_rest < float(np.mean(label_agreement[reference]))
         else:
             like_own_class = backed < n_group
         turned = majority and minority and like_own_class and not misfit
@@ -269,8 +299,8 @@ def orient_by_size(
         if by_pixels:
             entry["label_agreement_flagged"] = agree_group
             entry["label_agreement_rest"] = agree_rest
-        judge_splits = suspect_by_size
-        if n_flagged < min_rows and splits and not suspect_by_size and label_agreement is not None:
+        judge_splits = suspect_by_size and c in by_size
+        if n_flagged < min_rows and splits and not judge_splits and label_agreement is not None:
             excess = pixel_excess(label_agreement, rows, reference, z_threshold, min_rows)
             entry["pixel_excess"] = excess
             judge_splits = bool(excess and excess["suspect"])
@@ -345,7 +375,7 @@ def _misfit(row_loss: np.ndarray | None, group: np.ndarray, rest: np.ndarray) ->
     if row_loss is None or not group.any() or not rest.any():
         return False
     median = float(np.median(row_loss[group]))
-    return median > np.log(2.0) and median > float(np.median(row_loss[rest]))
+    return bool(median > np.log(2.0) and median > float(np.median(row_loss[rest])))
 
 
 def cap_to_excess(

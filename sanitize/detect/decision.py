@@ -12,6 +12,7 @@ from sanitize.config import DecisionConfig
 from sanitize.detect.base import DetectorResult, available_detectors, get_detector
 from sanitize.detect.class_size import (
     cap_to_excess,
+    dominant_class,
     inflated_classes,
     orient_by_size,
     size_suspects,
@@ -407,6 +408,7 @@ def size_rule_agreement(
     if not config.size_orient:
         return None
     suspects = size_suspects(labels, config.size_z, expected_shares, config.size_gain)
+    suspects |= dominant_class(labels, expected_shares)
     if not suspects:
         return None
     others = np.flatnonzero(~np.isin(labels, list(suspects)))
