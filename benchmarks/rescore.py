@@ -28,7 +28,8 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from sanitize.config import DecisionConfig, SanitizeConfig  # noqa: E402
+from sanitize.config import DataConfig, DecisionConfig, SanitizeConfig  # noqa: E402
+from sanitize.data.expected import read_expected_counts  # noqa: E402
 from sanitize.detect import DetectorContext, decide, get_detector  # noqa: E402
 from sanitize.detect.class_size import expected_shares  # noqa: E402
 from sanitize.detect.class_stats import ClassStatistics  # noqa: E402
@@ -67,16 +68,14 @@ def load_case(kept: Path) -> dict:
     }
 
 
-def expected_counts_from(datasets: Path, case_name: str) -> dict[str, int]:
-    """Label counts of the test split of the case's dataset (its name's first part), the
-    class distribution a user holding a validation split would pass; empty when the case
+def expected_counts_from(datasets: Path, case_name: str) -> dict[str, float]:
+    """Label counts of the test split of the case's dataset (its name's first part), read
+    as ``sanitize run --expected-classes`` reads a validation split; empty when the case
     has no such dataset."""
     split = datasets / case_name.split("-", 1)[0] / "test.parquet"
     if not split.exists():
         return {}
-    labels = pq.read_table(split, columns=["label"]).column("label").to_numpy()
-    values, counts = np.unique(labels, return_counts=True)
-    return {str(v): int(n) for v, n in zip(values, counts, strict=True)}
+    return read_expected_counts(split, DataConfig())
 
 
 def rescore(case: dict, detectors: Sequence[str], config: SanitizeConfig) -> dict:
