@@ -20,6 +20,7 @@ from sanitize.detect import (
     get_detector,
 )
 from sanitize.detect.cbd import confounder_loss
+from sanitize.detect.mixture import separated_group, small_sample_separation
 from sanitize.errors import ConfigError, InputError
 
 N_CLASSES = 10
@@ -127,6 +128,20 @@ def test_activation_clustering_skips_small_classes_and_too_few_classes(planted):
     two = y < 2
     result = ActivationClustering().score(x[two], y[two], CTX)
     assert not result.flagged.any() and "nothing flagged" in result.info["note"]
+
+
+def test_activation_clustering_leaves_a_cluster_of_a_few_rows():
+    """A split-off handful is an outlier set, not a poisoned group: below
+    ``min_cluster_size`` rows the cluster is neither flagged nor a candidate."""
+    x, y, poison = make_features(0, n_plant=8)
+    small = ActivationClustering(min_cluster_size=5).score(x, y, CTX)
+    assert small.info["classes_flagged"] == [PLANT_CLASS]
+    assert small.flagged[poison].all()
+    default = ActivationClustering().score(x, y, CTX)
+    check_result(default, len(y))
+    assert not default.flagged.any() and not default.candidate[y == PLANT_CLASS].any()
+    with pytest.raises(ConfigError, match="min_cluster_size"):
+        ActivationClustering(min_cluster_size=0).score(x, y, CTX)
 
 
 # --- spectral signatures -----------------------------------------------------------------
@@ -343,6 +358,48 @@ def test_result_contract_is_enforced():
         DetectorResult(score=np.array([0.7, 0.2]), flagged=np.array([False, False]))
     with pytest.raises(ValueError, match="weight"):
         DetectorResult(score=np.array([0.1]), flagged=np.array([False]), weight=np.array([0.0]))
+
+
+# --- the mixture test shared by the 1-D detectors ----------------------------------------
+
+
+def _group(values: np.ndarray, threshold: float = 3.0):
+    return separated_group(
+        (values - values.mean()) / values.std(),
+        separation_threshold=threshold,
+        z_threshold=6.0,
+        min_group_size=1,
+        max_fit_rows=20000,
+        rng=np.random.default_rng(0),
+        seed=0,
+        side="low",
+        max_group_weight=0.75,
+    )
+
+
+def test_small_sample_separation_falls_to_its_floor():
+    bars = [small_sample_separation(n) for n in (25, 50, 100, 1000, 100000)]
+    assert bars == sorted(bars, reverse=True)
+    assert bars[0] > 6.0 and bars[2] > 3.0 and bars[3] < 2.0
+    assert bars[-1] == pytest.approx(1.8, abs=0.01)
+
+
+def test_mixture_test_finds_no_group_in_small_unimodal_classes():
+    """A fixed bar of 3 finds a group in about one Gaussian class of 40 rows in ten; the
+    bar for the class's size finds one in at most about one in a thousand."""
+    rng = np.random.default_rng(1)
+    tests = [_group(rng.normal(size=40)) for _ in range(300)]
+    assert np.mean([t.separation >= 3.0 for t in tests]) >= 0.05
+    assert sum(t.group for t in tests) <= 1
+    assert tests[0].details["separation_bar"] == pytest.approx(small_sample_separation(40))
+
+
+def test_mixture_test_still_finds_a_clear_group_in_a_small_class():
+    rng = np.random.default_rng(2)
+    values = np.concatenate([rng.normal(-12.0, 1.0, 12), rng.normal(0.0, 1.0, 18)])
+    test = _group(values)
+    assert test.group and test.separation > small_sample_separation(30)
+    assert (test.strength >= 1.0).sum() == 12
 
 
 def make_history(seed: int = 0, per_class: int = 300, epochs: int = 6, n_fast: int = 30):

@@ -31,7 +31,9 @@ class EarlyLoss(Detector):
     separation_threshold : float, default=3.0
         Mixture separation a class needs to have a group. Rule: a two-component fit to one
         unimodal shape gives 1.2-2.2 (measured on clean classes and on skewed synthetic
-        shapes); two equal-variance components at 3 overlap by a Bayes error of 6.7%.
+        shapes); two equal-variance components at 3 overlap by a Bayes error of 6.7%. A
+        class of fewer than about 110 rows is held to the higher bar of its size
+        (:func:`sanitize.detect.mixture.small_sample_separation`).
     z_threshold : float, default=6.0
         Robust z toward low loss at which a single row is flagged (also the far edge of a
         group). Rule: 6 robust standard deviations is beyond any clean tail seen here.

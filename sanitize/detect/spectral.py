@@ -44,7 +44,9 @@ class SpectralSignature(Detector):
         20,000 rows), and clean CIFAR-10 classes of bootstrap features up to 2.2; but
         classes with two natural modes (digits "1" and "9" of the sample data) reach 3.1-3.4,
         as high as poisoned target classes (2.8-4.4 measured). At 4 two equal-variance
-        components overlap by a Bayes error of Phi(-2) = 2.3%.
+        components overlap by a Bayes error of Phi(-2) = 2.3%. A class of fewer than about
+        60 rows is held to the higher bar of its size
+        (:func:`sanitize.detect.mixture.small_sample_separation`).
     z_threshold : float, default=6.0
         Robust z (median / MAD of ``p`` within the class) at which a single row is flagged
         as an outlier. Rule: a Gaussian exceeds 6 robust standard deviations with

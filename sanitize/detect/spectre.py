@@ -52,7 +52,7 @@ class Spectre(Detector):
         QUE exponent. Rule: the paper's default (Sec. 4.3).
     separation_threshold : float, default=4.0
         Mixture separation of ``log tau`` a class needs to have a group. Rule: as the
-        spectral detector.
+        spectral detector (small classes too).
     z_threshold : float, default=6.0
         Robust z at which a single row is flagged without a group.
     min_group_size : int, default=10
