@@ -362,6 +362,92 @@ SUITES: dict[str, tuple[Case, ...]] = {
         ),
         Case("cifar10-lowfreq-15pct", "cifar10", "lowfreq", target=7, rate=0.15),
     ),
+    # Written down in session 8 before its run, run once on the default config: triggers,
+    # targets and rates inside the 1-10% not used before (backdoor-toolbox's
+    # four-patch trigger, an airplane image and a faint kitty blended, a white watermark, the tint and
+    # contrast filters, a larger patch in another corner, a random-image blend).
+    "heldout8": (
+        Case(
+            "cifar10-patch4-4pct",
+            "cifar10",
+            "badnets",
+            (("trigger_path", f"{TOOLBOX}/badnet_patch4_32.png"),),
+            target=8,
+            rate=0.04,
+        ),
+        Case(
+            "cifar10-blend-kitty-a10-8pct",
+            "cifar10",
+            "blend",
+            (("trigger_path", f"{TOOLBOX}/hellokitty_32.png"), ("alpha", 0.1)),
+            target=5,
+            rate=0.08,
+        ),
+        Case(
+            "cifar10-trojan-white-2pct",
+            "cifar10",
+            "trojan",
+            (("trigger_path", f"{TOOLBOX}/watermark_white_32.png"),),
+            target=1,
+            rate=0.02,
+        ),
+        Case(
+            "cifar10-filter-tint-7pct",
+            "cifar10",
+            "filter",
+            (("kind", "tint"),),
+            target=9,
+            rate=0.07,
+        ),
+        Case(
+            "cifar10-badnets-tl5-6pct",
+            "cifar10",
+            "badnets",
+            (("size", 5), ("position", "top_left")),
+            target=2,
+            rate=0.06,
+        ),
+        Case(
+            "cifar10-blend-random-4pct",
+            "cifar10",
+            "blend",
+            (("trigger_path", f"{TOOLBOX}/random_32.png"), ("alpha", 0.15)),
+            target=6,
+            rate=0.04,
+        ),
+        Case(
+            "cifar10-blend-airplane-2pct",
+            "cifar10",
+            "blend",
+            (("trigger_path", f"{TOOLBOX}/airplane4.png"), ("alpha", 0.2)),
+            target=4,
+            rate=0.02,
+        ),
+        Case(
+            "mnist-blend-kitty-3pct",
+            "mnist",
+            "blend",
+            (("trigger_path", f"{TOOLBOX}/hellokitty_32.png"), ("alpha", 0.2)),
+            target=6,
+            rate=0.03,
+        ),
+        Case(
+            "mnist-filter-contrast-6pct",
+            "mnist",
+            "filter",
+            (("kind", "contrast"),),
+            target=2,
+            rate=0.06,
+        ),
+        Case(
+            "gtsrb-blend-kitty-5pct",
+            "gtsrb",
+            "blend",
+            (("trigger_path", f"{TOOLBOX}/hellokitty_32.png"), ("alpha", 0.2)),
+            target=5,
+            rate=0.05,
+        ),
+    ),
 }
 
 
