@@ -364,8 +364,9 @@ SUITES: dict[str, tuple[Case, ...]] = {
     ),
     # Written down in session 8 before its run, run once on the default config: triggers,
     # targets and rates inside the 1-10% not used before (backdoor-toolbox's
-    # four-patch trigger, an airplane image and a faint kitty blended, a white watermark, the tint and
-    # contrast filters, a larger patch in another corner, a random-image blend).
+    # four-patch trigger, an airplane image and a faint kitty blended, a white watermark,
+    # the tint and contrast filters, a larger patch in another corner, a random image
+    # blended).
     "heldout8": (
         Case(
             "cifar10-patch4-4pct",

@@ -9,6 +9,10 @@ seconds instead of retraining the bootstrap model. The ground truth is read here
 scoring, never by the detectors.
 
     python benchmarks/rescore.py /tmp/bench-work/kept-*  [--detectors a b ...]
+
+With ``--art``, IBM ART's ``ActivationDefence`` and ``SpectralSignatureDefense`` run on each
+case's kept bootstrap model and rows as ``benchmarks/detection.py --art`` runs them, and
+print in the same table (no AUROC: ART returns flags).
 """
 
 from __future__ import annotations
@@ -136,6 +140,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--only-decision", action="store_true", help="print decision rows only")
     parser.add_argument(
+        "--art", action="store_true", help="also run IBM ART's two defences on the kept model"
+    )
+    parser.add_argument(
+        "--art-lib",
+        type=Path,
+        default=None,
+        help="folder ART was pip-installed into with --target (default: detection.py's)",
+    )
+    parser.add_argument(
         "--expected-from",
         type=Path,
         metavar="DATASETS",
@@ -148,6 +161,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         fields = {k: json.loads(v) for k, v in (item.split("=", 1) for item in args.decision)}
         config = config.replace(decision=DecisionConfig(**fields))
     detectors = args.detectors or list(config.detectors)
+    art_settings = None
+    if args.art:
+        from detection import DEFAULT_ART_LIB, Settings, import_art
+
+        art_settings = Settings(art=True, art_lib=args.art_lib or DEFAULT_ART_LIB, device="cpu")
+        import_art(art_settings.art_lib)  # fail now, not after the first case
     print(f"{'case':<30} {'detector':<22} {'TPR':>6} {'FPR':>6} {'AUROC':>6} {'rm':>5}")
     for kept in sorted(args.kept):
         if not (kept / "run" / ".work").exists():
@@ -168,6 +187,22 @@ def main(argv: Sequence[str] | None = None) -> int:
                 f"{case['name']:<30} {name:<22} {m['tpr']:6.3f} {m['fpr']:6.3f} "
                 f"{m['auroc']:6.3f} {m['removed']:5d}"
             )
+        if art_settings is not None:
+            from detection import art_side_by_side
+
+            truth = case["truth"]
+            art = art_side_by_side(
+                kept / "run",
+                read_truth(next(kept.glob("*.truth.csv"))),
+                float(truth.mean()),
+                art_settings,
+            )
+            for name, m in art.items():
+                print(
+                    f"{case['name']:<30} {name:<22} {m['tpr']:6.3f} {m['fpr']:6.3f} "
+                    f"{'-':>6} {m['removed']:5d}",
+                    flush=True,
+                )
     return 0
 
 
