@@ -12,7 +12,9 @@ scoring, never by the detectors.
 
 With ``--art``, IBM ART's ``ActivationDefence`` and ``SpectralSignatureDefense`` run on each
 case's kept bootstrap model and rows as ``benchmarks/detection.py --art`` runs them, and
-print in the same table (no AUROC: ART returns flags).
+print in the same table (no AUROC: ART returns flags), each followed by ours at its
+operating point (``ours@art_...``: the rows of highest poison score, as many as ART
+removed).
 """
 
 from __future__ import annotations
@@ -82,8 +84,11 @@ def expected_counts_from(datasets: Path, case_name: str) -> dict[str, float]:
     return read_expected_counts(split, DataConfig())
 
 
-def rescore(case: dict, detectors: Sequence[str], config: SanitizeConfig) -> dict:
-    """Detectors and decision as the pipeline runs them: class statistics computed once."""
+def rescore(
+    case: dict, detectors: Sequence[str], config: SanitizeConfig
+) -> tuple[dict, np.ndarray]:
+    """Detectors and decision as the pipeline runs them: class statistics computed once.
+    Returns the metrics by detector (and "decision") and the decision's poison scores."""
     stats = ClassStatistics.compute(case["features"], case["labels"], case["context"].n_classes)
     context = dataclasses.replace(case["context"], class_stats=stats)
     results, seconds = {}, {}
@@ -124,7 +129,15 @@ def rescore(case: dict, detectors: Sequence[str], config: SanitizeConfig) -> dic
         for name, r in results.items()
     }
     out["decision"] = detection_metrics(decision.flagged, decision.poison_score, truth)
-    return out
+    return out, decision.poison_score
+
+
+def top_rows_metrics(score: np.ndarray, truth: np.ndarray, removed: int) -> dict:
+    """TPR and FPR of removing the ``removed`` rows of highest ``score`` (ties by row)."""
+    order = np.lexsort((np.arange(score.size), -score.astype(np.float64)))
+    flagged = np.zeros(score.size, dtype=bool)
+    flagged[order[:removed]] = True
+    return detection_metrics(flagged, score, truth)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -180,7 +193,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                     config.decision, expected_class_counts=tuple(sorted(counts.items()))
                 )
             )
-        for name, m in rescore(case, detectors, case_config).items():
+        metrics, poison_score = rescore(case, detectors, case_config)
+        for name, m in metrics.items():
             if args.only_decision and name != "decision":
                 continue
             print(
@@ -198,11 +212,14 @@ def main(argv: Sequence[str] | None = None) -> int:
                 art_settings,
             )
             for name, m in art.items():
-                print(
-                    f"{case['name']:<30} {name:<22} {m['tpr']:6.3f} {m['fpr']:6.3f} "
-                    f"{'-':>6} {m['removed']:5d}",
-                    flush=True,
-                )
+                # Ours at ART's operating point: the same number of rows, by poison score.
+                same = top_rows_metrics(poison_score, truth, m["removed"])
+                for label, row, auroc in ((name, m, "-"), (f"ours@{name}", same, "-")):
+                    print(
+                        f"{case['name']:<30} {label:<22} {row['tpr']:6.3f} {row['fpr']:6.3f} "
+                        f"{auroc:>6} {row['removed']:5d}",
+                        flush=True,
+                    )
     return 0
 
 

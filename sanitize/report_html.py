@@ -428,7 +428,8 @@ def _classes_section(report: dict) -> str:
 
 
 def _size_notes(report: dict) -> list[str]:
-    """One line per class the decision found inflated, and what the size rules did."""
+    """One line per class the decision found inflated, and what the size rules did; one per
+    class whose flags the growth check withdrew."""
     size = (report.get("decision") or {}).get("size_orient") or {}
     names = {k: v.get("name", k) for k, v in report.get("per_class", {}).items()}
     against = (
@@ -458,6 +459,15 @@ def _size_notes(report: dict) -> list[str]:
             f"{entry['rows_like_others']:,.0f} were expected from {against}"
             + (f"; {'; '.join(acts)}." if acts else ".")
         )
+    growth = (report.get("decision") or {}).get("growth") or {}
+    for key, entry in (growth.get("checked") or {}).items():
+        if entry.get("withdrawn"):
+            notes.append(
+                f"Class {names.get(key, key)}: {entry['flagged']:,} flagged rows kept; the "
+                f"class holds {entry['rows']:,} rows where {entry['rows_like_others']:,.0f} "
+                "were expected, so it did not gain the rows a poisoned group of that size "
+                "would add (a natural mode of the class)."
+            )
     return notes
 
 

@@ -59,7 +59,7 @@ def test_only_the_target_class_is_inflated_and_majority_flags_stay(poisons):
     rng = np.random.default_rng(2)
     labels, poison = inflated_set(rng, poisons=poisons)  # target: 120 + 180 rows, others 100
     zs = class_size_z(labels)
-    inflated = [c for c, (n, med, z) in zs.items() if z >= 3.5 and n > 2 * med]
+    inflated = [c for c, (n, med, z, _) in zs.items() if z >= 3.5 and n > 2 * med]
     assert inflated == ([] if poisons == 0 else [3])
     # Flags that are the poisons themselves (most of the class) are never turned over.
     out = orient_by_size(poison, labels, z_threshold=3.5, min_rows=10)
@@ -71,7 +71,7 @@ def test_an_imbalanced_clean_set_has_no_inflated_class():
     sizes = np.round(np.exp(rng.uniform(np.log(50), np.log(800), 40))).astype(int)
     sizes[0] = 1600  # the largest class, twice the next largest bound
     labels = np.repeat(np.arange(40), sizes)
-    assert all(z < 3.5 for _, _, z in class_size_z(labels).values())
+    assert all(size.z < 3.5 for size in class_size_z(labels).values())
     flags = (labels == 0) & (np.arange(labels.size) % 3 == 0)
     assert np.array_equal(
         orient_by_size(flags, labels, z_threshold=3.5, min_rows=10).flagged, flags
@@ -230,7 +230,7 @@ def test_sizes_are_judged_against_the_expected_distribution():
     assert 5 not in inflated_classes(labels, 3.5)
     inflated = inflated_classes(labels, 3.5, shares)
     assert list(inflated) == [5]
-    rows, like_others, z = inflated[5]
+    rows, like_others, z, _ = inflated[5]
     assert rows == 350 and 80 < like_others < 120 and z > 3.5
     with pytest.raises(ValueError, match="> 0"):
         class_size_z(labels, np.zeros(40))

@@ -229,10 +229,16 @@ def test_consensus_config_is_validated():
 # --- refinement inside classes -------------------------------------------------------------
 
 
-def planted_coordinates(seed: int = 0, per_class: int = 400, n_poison: int = 120, k: int = 16):
-    """Class coordinates: Gaussian classes, and in class 2 a group offset along one axis."""
+def planted_coordinates(
+    seed: int = 0, per_class: int = 400, n_poison: int = 120, k: int = 16, grown: bool = False
+):
+    """Class coordinates: Gaussian classes, and in class 2 a group offset along one axis;
+    with ``grown``, added to the class (a dirty-label target holds its own rows plus the
+    poison), else among its rows."""
     rng = np.random.default_rng(seed)
-    labels = np.repeat(np.arange(5), per_class)
+    sizes = np.full(5, per_class)
+    sizes[2] += n_poison if grown else 0
+    labels = np.repeat(np.arange(5), sizes)
     coords = rng.normal(size=(labels.size, k))
     poison = np.zeros(labels.size, dtype=bool)
     poison[np.flatnonzero(labels == 2)[:n_poison]] = True
@@ -264,7 +270,7 @@ def test_refinement_leaves_classes_with_too_few_flags_alone():
 
 
 def test_decide_refines_with_coordinates_and_keeps_the_contract():
-    labels, coords, poison = planted_coordinates()
+    labels, coords, poison = planted_coordinates(grown=True)
     rng = np.random.default_rng(2)
     caught = poison & (rng.random(poison.size) < 0.6)
     score = np.where(caught, 0.8, rng.uniform(0.0, 0.4, poison.size))
@@ -335,22 +341,48 @@ def test_orientation_drops_the_other_side_of_a_shortcut_majority_class():
     assert all(decision.reasons[i] == [] for i in range(180, 200))
     info = decision.info["orient"]
     assert info["by"] == ["early_loss"] and info["n_dropped"] == 20
-    assert info["classes"] == {"1": {"rows": 100, "shortcut": 70, "dropped": 20}}
+    assert info["classes"] == {
+        "1": {"rows": 100, "shortcut": 70, "rule": "majority", "dropped": 20}
+    }
     json.dumps(decision.info)
 
     off = decide(results, labels.size, DecisionConfig(orient=False), labels=labels)
     assert np.array_equal(off.flagged, early | cluster) and off.info["orient"] is None
 
 
-def test_orientation_needs_a_majority_and_an_oriented_detector():
+def test_orientation_drops_flags_that_contradict_a_shortcut_minority_group():
     results, labels, _, early, cluster = _majority_poison_case()
-    # Early loss flagging half of class 1 (not more) settles nothing.
-    half = early.copy()
-    half[150:170] = False
+    # Early loss flags half of class 1 (no majority); every other flag there is off its side.
+    half = np.zeros_like(early)
     half[100:150] = True
     results["early_loss"] = result(np.where(half, 0.9, 0.1))
     decision = decide(results, labels.size, DecisionConfig(), labels=labels)
-    assert np.array_equal(decision.flagged, half | cluster)
+    assert np.array_equal(decision.flagged, half | (cluster & (labels == 2)))
+    assert decision.info["orient"]["classes"]["1"]["rule"] == "contradicted"
+    assert np.array_equal(decision.poison_score >= 0.5, decision.flagged)
+
+
+def test_orientation_needs_a_majority_or_a_contradiction_and_an_oriented_detector():
+    results, labels, _, early, cluster = _majority_poison_case()
+    half = np.zeros_like(early)
+    half[100:150] = True
+    results["early_loss"] = result(np.where(half, 0.9, 0.1))
+    # Early loss flagging half of class 1, with most other flags on its side, settles nothing.
+    agreeing = cluster.copy()
+    agreeing[180:200] = False
+    agreeing[135:160] = True  # 15 on the early loss's side, 10 off it
+    results["activation_clustering"] = result(np.where(agreeing, 0.8, 0.1))
+    decision = decide(results, labels.size, DecisionConfig(), labels=labels)
+    assert np.array_equal(decision.flagged, half | agreeing)
+    # Nor does a shortcut group below refine_min_rows.
+    few = np.zeros_like(early)
+    few[100:105] = True
+    results = {
+        "early_loss": result(np.where(few, 0.9, 0.1)),
+        "activation_clustering": result(np.where(cluster, 0.8, 0.1)),
+    }
+    decision = decide(results, labels.size, DecisionConfig(), labels=labels)
+    assert np.array_equal(decision.flagged, few | cluster)
     # Without an oriented detector among the results there is no orientation.
     only_cluster = {"activation_clustering": results["activation_clustering"]}
     alone = decide(only_cluster, labels.size, DecisionConfig(), labels=labels)
@@ -367,7 +399,13 @@ def test_cbd_votes_only_where_it_flags_a_group():
     cbd[60:63] = 0.95  # and three scattered rows of class 1
     cbd[100:112] = 0.7  # and a group of 12 in class 2 nobody else flags
     w = np.where(cbd >= 0.5, 0.02, 0.9).astype(np.float32)
-    off = {"refine": False, "consensus": False, "orient": False, "size_orient": False}
+    off = {
+        "refine": False,
+        "consensus": False,
+        "orient": False,
+        "size_orient": False,
+        "growth_check": False,
+    }
     results = {"cbd": result(cbd, weight=w), "spectral": result(spectral)}
     d = decide(results, n, DecisionConfig(**off, min_votes=1), labels=labels)
     assert np.array_equal(np.flatnonzero(d.flagged), np.r_[0:30, 100:112])

@@ -384,3 +384,10 @@ def test_size_notes_say_what_the_size_rules_did():
     assert "63.0% of its rows disagree with their label" in _size_notes(report)[0]
     report["decision"]["size_orient"]["inflated"] = {}
     assert _size_notes(report) == [] and _size_notes({}) == []
+    report["per_class"]["1"] = {"name": "automobile", "rows": 509, "removed": 0}
+    checked = {"rows": 509, "rows_like_others": 469.0, "flagged": 278, "withdrawn": True}
+    report["decision"]["growth"] = {"checked": {"1": checked}}
+    (note,) = _size_notes(report)
+    assert note.startswith("Class automobile: 278 flagged rows kept; the class holds 509 rows")
+    checked["withdrawn"] = False
+    assert _size_notes(report) == []

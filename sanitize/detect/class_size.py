@@ -43,7 +43,7 @@ rules acted on loses at most the rows it gained (``removal_cap``, :func:`cap_to_
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -63,6 +63,25 @@ DISAGREE_QUANTILE = 0.10
 REFERENCE_MIN_ROWS = 100
 
 
+class ClassSize(NamedTuple):
+    """One class's size against the other classes' (:func:`class_size_z`).
+
+    rows : int
+        Its rows.
+    like_others : float
+        The rows it would have if it were like the other classes.
+    z : float
+        Robust z of its log size (or log ratio to its expected share) among theirs.
+    log_spread : float
+        The robust standard deviation that z is in units of (natural-log size).
+    """
+
+    rows: int
+    like_others: float
+    z: float
+    log_spread: float
+
+
 @dataclass
 class SizeOrientation:
     """Outcome of :func:`orient_by_size`.
@@ -78,11 +97,10 @@ class SizeOrientation:
     info: dict[str, Any] = field(default_factory=dict)
 
 
-def class_size_z(
-    labels: np.ndarray, expected: np.ndarray | None = None
-) -> dict[int, tuple[int, float, float]]:
-    """Per class: its rows, the rows it would have if it were like the other classes, and
-    the robust z of its log size among them. Empty with fewer than three classes.
+def class_size_z(labels: np.ndarray, expected: np.ndarray | None = None) -> dict[int, ClassSize]:
+    """Per class: its rows, the rows it would have if it were like the other classes, the
+    robust z of its log size among them and that z's unit (:class:`ClassSize`). Empty with
+    fewer than three classes.
 
     Without ``expected`` the classes are compared by their sizes: the rows it would have
     are the other classes' median size. With ``expected`` (shape (n_classes,), the share
@@ -100,15 +118,18 @@ def class_size_z(
             raise ValueError("expected class shares must be > 0 for every class present")
         scale = scale / scale.mean()
     log_ratio = np.log(sizes / scale)
-    out: dict[int, tuple[int, float, float]] = {}
+    out: dict[int, ClassSize] = {}
     for i, c in enumerate(classes):
         others = np.delete(log_ratio, i)
         median = float(np.median(others))
         mad = float(np.median(np.abs(others - median)))
         # A class of n rows spreads by about 1/sqrt(n) in log size (binomial).
         floor = 1.0 / np.sqrt(float(np.median(np.delete(sizes, i))))
-        z = (log_ratio[i] - median) / (MAD_TO_SD * max(mad, floor))
-        out[int(c)] = (int(sizes[i]), float(np.exp(median) * scale[i]), float(z))
+        spread = MAD_TO_SD * max(mad, floor)
+        z = (log_ratio[i] - median) / spread
+        out[int(c)] = ClassSize(
+            int(sizes[i]), float(np.exp(median) * scale[i]), float(z), float(spread)
+        )
     return out
 
 
@@ -117,7 +138,7 @@ def inflated_classes(
     z_threshold: float,
     expected: np.ndarray | None = None,
     min_gain: float = 2.0,
-) -> dict[int, tuple[int, float, float]]:
+) -> dict[int, ClassSize]:
     """The entries of :func:`class_size_z` whose log size is ``z_threshold`` robust
     deviations above the other classes' and that hold more than ``min_gain`` times the
     rows they would have if they were like them."""
@@ -133,7 +154,7 @@ def size_suspects(
     z_threshold: float,
     expected: np.ndarray | None = None,
     min_gain: float | None = None,
-) -> dict[int, tuple[int, float, float]]:
+) -> dict[int, ClassSize]:
     """The classes the size rules judge: inflated ones (:func:`inflated_classes`) and,
     with ``expected`` and ``min_gain``, those above ``min_gain`` times their share."""
     suspects = inflated_classes(labels, z_threshold, expected)
@@ -142,9 +163,7 @@ def size_suspects(
     return dict(sorted(suspects.items()))
 
 
-def dominant_class(
-    labels: np.ndarray, expected: np.ndarray | None = None
-) -> dict[int, tuple[int, float, float]]:
+def dominant_class(labels: np.ndarray, expected: np.ndarray | None = None) -> dict[int, ClassSize]:
     """The entry of :func:`class_size_z` of a class more than twice as large (by its ratio
     to ``expected`` when given) as every other class, and more than twice the rows it
     would have; empty when there is none. In a naturally imbalanced set (GTSRB: sizes over
@@ -253,7 +272,7 @@ def orient_by_size(
         suspects = dict(sorted((dominant_class(labels, expected) | suspects).items()))
         reference = ~np.isnan(label_agreement) & ~np.isin(labels, list(suspects))
     by_size = size_suspects(labels, z_threshold, expected, min_gain)
-    for c, (size, like_others, z) in suspects.items():
+    for c, (size, like_others, z, _) in suspects.items():
         rows = labels == c
         majority = size > 2 * like_others  # the poison would be most of the class
         n_flagged = int((flagged & rows).sum())

@@ -18,6 +18,7 @@ from sanitize.detect.class_size import (
     size_suspects,
 )
 from sanitize.detect.consensus import class_consensus
+from sanitize.detect.growth import flags_without_growth
 from sanitize.detect.mixture import class_evidence_z
 from sanitize.detect.orient import orient_by_shortcut
 from sanitize.detect.pixel_neighbours import label_agreement
@@ -84,7 +85,8 @@ def decide(
     reasons ``consensus:<detector>``; in a class inflated far beyond the others' size
     (:func:`sanitize.detect.class_size.inflated_classes`) the detectors' bar there is
     ``config.consensus_inflated_z``. With ``labels`` and ``config.orient``, a class where
-    the oriented detectors (``Detector.oriented``) flag a majority keeps only their flags
+    the oriented detectors (``Detector.oriented``) flag a majority, or a group that most of
+    the other flags there lie off, keeps only the flags on their side
     (:func:`sanitize.detect.orient.orient_by_shortcut`); the others get a score just below
     0.5. With ``labels`` and ``config.size_orient``, a class inflated far beyond the
     others' size, where the flags are a minority, has them replaced by the rest of the
@@ -99,10 +101,13 @@ def decide(
     ``coordinates`` and ``config.refine``, the flags of each class are then re-drawn by
     :func:`sanitize.detect.refine.refine_by_class`: a row it adds gets
     ``poison_score = 0.5 + 0.5 * p`` (``p`` its cross-fitted probability) and the reason
-    ``refine``; a row it drops, a score just below 0.5. When more than
-    ``floor(config.max_removal_fraction * n_rows)`` rows are flagged, only that many, those
-    of highest poison score, stay flagged; the scores of the others are lowered to just
-    below 0.5 so the contract holds.
+    ``refine``; a row it drops, a score just below 0.5. With ``labels`` and
+    ``config.growth_check``, a class whose size does not account for its flags, none of
+    them a group of the oriented detectors', loses them
+    (:func:`sanitize.detect.growth.flags_without_growth`; scores just below 0.5). When
+    more than ``floor(config.max_removal_fraction * n_rows)`` rows are flagged, only that
+    many, those of highest poison score, stay flagged; the scores of the others are lowered
+    to just below 0.5 so the contract holds.
 
     Kept rows are weighted by the raw training weight of the results that carry one (the
     product when several do; only CBD does), clipped to ``config.weight_clip`` and divided
@@ -214,7 +219,16 @@ def decide(
     oriented = [nm for nm in names if _detector_attr(nm, "oriented", False)]
     if labels is not None and config.orient and oriented:
         shortcut = np.any([results[nm].flagged for nm in oriented], axis=0)
-        orientation = orient_by_shortcut(flagged, shortcut, np.asarray(labels))
+        orientation = orient_by_shortcut(
+            flagged,
+            shortcut,
+            np.asarray(labels),
+            side=_oriented_side(results, oriented),
+            others=np.any([vote_flags[nm] for nm in names if nm not in oriented], axis=0)
+            if len(oriented) < len(names)
+            else None,
+            min_rows=config.refine_min_rows,
+        )
         _unflag(orientation.dropped, poison_score, reasons)
         flagged = orientation.flagged
         orient_info = orientation.info | {"by": oriented}
@@ -284,6 +298,22 @@ def decide(
         size_info["n_capped"] = _unflag(flagged & ~capped_by_size, poison_score, reasons)
         flagged = capped_by_size
 
+    growth_info = None
+    if labels is not None and config.growth_check:
+        growth = flags_without_growth(
+            flagged,
+            np.asarray(labels),
+            oriented=np.any([results[nm].flagged for nm in oriented], axis=0) if oriented else None,
+            min_rows=config.refine_min_rows,
+            min_share=config.growth_share,
+            min_spreads=config.growth_spreads,
+            expected=expected_shares,
+            skip=frozenset(int(c) for c in (size_info or {}).get("inflated", {})),
+        )
+        _unflag(growth.withdrawn, poison_score, reasons)
+        flagged = flagged & ~growth.withdrawn
+        growth_info = growth.info
+
     n_before = int(flagged.sum())
     limit = int(np.floor(config.max_removal_fraction * n_rows))
     capped = n_before > limit
@@ -324,6 +354,7 @@ def decide(
         "orient": orient_info,
         "size_orient": size_info,
         "refine": refine_info,
+        "growth": growth_info,
     }
     return Decision(
         poison_score=poison_score,

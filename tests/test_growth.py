@@ -1,0 +1,121 @@
+"""The growth check: a dirty-label group is rows its class gained."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from sanitize.config import DecisionConfig
+from sanitize.detect import DetectorResult, decide
+from sanitize.detect.growth import flags_without_growth
+from sanitize.errors import ConfigError
+
+
+def sized_set(sizes: list[int]) -> np.ndarray:
+    return np.repeat(np.arange(len(sizes)), sizes)
+
+
+def first_rows(labels: np.ndarray, c: int, n: int) -> np.ndarray:
+    out = np.zeros(labels.size, dtype=bool)
+    out[np.flatnonzero(labels == c)[:n]] = True
+    return out
+
+
+# Ten classes of about 450 rows, spread as a balanced 5,000-row subset's.
+BALANCED = [452, 470, 447, 461, 439, 455, 466, 444, 458, 449]
+
+
+def check(flags, labels, **kwargs):
+    params = {"min_rows": 10, "min_share": 0.5, "min_spreads": 2.0, "oriented": None}
+    return flags_without_growth(flags, labels, **(params | kwargs))
+
+
+def test_a_group_split_off_a_class_that_did_not_grow_is_withdrawn():
+    labels = sized_set(BALANCED)
+    flags = first_rows(labels, 1, 200)  # a natural mode: half the class, no rows gained
+    out = check(flags, labels)
+    assert np.array_equal(out.withdrawn, flags)
+    entry = out.info["checked"]["1"]
+    assert entry["withdrawn"] and entry["flagged"] == 200 and entry["rows"] == 470
+    json.dumps(out.info)
+
+
+def test_a_group_the_class_gained_stays():
+    sizes = list(BALANCED)
+    sizes[1] += 250  # 250 poisons added to class 1
+    labels = sized_set(sizes)
+    flags = first_rows(labels, 1, 290)  # the poisons and 40 clean rows
+    out = check(flags, labels)
+    assert not out.withdrawn.any() and not out.info["checked"]["1"]["withdrawn"]
+
+
+def test_a_group_within_the_size_noise_stays():
+    # 1% into a class: 50 rows gained, as much as the classes' natural spread.
+    sizes = list(BALANCED)
+    sizes[4] += 50
+    labels = sized_set(sizes)
+    flags = first_rows(labels, 4, 49)
+    assert not check(flags, labels).withdrawn.any()
+    # Even where the class happens not to have grown beyond the others, 49 flags are less
+    # than two spreads of the class sizes: the sizes cannot tell.
+    labels = sized_set(BALANCED)
+    assert not check(first_rows(labels, 4, 49), labels).withdrawn.any()
+
+
+def test_oriented_groups_and_skipped_classes_keep_their_flags():
+    labels = sized_set(BALANCED)
+    flags = first_rows(labels, 1, 200)
+    # A clean-label attack adds no rows, but the early loss finds its poisons.
+    oriented = first_rows(labels, 1, 60)
+    assert not check(flags, labels, oriented=oriented).withdrawn.any()
+    assert not check(flags, labels, skip=frozenset({1})).withdrawn.any()
+    assert check(flags, labels, min_spreads=100.0).withdrawn.sum() == 0
+
+
+def test_the_growth_is_measured_against_the_expected_shares():
+    # Class 0 is expected at twice the others' size and has it: a 300-row group there is
+    # a mode of a large class, not a gain; against the other classes' sizes it would be.
+    sizes = [900] + BALANCED[1:]
+    labels = sized_set(sizes)
+    flags = first_rows(labels, 0, 300)
+    expected = np.array([2.0] + [1.0] * 9)
+    assert check(flags, labels, expected=expected).withdrawn.sum() == 300
+    assert not check(flags, labels).withdrawn.any()
+
+
+def result(score: np.ndarray) -> DetectorResult:
+    return DetectorResult(score=score.astype(np.float32), flagged=score >= 0.5)
+
+
+def test_decide_withdraws_a_natural_mode_and_keeps_a_gained_group():
+    sizes = list(BALANCED)
+    sizes[3] += 200
+    labels = sized_set(sizes)
+    poison = first_rows(labels, 3, 200)
+    mode = first_rows(labels, 7, 180)
+    score = np.where(poison | mode, 0.8, 0.1)
+    results = {"activation_clustering": result(score)}
+    config = DecisionConfig(refine=False, consensus=False)
+    decision = decide(results, labels.size, config, labels=labels)
+    assert np.array_equal(decision.flagged, poison)
+    assert np.array_equal(decision.poison_score >= 0.5, decision.flagged)
+    assert all(decision.reasons[i] == [] for i in np.flatnonzero(mode))
+    assert decision.info["growth"]["n_withdrawn"] == 180
+    json.dumps(decision.info)
+    off = decide(
+        results,
+        labels.size,
+        DecisionConfig(refine=False, consensus=False, growth_check=False),
+        labels=labels,
+    )
+    assert np.array_equal(off.flagged, poison | mode) and off.info["growth"] is None
+
+
+@pytest.mark.parametrize(
+    "bad", [{"growth_share": 0.0}, {"growth_share": 1.5}, {"growth_spreads": -1}]
+)
+def test_growth_settings_are_checked(bad):
+    with pytest.raises(ConfigError, match="growth_"):
+        DecisionConfig(**bad).validate()
