@@ -145,7 +145,7 @@ def inflated_classes(
     return {
         c: entry
         for c, entry in class_size_z(labels, expected).items()
-        if entry[2] >= z_threshold and entry[0] > min_gain * entry[1]
+        if entry.z >= z_threshold and entry.rows > min_gain * entry.like_others
     }
 
 
@@ -179,7 +179,7 @@ def dominant_class(labels: np.ndarray, expected: np.ndarray | None = None) -> di
     ratio = sizes / scale
     top, second = np.argsort(ratio)[::-1][:2]
     c = int(classes[top])
-    if ratio[top] > 2 * ratio[second] and entries[c][0] > 2 * entries[c][1]:
+    if ratio[top] > 2 * ratio[second] and entries[c].rows > 2 * entries[c].like_others:
         return {c: entries[c]}
     return {}
 

@@ -217,8 +217,9 @@ def decide(
 
     orient_info = None
     oriented = [nm for nm in names if _detector_attr(nm, "oriented", False)]
+    # The oriented detectors' own flags: their signal says which side is the poison.
+    shortcut = np.any([results[nm].flagged for nm in oriented], axis=0) if oriented else None
     if labels is not None and config.orient and oriented:
-        shortcut = np.any([results[nm].flagged for nm in oriented], axis=0)
         orientation = orient_by_shortcut(
             flagged,
             shortcut,
@@ -303,7 +304,7 @@ def decide(
         growth = flags_without_growth(
             flagged,
             np.asarray(labels),
-            oriented=np.any([results[nm].flagged for nm in oriented], axis=0) if oriented else None,
+            oriented=shortcut,
             min_rows=config.refine_min_rows,
             min_share=config.growth_share,
             min_spreads=config.growth_spreads,
