@@ -302,6 +302,15 @@ class DecisionConfig:
         lowering it from 0.5 to 0.15 raised every case's TPR or kept it (blend 5% 0.920 ->
         0.944, GTSRB 0.872 -> 0.932, filter 0.932 -> 0.964) for at most 0.008 of FPR
         (Trojan); below 0.15 the FPR rose as fast as the TPR.
+    refine_min_kept : float, default=0.75
+        Share of a refined class's flags that the cross-fitted discriminant must keep (give
+        ``p >= refine_keep``); below it the class loses every flag: its flagged rows share
+        no direction in feature space, the premise of a trigger group. Rule: over the 94
+        refined classes of the kept cases (sessions 6-9, 5,000 and 50,000 rows), every
+        poisoned class kept 0.86-1.00 of its flags, and the ten classes under 0.70
+        (0.15-0.69) held no poison: CBD's group of CIFAR-10 automobiles in the 50,000-row
+        runs (up to 88 clean rows added), a clean 5,000-row set's 13 trucks, GTSRB
+        frames. 0 disables the check.
     refine_min_rows : int, default=10
         Fewest flagged rows a class needs to be refined. Rule: the mixture tests'
         ``min_group_size``; a handful of tail rows is not a group to learn from.
@@ -335,6 +344,7 @@ class DecisionConfig:
     refine_components: int = 16
     refine_keep: float = 0.05
     refine_add: float = 0.15
+    refine_min_kept: float = 0.75
     refine_min_rows: int = 10
     refine_folds: int = 5
 
@@ -388,6 +398,10 @@ class DecisionConfig:
             raise ConfigError(
                 f"decision.refine_add must be in [refine_keep, 1] = [{self.refine_keep}, 1], "
                 f"got {self.refine_add}"
+            )
+        if not 0.0 <= self.refine_min_kept <= 1.0:
+            raise ConfigError(
+                f"decision.refine_min_kept must be in [0, 1], got {self.refine_min_kept}"
             )
         if self.refine_folds < 2 or self.refine_min_rows < self.refine_folds:
             raise ConfigError(

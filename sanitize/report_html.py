@@ -429,7 +429,7 @@ def _classes_section(report: dict) -> str:
 
 def _size_notes(report: dict) -> list[str]:
     """One line per class the decision found inflated, and what the size rules did; one per
-    class whose flags the growth check withdrew."""
+    class whose flags the refinement's coherence check or the growth check withdrew."""
     size = (report.get("decision") or {}).get("size_orient") or {}
     names = {k: v.get("name", k) for k, v in report.get("per_class", {}).items()}
     against = (
@@ -459,6 +459,15 @@ def _size_notes(report: dict) -> list[str]:
             f"{entry['rows_like_others']:,.0f} were expected from {against}"
             + (f"; {'; '.join(acts)}." if acts else ".")
         )
+    refine = (report.get("decision") or {}).get("refine") or {}
+    for key, entry in (refine.get("per_class") or {}).items():
+        if entry.get("withdrawn"):
+            notes.append(
+                f"Class {names.get(key, key)}: {entry['flagged_before']:,} flagged rows kept; "
+                f"a discriminant fitted on the class's other rows recognised "
+                f"{_pct(entry['kept_share'])} of them, so they share no direction in feature "
+                "space (not a trigger group)."
+            )
     growth = (report.get("decision") or {}).get("growth") or {}
     for key, entry in (growth.get("checked") or {}).items():
         if entry.get("withdrawn"):

@@ -269,6 +269,27 @@ def test_refinement_leaves_classes_with_too_few_flags_alone():
     assert not none.flagged.any()
 
 
+def test_refinement_withdraws_a_group_without_a_direction_of_its_own():
+    """Flags scattered over a class (no shared direction) are mostly not recognised by a
+    discriminant that never saw them: the class loses them all; a small planted group of the
+    same size keeps its flags."""
+    labels, coords, poison = planted_coordinates(per_class=1500, n_poison=25)
+    rng = np.random.default_rng(3)
+    scattered = np.zeros(labels.size, dtype=bool)
+    scattered[rng.choice(np.flatnonzero(labels == 4), 25, replace=False)] = True
+    flags = poison | scattered
+    out = refine_by_class(flags, labels, coords, keep=0.05, min_rows=10, folds=5, min_kept=0.75)
+    planted, loose = out.info["per_class"]["2"], out.info["per_class"]["4"]
+    assert not planted["withdrawn"] and planted["kept_share"] >= 0.9
+    assert out.flagged[poison].mean() >= 0.9
+    assert loose["withdrawn"] and loose["kept_share"] < 0.75
+    assert not out.flagged[labels == 4].any() and loose["dropped"] == 25
+    # Without the check the scattered flags are only thinned, as before.
+    off = refine_by_class(flags, labels, coords, keep=0.05, min_rows=10, folds=5)
+    assert not off.info["per_class"]["4"]["withdrawn"] and off.flagged[labels == 4].any()
+    json.dumps(out.info)
+
+
 def test_decide_refines_with_coordinates_and_keeps_the_contract():
     labels, coords, poison = planted_coordinates(grown=True)
     rng = np.random.default_rng(2)
@@ -300,6 +321,7 @@ def test_decide_refines_with_coordinates_and_keeps_the_contract():
         {"refine_folds": 1},
         {"refine_min_rows": 3, "refine_folds": 5},
         {"refine_add": 0.01},
+        {"refine_min_kept": 1.5},
         {"refine_add": 1.5},
     ],
 )

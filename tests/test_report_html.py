@@ -391,3 +391,10 @@ def test_size_notes_say_what_the_size_rules_did():
     assert note.startswith("Class automobile: 278 flagged rows kept; the class holds 509 rows")
     checked["withdrawn"] = False
     assert _size_notes(report) == []
+    loose = {"flagged_before": 28, "kept_share": 0.4643, "withdrawn": True}
+    report["decision"]["refine"] = {"per_class": {"1": loose}}
+    (note,) = _size_notes(report)
+    assert note.startswith("Class automobile: 28 flagged rows kept; a discriminant fitted")
+    assert "recognised 46.4% of them" in note
+    loose["withdrawn"] = False
+    assert _size_notes(report) == []

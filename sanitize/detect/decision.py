@@ -283,6 +283,7 @@ def decide(
             min_rows=config.refine_min_rows,
             folds=config.refine_folds,
             add=config.refine_add,
+            min_kept=config.refine_min_kept,
             seed=seed,
         )
         added = refined.flagged & ~flagged

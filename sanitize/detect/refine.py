@@ -10,6 +10,12 @@ clustering and spectral signatures, Chen et al. 2018; Tran et al. 2018), it reco
 poisons that one signal missed and drops clean rows that no direction ties to the group.
 Cross-fitting (each row predicted by a model that never saw it) keeps the model from
 simply returning the flags it was given.
+
+The same cross-fit tests the premise. A trigger group has a direction of its own, so a
+discriminant that never saw a flagged row still places it with the group; a group drawn
+by a loss or a small cluster from rows with nothing in common (near-duplicate frames, a
+natural sub-mode that one detector happened to cut) is recognised only in part. A class
+whose flags the cross-fit mostly fails to recognise (``min_kept``) loses them all.
 """
 
 from __future__ import annotations
@@ -49,6 +55,7 @@ def refine_by_class(
     min_rows: int,
     folds: int,
     add: float = 0.5,
+    min_kept: float = 0.0,
     seed: int = 0,
 ) -> Refinement:
     """Re-draw the flagged group of every class that has one, by cross-fitted LDA.
@@ -80,6 +87,10 @@ def refine_by_class(
         Cross-fitting folds.
     add : float, default=0.5
         Probability at or above which any row of the class is flagged.
+    min_kept : float, default=0.0
+        Share of a class's flags that must keep ``p >= keep``; below it the flagged group
+        has no direction in common and every flag of the class is withdrawn (recorded as
+        ``withdrawn`` in the class's info). 0 never withdraws.
     seed : int, default=0
         Seeds the fold split.
     """
@@ -98,7 +109,9 @@ def refine_by_class(
         for train, test in split.split(x, group):
             model = LinearDiscriminantAnalysis().fit(x[train], group[train])
             p[test] = model.predict_proba(x[test])[:, 1]
-        refined = (p >= add) | (group & (p >= keep))
+        kept_share = float((group & (p >= keep)).sum() / group.sum())
+        withdrawn = kept_share < min_kept
+        refined = np.zeros_like(group) if withdrawn else (p >= add) | (group & (p >= keep))
         out[rows] = refined
         probability[rows] = p
         per_class[str(int(c))] = {
@@ -106,10 +119,13 @@ def refine_by_class(
             "flagged_before": int(group.sum()),
             "added": int((refined & ~group).sum()),
             "dropped": int((group & ~refined).sum()),
+            "kept_share": round(kept_share, 4),
+            "withdrawn": bool(withdrawn),
         }
     info = {
         "add": add,
         "keep": keep,
+        "min_kept": min_kept,
         "min_rows": min_rows,
         "folds": folds,
         "components": int(coordinates.shape[1]),
