@@ -204,6 +204,10 @@ def test_benchmark_case_runner_end_to_end_on_tiny_digits(tmp_path):
     }
     text = bench.markdown([result], header)
     assert "| digits-badnets-5pct |" in text and "mean (1 dirty-label)" in text
+    # --report-only describes what the cases ran with, not its own defaults.
+    assert bench.recorded([result], "test_rows", "2,000") == "100"
+    assert bench.recorded([result], "machine", "here").endswith("device cpu")
+    assert bench.recorded([{}], "machine", "here") == "here"
 
     # The kept folder is enough to retrain the arms again, with another length.
     kept = tmp_path / f"kept-{case.name}"
