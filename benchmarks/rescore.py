@@ -40,6 +40,7 @@ from sanitize.detect import DetectorContext, decide, get_detector  # noqa: E402
 from sanitize.detect.class_size import expected_shares  # noqa: E402
 from sanitize.detect.class_stats import ClassStatistics  # noqa: E402
 from sanitize.detect.decision import size_rule_agreement  # noqa: E402
+from sanitize.detect.pixel_spectral import block_means  # noqa: E402
 from sanitize.evaluate import detection_metrics, read_truth  # noqa: E402
 from sanitize.paths import RunPaths  # noqa: E402
 
@@ -70,6 +71,7 @@ def load_case(kept: Path) -> dict:
             loss_history=rows_of(paths.loss_history),
             loss_bootstrap=rows_of(paths.loss_bootstrap),
             loss_clean=rows_of(paths.loss_clean),
+            pixels=block_means(np.load(paths.images, mmap_mode="r"), ok),
         ),
     }
 

@@ -25,9 +25,17 @@ KNOWN_DETECTORS = (
     "spectre",
     "early_loss",
     "cbd",
+    "pixel_spectral",
 )
 # Run when a config does not list its detectors.
-DEFAULT_DETECTORS = ("activation_clustering", "spectral", "spectre", "early_loss", "cbd")
+DEFAULT_DETECTORS = (
+    "activation_clustering",
+    "spectral",
+    "spectre",
+    "early_loss",
+    "cbd",
+    "pixel_spectral",
+)
 
 
 @dataclass(frozen=True)

@@ -34,6 +34,7 @@ from sanitize.detect.cbd import confounder_loss
 from sanitize.detect.class_size import expected_shares
 from sanitize.detect.class_stats import ClassStatistics
 from sanitize.detect.decision import size_rule_agreement
+from sanitize.detect.pixel_spectral import block_means
 from sanitize.export import StagedOutputs, write_tables
 from sanitize.model import (
     NetSpec,
@@ -353,6 +354,7 @@ def detect_stage(name: str, config: SanitizeConfig, paths: RunPaths) -> dict[str
         loss_history=_optional_rows(paths.loss_history, usable),
         loss_bootstrap=_optional_rows(paths.loss_bootstrap, usable),
         loss_clean=_optional_rows(paths.loss_clean, usable),
+        pixels=block_means(_images(paths), usable) if "pixels" in detector.requires else None,
         class_stats=shared,
     )
     missing = [field for field in detector.requires if getattr(context, field) is None]

@@ -16,6 +16,7 @@ from sanitize.detect.base import (
 from sanitize.detect.cbd import CBD
 from sanitize.detect.decision import Decision, decide
 from sanitize.detect.early_loss import EarlyLoss
+from sanitize.detect.pixel_spectral import PixelSpectral
 from sanitize.detect.spectral import SpectralSignature
 from sanitize.detect.spectre import Spectre
 
@@ -27,6 +28,7 @@ __all__ = [
     "DetectorContext",
     "DetectorResult",
     "EarlyLoss",
+    "PixelSpectral",
     "SpectralSignature",
     "Spectre",
     "available_detectors",

@@ -44,6 +44,10 @@ class DetectorContext:
         float32 final cross-entropy of f_B on each row.
     loss_clean : ndarray of shape (n_rows,) or None, default=None
         float32 final cross-entropy of the deconfounded model f_C on each row.
+    pixels : ndarray of shape (n_rows, k) or None, default=None
+        float32 block means in [0, 1] of each row's image
+        (:func:`sanitize.detect.pixel_spectral.block_means`), for detectors that look at
+        the input rather than the features.
     class_stats : ClassStatistics or None, default=None
         Per-class means and top scatter eigenpairs of the same rows, computed once for
         every detector that reads them; a detector computes its own when this is None or
@@ -55,6 +59,7 @@ class DetectorContext:
     loss_history: np.ndarray | None = None
     loss_bootstrap: np.ndarray | None = None
     loss_clean: np.ndarray | None = None
+    pixels: np.ndarray | None = None
     class_stats: ClassStatistics | None = None
 
 
@@ -228,6 +233,14 @@ class Detector(ABC):
                 f"{who} requires context field(s) {', '.join(missing)}; "
                 "set them on the DetectorContext"
             )
+        if context.pixels is not None:
+            pixels = np.asarray(context.pixels)
+            if pixels.ndim != 2 or pixels.shape[0] != n:
+                raise InputError(
+                    f"{who}: context.pixels has shape {pixels.shape}, features have {n} rows"
+                )
+            if "pixels" in self.requires and not np.isfinite(pixels).all():
+                raise InputError(f"{who}: context.pixels holds NaN or infinite values")
         for key in _CONTEXT_ARRAYS:
             value = getattr(context, key)
             if value is None:

@@ -1,0 +1,232 @@
+"""Spectral signatures in input space: a blended trigger is a direction of its class's pixels.
+
+A blended trigger (Chen et al. 2017) makes every poison ``(1 - alpha) * x + alpha * t``: the
+poisons of the target class share a component ``alpha * (t - x)`` that the class's clean
+images do not have. Where the bootstrap model learns such a trigger slowly (a faint blend,
+a natural picture as the trigger), its features hold little of it, but the pixels hold all
+of it. Whitened by how images of the *other* classes vary within their own class, the
+trigger's direction is one the class's natural variation does not explain, and it becomes
+the class's top singular direction (the spectral signature of Tran et al. 2018, taken on
+the input instead of a learned representation).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from sanitize.detect.base import Detector, DetectorContext, DetectorResult, register
+from sanitize.detect.mixture import _two_means_1d, group_test_by_class
+from sanitize.errors import ConfigError
+
+# Images a batch when block means are computed (uint8 in, float32 out).
+_BLOCK_BATCH = 4096
+
+
+def block_means(images: np.ndarray, rows: np.ndarray | None = None, grid: int = 16) -> np.ndarray:
+    """Each image as the mean of each channel over a ``grid`` x ``grid`` set of blocks.
+
+    Parameters
+    ----------
+    images : ndarray of shape (n_images, channels, height, width)
+        uint8 (a memory-mapped ``images.npy`` is read a batch at a time).
+    rows : ndarray of int or None, default=None
+        Rows of ``images`` to take, in this order; None takes every row.
+    grid : int, default=16
+        Blocks a side (adaptive average pooling: blocks differ by at most one pixel where
+        the side is not a multiple of ``grid``); at most the image side.
+
+    Returns
+    -------
+    ndarray of shape (n_rows, channels * grid * grid)
+        float32 in [0, 1].
+    """
+    rows = np.arange(images.shape[0]) if rows is None else np.asarray(rows)
+    side = min(grid, images.shape[2], images.shape[3])
+    out = np.empty((rows.size, images.shape[1] * side * side), dtype=np.float32)
+    for start in range(0, rows.size, _BLOCK_BATCH):
+        batch = np.asarray(images[np.sort(rows[start : start + _BLOCK_BATCH])])
+        order = np.argsort(np.argsort(rows[start : start + _BLOCK_BATCH]))
+        x = torch.from_numpy(batch[order]).to(torch.float32) / 255.0
+        out[start : start + len(batch)] = F.adaptive_avg_pool2d(x, side).flatten(1).numpy()
+    return out
+
+
+@register
+class PixelSpectral(Detector):
+    """Flag rows that form a separated group along the top whitened pixel direction of
+    their class.
+
+    For each class ``c``, the rows' block means (``context.pixels``) are centred by the
+    class mean and whitened by the pooled within-class covariance of the *other* classes,
+    shrunk toward its mean eigenvalue (``shrinkage``), so that a direction the class's
+    natural variation shares with the others' counts for little and one no other class
+    varies along (a trigger) for much. Every row gets its projection on the top right
+    singular vector of the whitened class, oriented so that the side of the class's 2-means
+    split that varies less off that direction is the high side: a blend scales its rows'
+    own variation by ``1 - alpha`` and a stamp fixes the pixels it covers, so poisons are
+    the tighter side. The class then goes through the same group test as
+    :class:`~sanitize.detect.spectral.SpectralSignature` (a two-component mixture on the
+    projections, a group when the components are far apart, and only in a class the
+    separations single out among the classes), with the group on the high side and smaller
+    than half the class. A natural mode looser than the rest of its class, or a poison
+    that is most of its class, is left to the other detectors and the class-size rules.
+
+    Parameters
+    ----------
+    shrinkage : float, default=0.1
+        Weight of the mean eigenvalue in the whitening covariance (``(1 - s) * C + s *
+        mean(eig) * I``). Rule: the pooled covariance of 16 x 16 x 3 block means from
+        4,500 rows is full rank but its smallest eigenvalues are noise; 0.1 keeps the
+        whitened scale of those directions within 10x of the mean.
+    z_threshold : float, default=1e6
+        Robust z at which a single row is flagged on its own; the default flags none. Rule:
+        block means of natural images have heavy tails: at 6, as the feature-space
+        detectors use, 57 rows of a clean 5,000-row CIFAR-10 set (1.1%) and 467 of the
+        50,000-row one were flagged, every one clean.
+    separation_threshold, min_group_size, min_class_size, max_fit_rows, \
+class_z_threshold, class_mad_floor
+        As :class:`~sanitize.detect.spectral.SpectralSignature`, whose values and rules
+        are the defaults here.
+
+    Notes
+    -----
+    ``info["per_class"]`` adds, per class, ``top_ratio``: the squared ratio of the top two
+    singular values of the whitened class (1.1-1.7 in clean CIFAR-10 and MNIST classes of
+    5,000-row sets, up to 3.8 in GTSRB's near-duplicate sign tracks; 2.4-12 in classes
+    with a blended, Trojan or SIG trigger; ``benchmarks/RESULTS.md``, session 9), and
+    ``spread_ratio``: the high side's spread off the top direction over the low side's.
+
+    References
+    ----------
+    .. [1] B. Tran, J. Li, A. Madry, "Spectral Signatures in Backdoor Attacks",
+       NeurIPS 2018, arXiv:1811.00636.
+    .. [2] X. Chen, C. Liu, B. Li, K. Lu, D. Song, "Targeted Backdoor Attacks on Deep
+       Learning Systems Using Data Poisoning", arXiv:1712.05526, 2017 (blended triggers).
+    """
+
+    name = "pixel_spectral"
+    requires = ("pixels",)
+
+    def __init__(
+        self,
+        *,
+        shrinkage: float = 0.1,
+        separation_threshold: float = 4.0,
+        z_threshold: float = 1e6,
+        min_group_size: int = 10,
+        min_class_size: int = 20,
+        max_fit_rows: int = 20000,
+        class_z_threshold: float = 3.0,
+        class_mad_floor: float = 0.1,
+    ) -> None:
+        self.shrinkage = shrinkage
+        self.separation_threshold = separation_threshold
+        self.z_threshold = z_threshold
+        self.min_group_size = min_group_size
+        self.min_class_size = min_class_size
+        self.max_fit_rows = max_fit_rows
+        self.class_z_threshold = class_z_threshold
+        self.class_mad_floor = class_mad_floor
+
+    def _check_params(self) -> None:
+        if not 0 < self.shrinkage <= 1:
+            raise ConfigError(f"pixel_spectral.shrinkage must be in (0, 1], got {self.shrinkage}")
+        if not self.separation_threshold > 0:
+            raise ConfigError(
+                f"pixel_spectral.separation_threshold must be > 0, got {self.separation_threshold}"
+            )
+        if not self.z_threshold > 0:
+            raise ConfigError(f"pixel_spectral.z_threshold must be > 0, got {self.z_threshold}")
+        if self.min_group_size < 2:
+            raise ConfigError(
+                f"pixel_spectral.min_group_size must be >= 2, got {self.min_group_size}"
+            )
+        if self.min_class_size < 3:
+            raise ConfigError(
+                f"pixel_spectral.min_class_size must be >= 3, got {self.min_class_size}"
+            )
+        if self.max_fit_rows < 100:
+            raise ConfigError(
+                f"pixel_spectral.max_fit_rows must be >= 100, got {self.max_fit_rows}"
+            )
+
+    def _score(
+        self, features: np.ndarray, labels: np.ndarray, context: DetectorContext
+    ) -> DetectorResult:
+        pixels = np.asarray(context.pixels, dtype=np.float64)
+        whitened = _WhitenedClasses(pixels, labels, context.n_classes, self.shrinkage)
+        groups = group_test_by_class(
+            labels,
+            context.n_classes,
+            whitened.projection,
+            min_class_size=self.min_class_size,
+            side="high",
+            separation_threshold=self.separation_threshold,
+            z_threshold=self.z_threshold,
+            min_group_size=self.min_group_size,
+            max_group_weight=0.5,
+            max_fit_rows=self.max_fit_rows,
+            seed=context.seed,
+            needs_singling_out=lambda test: test.group,
+            class_z_threshold=self.class_z_threshold,
+            class_mad_floor=self.class_mad_floor,
+        )
+        return groups.result(self.get_params())
+
+
+class _WhitenedClasses:
+    """Class means and the pooled within-class scatter of every class, so each class can
+    be whitened by the scatter of the others (leave one class out)."""
+
+    def __init__(self, pixels: np.ndarray, labels: np.ndarray, n_classes: int, shrinkage: float):
+        counts = np.bincount(labels, minlength=n_classes)
+        sums = np.zeros((n_classes, pixels.shape[1]))
+        np.add.at(sums, labels, pixels)
+        self.means = sums / np.maximum(counts, 1)[:, None]
+        self.pixels = pixels
+        self.labels = labels
+        self.shrinkage = shrinkage
+        centred = pixels - self.means[labels]
+        self.scatter = centred.T @ centred
+        self.n = labels.size
+
+    def projection(self, idx: np.ndarray) -> tuple[np.ndarray, dict]:
+        """Projections of class rows ``idx`` on their whitened top direction."""
+        c = int(self.labels[idx[0]])
+        rows = np.flatnonzero(self.labels == c)
+        centred = self.pixels[rows] - self.means[c]
+        others = self.n - rows.size
+        cov = (self.scatter - centred.T @ centred) / max(others - 1, 1)
+        cov = (1 - self.shrinkage) * cov + self.shrinkage * np.trace(cov) / cov.shape[0] * np.eye(
+            cov.shape[0]
+        )
+        values, vectors = np.linalg.eigh(cov)
+        whiten = vectors / np.sqrt(np.maximum(values, 1e-12))
+        white = centred @ whiten
+        _, singular, vt = np.linalg.svd(white, full_matrices=False)
+        ratio = float(singular[0] ** 2 / max(singular[1] ** 2, 1e-12)) if singular.size > 1 else 1.0
+        projection = white @ vt[0]
+        sign, spread = _tighter_side(projection, white - np.outer(projection, vt[0]))
+        centred_idx = self.pixels[idx] - self.means[c]
+        return sign * (centred_idx @ whiten @ vt[0]), {"top_ratio": ratio, "spread_ratio": spread}
+
+
+def _tighter_side(projection: np.ndarray, residual: np.ndarray) -> tuple[float, float]:
+    """The sign that puts the tighter side of the class's 2-means split along
+    ``projection`` on the high side, and that side's spread over the other's.
+
+    A trigger pasted or blended into its rows pulls them toward the trigger: a blend
+    scales their own variation by ``1 - alpha``, a stamp replaces the pixels it covers.
+    Off the trigger's direction, the poisoned side varies less than the clean side.
+    """
+    _, means, _ = _two_means_1d(projection)
+    high = projection >= means.mean()
+    if high.all() or not high.any():
+        return 1.0, 1.0
+    spread_high = float((residual[high] ** 2).sum(axis=1).mean())
+    spread_low = float((residual[~high] ** 2).sum(axis=1).mean())
+    if spread_high <= spread_low:
+        return 1.0, spread_high / spread_low
+    return -1.0, spread_low / spread_high
