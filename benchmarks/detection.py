@@ -574,6 +574,62 @@ SUITES: dict[str, tuple[Case, ...]] = {
             target=12,
             rate=0.06,
         ),
+    ),  # Written down in session 9 after pixel_spectral became a default detector, before its
+    # run, run once with --seed 11: faint blends, low rates, a clean set of each dataset.
+    "heldout9b": (
+        Case("cifar10-clean", "cifar10", "none", target=0, rate=0.0),
+        Case("mnist-clean", "mnist", "none", target=0, rate=0.0),
+        Case("gtsrb-clean", "gtsrb", "none", target=0, rate=0.0),
+        Case(
+            "cifar10-blend-kitty-a12-5pct-t0",
+            "cifar10",
+            "blend",
+            (("trigger_path", f"{TOOLBOX}/hellokitty_32.png"), ("alpha", 0.12)),
+            target=0,
+            rate=0.05,
+        ),
+        Case(
+            "cifar10-blend-noise-a10-4pct-t6",
+            "cifar10",
+            "blend",
+            (("pattern", "noise"), ("alpha", 0.1)),
+            target=6,
+            rate=0.04,
+        ),
+        Case(
+            "cifar10-blend-airplane-6pct-t8",
+            "cifar10",
+            "blend",
+            (("trigger_path", f"{TOOLBOX}/airplane4.png"), ("alpha", 0.2)),
+            target=8,
+            rate=0.06,
+        ),
+        Case(
+            "cifar10-trojan-sq-2pct-t5",
+            "cifar10",
+            "trojan",
+            (("trigger_path", f"{TOOLBOX}/trojan_square_32.png"),),
+            target=5,
+            rate=0.02,
+        ),
+        Case("cifar10-badnets-1pct-t2", "cifar10", "badnets", target=2, rate=0.01),
+        Case("cifar10-sig-6pct-t1", "cifar10", "sig", target=1, rate=0.06),
+        Case(
+            "mnist-blend-kitty-4pct-t7",
+            "mnist",
+            "blend",
+            (("trigger_path", f"{TOOLBOX}/hellokitty_32.png"), ("alpha", 0.2)),
+            target=7,
+            rate=0.04,
+        ),
+        Case(
+            "gtsrb-blend-random-5pct-t1",
+            "gtsrb",
+            "blend",
+            (("trigger_path", f"{TOOLBOX}/random_32.png"), ("alpha", 0.2)),
+            target=1,
+            rate=0.05,
+        ),
     ),
 }
 
