@@ -27,15 +27,8 @@ KNOWN_DETECTORS = (
     "cbd",
     "pixel_spectral",
 )
-# Run when a config does not list its detectors.
-DEFAULT_DETECTORS = (
-    "activation_clustering",
-    "spectral",
-    "spectre",
-    "early_loss",
-    "cbd",
-    "pixel_spectral",
-)
+# Run when a config does not list its detectors: every one.
+DEFAULT_DETECTORS = KNOWN_DETECTORS
 
 
 @dataclass(frozen=True)

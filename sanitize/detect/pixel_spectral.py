@@ -16,8 +16,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from sanitize.detect.base import Detector, DetectorContext, DetectorResult, register
-from sanitize.detect.mixture import _two_means_1d, group_test_by_class
+from sanitize.detect.base import DetectorContext, DetectorResult, register
+from sanitize.detect.mixture import _two_means_1d
+from sanitize.detect.spectral import SpectralSignature
 from sanitize.errors import ConfigError
 
 # Images a batch when block means are computed (uint8 in, float32 out).
@@ -54,7 +55,7 @@ def block_means(images: np.ndarray, rows: np.ndarray | None = None, grid: int = 
 
 
 @register
-class PixelSpectral(Detector):
+class PixelSpectral(SpectralSignature):
     """Flag rows that form a separated group along the top whitened pixel direction of
     their class.
 
@@ -108,6 +109,7 @@ class_z_threshold, class_mad_floor
 
     name = "pixel_spectral"
     requires = ("pixels",)
+    shares_class_stats = False
 
     def __init__(
         self,
@@ -122,58 +124,27 @@ class_z_threshold, class_mad_floor
         class_mad_floor: float = 0.1,
     ) -> None:
         self.shrinkage = shrinkage
-        self.separation_threshold = separation_threshold
-        self.z_threshold = z_threshold
-        self.min_group_size = min_group_size
-        self.min_class_size = min_class_size
-        self.max_fit_rows = max_fit_rows
-        self.class_z_threshold = class_z_threshold
-        self.class_mad_floor = class_mad_floor
+        super().__init__(
+            separation_threshold=separation_threshold,
+            z_threshold=z_threshold,
+            min_group_size=min_group_size,
+            min_class_size=min_class_size,
+            max_fit_rows=max_fit_rows,
+            class_z_threshold=class_z_threshold,
+            class_mad_floor=class_mad_floor,
+        )
 
     def _check_params(self) -> None:
         if not 0 < self.shrinkage <= 1:
             raise ConfigError(f"pixel_spectral.shrinkage must be in (0, 1], got {self.shrinkage}")
-        if not self.separation_threshold > 0:
-            raise ConfigError(
-                f"pixel_spectral.separation_threshold must be > 0, got {self.separation_threshold}"
-            )
-        if not self.z_threshold > 0:
-            raise ConfigError(f"pixel_spectral.z_threshold must be > 0, got {self.z_threshold}")
-        if self.min_group_size < 2:
-            raise ConfigError(
-                f"pixel_spectral.min_group_size must be >= 2, got {self.min_group_size}"
-            )
-        if self.min_class_size < 3:
-            raise ConfigError(
-                f"pixel_spectral.min_class_size must be >= 3, got {self.min_class_size}"
-            )
-        if self.max_fit_rows < 100:
-            raise ConfigError(
-                f"pixel_spectral.max_fit_rows must be >= 100, got {self.max_fit_rows}"
-            )
+        super()._check_params()
 
     def _score(
         self, features: np.ndarray, labels: np.ndarray, context: DetectorContext
     ) -> DetectorResult:
         pixels = np.asarray(context.pixels, dtype=np.float64)
         whitened = _WhitenedClasses(pixels, labels, context.n_classes, self.shrinkage)
-        groups = group_test_by_class(
-            labels,
-            context.n_classes,
-            whitened.projection,
-            min_class_size=self.min_class_size,
-            side="high",
-            separation_threshold=self.separation_threshold,
-            z_threshold=self.z_threshold,
-            min_group_size=self.min_group_size,
-            max_group_weight=0.5,
-            max_fit_rows=self.max_fit_rows,
-            seed=context.seed,
-            needs_singling_out=lambda test: test.group,
-            class_z_threshold=self.class_z_threshold,
-            class_mad_floor=self.class_mad_floor,
-        )
-        return groups.result(self.get_params())
+        return self._group_result(labels, context, whitened.projection, "high")
 
 
 class _WhitenedClasses:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 
 from sanitize.detect.base import (
@@ -108,31 +110,44 @@ class SpectralSignature(Detector):
         self.max_fit_rows = max_fit_rows
 
     def _check_params(self) -> None:
+        who = self.name
         if not self.separation_threshold > 0:
             raise ConfigError(
-                f"spectral.separation_threshold must be > 0, got {self.separation_threshold}"
+                f"{who}.separation_threshold must be > 0, got {self.separation_threshold}"
             )
         if not self.z_threshold > 0:
-            raise ConfigError(f"spectral.z_threshold must be > 0, got {self.z_threshold}")
+            raise ConfigError(f"{who}.z_threshold must be > 0, got {self.z_threshold}")
         if self.min_group_size < 2:
-            raise ConfigError(f"spectral.min_group_size must be >= 2, got {self.min_group_size}")
+            raise ConfigError(f"{who}.min_group_size must be >= 2, got {self.min_group_size}")
         if self.min_class_size < 3:
-            raise ConfigError(f"spectral.min_class_size must be >= 3, got {self.min_class_size}")
+            raise ConfigError(f"{who}.min_class_size must be >= 3, got {self.min_class_size}")
         if self.max_fit_rows < 100:
-            raise ConfigError(f"spectral.max_fit_rows must be >= 100, got {self.max_fit_rows}")
+            raise ConfigError(f"{who}.max_fit_rows must be >= 100, got {self.max_fit_rows}")
 
     def _score(
         self, features: np.ndarray, labels: np.ndarray, context: DetectorContext
     ) -> DetectorResult:
         stats = class_statistics(features, labels, context.n_classes, 1, context.class_stats)
+        return self._group_result(
+            labels, context, lambda idx: _projection(idx, stats, int(labels[idx[0]])), "either"
+        )
+
+    def _group_result(
+        self,
+        labels: np.ndarray,
+        context: DetectorContext,
+        statistic: Callable[[np.ndarray], tuple[np.ndarray, dict]],
+        side: str,
+    ) -> DetectorResult:
+        """The group test on one projection a row, with this detector's thresholds."""
         # A group must also single its class out: classes of near-duplicate images (GTSRB's
         # sign tracks) split along their top direction as clearly as a poisoned class.
         groups = group_test_by_class(
             labels,
             context.n_classes,
-            lambda idx: _projection(idx, stats, int(labels[idx[0]])),
+            statistic,
             min_class_size=self.min_class_size,
-            side="either",
+            side=side,
             separation_threshold=self.separation_threshold,
             z_threshold=self.z_threshold,
             min_group_size=self.min_group_size,
