@@ -313,6 +313,55 @@ def test_decide_refines_with_coordinates_and_keeps_the_contract():
     json.dumps(refined.info)
 
 
+def test_decide_leaves_a_group_only_the_input_space_detector_found_unrefined():
+    """The refinement's discriminant reads feature coordinates; a group drawn in the input
+    (pixel_spectral) is left as its detector drew it, unless a feature detector flags
+    rows of the class too."""
+    labels, coords, poison = planted_coordinates(grown=True)
+    rng = np.random.default_rng(2)
+    caught = poison & (rng.random(poison.size) < 0.6)
+    score = np.where(caught, 0.8, rng.uniform(0.0, 0.4, poison.size))
+    pixel = decide(
+        {"pixel_spectral": result(score)},
+        poison.size,
+        DecisionConfig(),
+        labels=labels,
+        coordinates=coords,
+    )
+    assert np.array_equal(pixel.flagged, caught)
+    assert pixel.info["refine"]["skipped"] == [2] and pixel.info["refine"]["per_class"] == {}
+    one = np.zeros(poison.size, dtype=bool)
+    one[np.flatnonzero(caught)[:1]] = True
+    both = decide(
+        {"pixel_spectral": result(score), "a": result(np.where(one, 0.8, 0.1))},
+        poison.size,
+        DecisionConfig(),
+        labels=labels,
+        coordinates=coords,
+    )
+    assert both.info["refine"]["skipped"] == [] and "2" in both.info["refine"]["per_class"]
+    assert both.flagged[poison].mean() >= 0.9
+
+
+def test_input_space_only_classes_need_every_flag_from_the_input_detector():
+    from sanitize.detect.decision import _input_space_only
+
+    labels = np.repeat(np.arange(3), 10)
+    pixel = np.zeros(30, dtype=bool)
+    pixel[[0, 1, 10, 11]] = True
+    spectral = np.zeros(30, dtype=bool)
+    spectral[11] = True
+    flagged = pixel | spectral
+    flagged[[20, 21]] = True  # added by a decision rule (a consensus), no detector's own flag
+    results = {"pixel_spectral": result(np.where(pixel, 0.8, 0.1))}
+    results["spectral"] = result(np.where(spectral, 0.8, 0.1))
+    names = sorted(results)
+    assert _input_space_only(results, names, flagged, labels) == frozenset({0})
+    assert _input_space_only({"spectral": results["spectral"]}, ["spectral"], flagged, labels) == (
+        frozenset()
+    )
+
+
 @pytest.mark.parametrize(
     "bad",
     [

@@ -149,6 +149,10 @@ class Detector(ABC):
     # flags in classes where it flags a group (``decision.group_vote_min_rows``), for a
     # detector whose isolated flags are noise of its statistic rather than poison (CBD).
     votes: ClassVar[str] = "rows"
+    # Whether the detector reads the features (or the losses of a model of them). A group
+    # only an input-space detector found is not re-drawn by the decision's refinement,
+    # which fits its discriminant on feature coordinates.
+    feature_space: ClassVar[bool] = True
 
     def get_params(self) -> dict[str, Any]:
         """The keyword parameters of ``__init__`` and their current values."""

@@ -284,6 +284,7 @@ def decide(
             folds=config.refine_folds,
             add=config.refine_add,
             min_kept=config.refine_min_kept,
+            skip=_input_space_only(results, names, flagged, np.asarray(labels)),
             seed=seed,
         )
         added = refined.flagged & ~flagged
@@ -401,6 +402,30 @@ def _sample_weights(
         weight_classes = [int(c) for c in np.flatnonzero(suspect)]
     sample_weight[kept] = w[kept] / w[kept].mean()
     return sample_weight.astype(np.float32), weight_classes, weight_agreement
+
+
+def _input_space_only(
+    results: dict[str, DetectorResult], names: list[str], flagged: np.ndarray, labels: np.ndarray
+) -> frozenset[int]:
+    """Classes whose every flagged row an input-space detector (``Detector.feature_space``
+    False) flagged and no feature-space detector did: groups drawn in the input, which
+    feature coordinates need not hold."""
+    inputs = [nm for nm in names if not _detector_attr(nm, "feature_space", True)]
+    if not inputs:
+        return frozenset()
+    by_input = np.any([results[nm].flagged for nm in inputs], axis=0)
+    features = [nm for nm in names if nm not in inputs]
+    by_features = (
+        np.any([results[nm].flagged for nm in features], axis=0)
+        if features
+        else np.zeros_like(by_input)
+    )
+    classes = set()
+    for c in np.unique(labels[flagged]):
+        rows = flagged & (labels == c)
+        if by_input[rows].all() and not by_features[rows].any():
+            classes.add(int(c))
+    return frozenset(classes)
 
 
 def _detector_attr(name: str, attr: str, default: Any) -> Any:

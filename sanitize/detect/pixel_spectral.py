@@ -110,6 +110,7 @@ class_z_threshold, class_mad_floor
     name = "pixel_spectral"
     requires = ("pixels",)
     shares_class_stats = False
+    feature_space = False
 
     def __init__(
         self,

@@ -56,6 +56,7 @@ def refine_by_class(
     folds: int,
     add: float = 0.5,
     min_kept: float = 0.0,
+    skip: frozenset[int] = frozenset(),
     seed: int = 0,
 ) -> Refinement:
     """Re-draw the flagged group of every class that has one, by cross-fitted LDA.
@@ -91,6 +92,8 @@ def refine_by_class(
         Share of a class's flags that must keep ``p >= keep``; below it the flagged group
         has no direction in common and every flag of the class is withdrawn (recorded as
         ``withdrawn`` in the class's info). 0 never withdraws.
+    skip : frozenset of int, default=frozenset()
+        Classes left as they are (listed in ``info["skipped"]``).
     seed : int, default=0
         Seeds the fold split.
     """
@@ -99,6 +102,8 @@ def refine_by_class(
     probability = np.full(flagged.shape[0], np.nan)
     per_class: dict[str, dict] = {}
     for c in np.unique(labels[flagged]):
+        if int(c) in skip:
+            continue
         rows = np.flatnonzero(labels == c)
         group = flagged[rows]
         if group.sum() < min_rows or (~group).sum() < min_rows:
@@ -130,6 +135,7 @@ def refine_by_class(
         "folds": folds,
         "components": int(coordinates.shape[1]),
         "per_class": per_class,
+        "skipped": sorted(int(c) for c in skip if (flagged & (labels == c)).any()),
         "n_added": int((out & ~flagged).sum()),
         "n_dropped": int((flagged & ~out).sum()),
     }
