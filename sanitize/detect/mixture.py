@@ -91,7 +91,7 @@ def separated_group(
         warnings.simplefilter("ignore", ConvergenceWarning)
         # reg_covar (in units of the values' own spread) keeps a component from collapsing
         # onto a few tied values.
-        w0, m0, v0 = _two_means_1d(fit_rows)
+        w0, m0, v0 = two_means_1d(fit_rows)
         gmm = GaussianMixture(
             2,
             reg_covar=1e-3,
@@ -211,7 +211,7 @@ def _crossing(m0: float, v0: float, w0: float, m1: float, v1: float, w1: float) 
     return float(above[0]) if above else 0.5 * (m0 + m1)
 
 
-def _two_means_1d(values: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def two_means_1d(values: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Weights, means and variances of the optimal 2-means split of 1-D values.
 
     In one dimension the optimal split is a threshold; scanning the sorted values with

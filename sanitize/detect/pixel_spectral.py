@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from sanitize.detect.base import DetectorContext, DetectorResult, register
-from sanitize.detect.mixture import _two_means_1d
+from sanitize.detect.mixture import two_means_1d
 from sanitize.detect.spectral import SpectralSignature
 from sanitize.errors import ConfigError
 
@@ -94,9 +94,10 @@ class_z_threshold, class_mad_floor
     Notes
     -----
     ``info["per_class"]`` adds, per class, ``top_ratio``: the squared ratio of the top two
-    singular values of the whitened class (1.1-1.7 in clean CIFAR-10 and MNIST classes of
-    5,000-row sets, up to 3.8 in GTSRB's near-duplicate sign tracks; 2.4-12 in classes
-    with a blended, Trojan or SIG trigger; ``benchmarks/RESULTS.md``, session 9), and
+    singular values of the whitened class (1.0-1.74 in clean CIFAR-10 and MNIST classes of
+    5,000-row sets, up to 3.8 in GTSRB's near-duplicate sign tracks; 2.1-12 in CIFAR-10
+    classes with a blended, Trojan or SIG trigger and up to 33 in MNIST's;
+    ``benchmarks/RESULTS.md``, session 9), and
     ``spread_ratio``: the high side's spread off the top direction over the low side's.
 
     References
@@ -197,7 +198,7 @@ def _tighter_side(projection: np.ndarray, residual: np.ndarray) -> tuple[float, 
     scales their own variation by ``1 - alpha``, a stamp replaces the pixels it covers.
     Off the trigger's direction, the poisoned side varies less than the clean side.
     """
-    _, means, _ = _two_means_1d(projection)
+    _, means, _ = two_means_1d(projection)
     high = projection >= means.mean()
     if high.all() or not high.any():
         return 1.0, 1.0
