@@ -23,6 +23,7 @@ KNOWN_DETECTORS = (
     "activation_clustering",
     "spectral",
     "spectre",
+    "contrast_spectral",
     "early_loss",
     "cbd",
     "pixel_spectral",

@@ -341,7 +341,15 @@ def test_missing_context_is_named():
 
 
 def test_registry():
-    known = ("activation_clustering", "cbd", "early_loss", "pixel_spectral", "spectral", "spectre")
+    known = (
+        "activation_clustering",
+        "cbd",
+        "contrast_spectral",
+        "early_loss",
+        "pixel_spectral",
+        "spectral",
+        "spectre",
+    )
     assert available_detectors() == known
     with pytest.raises(ConfigError) as err:
         get_detector("x")

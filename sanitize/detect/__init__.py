@@ -14,6 +14,7 @@ from sanitize.detect.base import (
     register,
 )
 from sanitize.detect.cbd import CBD
+from sanitize.detect.contrast_spectral import ContrastSpectral
 from sanitize.detect.decision import Decision, decide
 from sanitize.detect.early_loss import EarlyLoss
 from sanitize.detect.pixel_spectral import PixelSpectral
@@ -23,6 +24,7 @@ from sanitize.detect.spectre import Spectre
 __all__ = [
     "CBD",
     "ActivationClustering",
+    "ContrastSpectral",
     "Decision",
     "Detector",
     "DetectorContext",

@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from sanitize.detect.base import DetectorContext, DetectorResult, register
 from sanitize.detect.mixture import two_means_1d
 from sanitize.detect.spectral import SpectralSignature
+from sanitize.detect.whitening import LeaveOneClassOutWhitening
 from sanitize.errors import ConfigError
 
 # Images a batch when block means are computed (uint8 in, float32 out).
@@ -145,49 +146,20 @@ class_z_threshold, class_mad_floor
         self, features: np.ndarray, labels: np.ndarray, context: DetectorContext
     ) -> DetectorResult:
         pixels = np.asarray(context.pixels, dtype=np.float32)
-        whitened = _WhitenedClasses(pixels, labels, context.n_classes, self.shrinkage)
-        return self._group_result(labels, context, whitened.projection, "high")
-
-
-class _WhitenedClasses:
-    """Class means and the pooled within-class scatter of every class, so each class can
-    be whitened by the scatter of the others (leave one class out). Memory: the float32
-    block means and one class at a time in float64."""
-
-    def __init__(self, pixels: np.ndarray, labels: np.ndarray, n_classes: int, shrinkage: float):
-        self.pixels = pixels
-        self.labels = labels
-        self.shrinkage = shrinkage
-        self.means = np.zeros((n_classes, pixels.shape[1]))
-        self.scatter = np.zeros((pixels.shape[1], pixels.shape[1]))
-        for c in np.unique(labels):
-            centred = self._centred(np.flatnonzero(labels == c), int(c), fit=True)
-            self.scatter += centred.T @ centred
-        self.n = labels.size
-
-    def _centred(self, rows: np.ndarray, c: int, fit: bool = False) -> np.ndarray:
-        x = self.pixels[rows].astype(np.float64)
-        if fit:
-            self.means[c] = x.mean(axis=0)
-        return x - self.means[c]
-
-    def projection(self, idx: np.ndarray) -> tuple[np.ndarray, dict]:
-        """Projections of the rows ``idx`` (every row of one class) on the class's top
-        whitened direction, the tighter side high."""
-        c = int(self.labels[idx[0]])
-        centred = self._centred(idx, c)
-        others = self.n - idx.size
-        cov = (self.scatter - centred.T @ centred) / max(others - 1, 1)
-        cov = (1 - self.shrinkage) * cov + self.shrinkage * np.trace(cov) / cov.shape[0] * np.eye(
-            cov.shape[0]
+        whitening = LeaveOneClassOutWhitening(pixels, labels, context.n_classes, self.shrinkage)
+        return self._group_result(
+            labels, context, lambda idx: _tighter_side_projection(whitening, idx), "high"
         )
-        values, vectors = np.linalg.eigh(cov)
-        white = centred @ (vectors / np.sqrt(np.maximum(values, 1e-12)))
-        _, singular, vt = np.linalg.svd(white, full_matrices=False)
-        ratio = float(singular[0] ** 2 / max(singular[1] ** 2, 1e-12)) if singular.size > 1 else 1.0
-        projection = white @ vt[0]
-        sign, spread = _tighter_side(projection, white - np.outer(projection, vt[0]))
-        return sign * projection, {"top_ratio": ratio, "spread_ratio": spread}
+
+
+def _tighter_side_projection(
+    whitening: LeaveOneClassOutWhitening, idx: np.ndarray
+) -> tuple[np.ndarray, dict]:
+    """Projections of the rows ``idx`` (every row of one class) on the class's top
+    whitened direction, the tighter side high, and the figures for ``info``."""
+    top = whitening.top_direction(idx)
+    sign, spread = _tighter_side(top.projection, top.residual())
+    return sign * top.projection, {"top_ratio": top.top_ratio, "spread_ratio": spread}
 
 
 def _tighter_side(projection: np.ndarray, residual: np.ndarray) -> tuple[float, float]:

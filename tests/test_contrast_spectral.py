@@ -1,0 +1,93 @@
+"""The spectral signature whitened by the other classes, and the whitening it uses."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from sanitize.detect import ContrastSpectral, DetectorContext, SpectralSignature, get_detector
+from sanitize.detect.whitening import LeaveOneClassOutWhitening
+from sanitize.errors import ConfigError
+from tests.test_detectors import CTX, N_CLASSES, PLANT_CLASS, check_result, make_features, rates
+
+
+@pytest.mark.parametrize("n_plant", [40, 245])
+def test_contrast_spectral_flags_a_planted_group_at_12_and_45_percent(n_plant):
+    x, y, poison = make_features(1, n_plant=n_plant)
+    result = ContrastSpectral().score(x, y, CTX)
+    check_result(result, len(y))
+    tpr, fpr = rates(result, poison)
+    assert tpr >= 0.95 and fpr <= 0.01
+    assert result.info["classes_flagged"] == [PLANT_CLASS]
+    assert result.info["per_class"][str(PLANT_CLASS)]["top_ratio"] > 2.0
+
+
+def test_contrast_spectral_flags_at_most_one_percent_when_clean():
+    x, y, _ = make_features(0, n_plant=0)
+    result = ContrastSpectral().score(x, y, CTX)
+    check_result(result, len(y))
+    assert result.flagged.mean() <= 0.01
+    assert not any(v.get("group") for v in result.info["per_class"].values())
+
+
+def test_contrast_spectral_flags_the_clean_rest_of_a_class_the_poison_is_most_of():
+    """The flagged side is at most half its class: the decision's size rules turn it over."""
+    x, y, poison = make_features(2, n_plant=450)
+    result = ContrastSpectral().score(x, y, CTX)
+    in_class = y == PLANT_CLASS
+    assert result.info["classes_flagged"] == [PLANT_CLASS]
+    assert not result.flagged[poison].any()
+    assert result.flagged[in_class & ~poison].mean() >= 0.95
+
+
+def test_contrast_spectral_sees_past_a_direction_every_class_varies_along():
+    """A group hidden under a broad direction every class shares: the class's own top
+    direction is the broad one (the spectral signature finds no group there), while the
+    other classes' covariance whitens it away."""
+    rng = np.random.default_rng(3)
+    dim, per_class, n_plant = 32, 300, 45
+    shared = rng.normal(size=dim)
+    shared /= np.linalg.norm(shared)
+    trigger = rng.normal(size=dim)
+    trigger -= (trigger @ shared) * shared
+    trigger /= np.linalg.norm(trigger)
+    xs, ys = [], []
+    for c in range(N_CLASSES):
+        rows = rng.normal(size=(per_class, dim)) + rng.normal(scale=3.0, size=dim)
+        rows += np.outer(rng.normal(scale=8.0, size=per_class), shared)
+        xs.append(rows)
+        ys.append(np.full(per_class, c))
+    plant = xs[PLANT_CLASS][:n_plant] + 6.0 * trigger
+    x = np.concatenate([*xs, plant]).astype(np.float32)
+    y = np.concatenate([*ys, np.full(n_plant, PLANT_CLASS)])
+    poison = np.r_[np.zeros(N_CLASSES * per_class, bool), np.ones(n_plant, bool)]
+
+    assert not SpectralSignature().score(x, y, CTX).flagged[poison].any()
+    result = ContrastSpectral().score(x, y, CTX)
+    tpr, fpr = rates(result, poison)
+    assert tpr >= 0.95 and fpr <= 0.01
+
+
+def test_whitening_leaves_each_class_out_of_its_own_covariance():
+    x, y, _ = make_features(4, n_plant=0)
+    x = x.astype(np.float64)
+    whitening = LeaveOneClassOutWhitening(x, y, N_CLASSES, shrinkage=1e-6)
+    idx = np.flatnonzero(y == 0)
+    top = whitening.top_direction(idx)
+    others = np.flatnonzero(y != 0)
+    residual = x[others] - np.stack([x[y == c].mean(axis=0) for c in range(N_CLASSES)])[y[others]]
+    cov = residual.T @ residual / (others.size - 1)
+    values, vectors = np.linalg.eigh(cov)
+    white = (x[idx] - x[idx].mean(axis=0)) @ (vectors / np.sqrt(values))
+    assert np.allclose(np.abs(top.white @ top.direction), np.abs(white @ top.direction))
+    assert np.allclose(top.white, white, atol=1e-6)
+    assert np.allclose(np.linalg.norm(top.residual() @ top.direction), 0.0, atol=1e-8)
+
+
+def test_contrast_spectral_checks_its_parameters():
+    with pytest.raises(ConfigError, match="contrast_spectral.shrinkage"):
+        get_detector("contrast_spectral", shrinkage=0.0)
+    with pytest.raises(ConfigError, match="contrast_spectral.separation_threshold"):
+        ContrastSpectral(separation_threshold=0).score(
+            np.zeros((60, 2), np.float32), np.arange(60) % 3, DetectorContext(n_classes=3)
+        )
