@@ -94,9 +94,7 @@ class_z_threshold, class_mad_floor
 
     def _check_params(self) -> None:
         if not 0 < self.shrinkage <= 1:
-            raise ConfigError(
-                f"contrast_spectral.shrinkage must be in (0, 1], got {self.shrinkage}"
-            )
+            raise ConfigError(f"{self.name}.shrinkage must be in (0, 1], got {self.shrinkage}")
         super()._check_params()
 
     def _score(

@@ -17,10 +17,9 @@ import torch
 import torch.nn.functional as F
 
 from sanitize.detect.base import DetectorContext, DetectorResult, register
+from sanitize.detect.contrast_spectral import ContrastSpectral
 from sanitize.detect.mixture import two_means_1d
-from sanitize.detect.spectral import SpectralSignature
 from sanitize.detect.whitening import LeaveOneClassOutWhitening
-from sanitize.errors import ConfigError
 
 # Images a batch when block means are computed (uint8 in, float32 out).
 _BLOCK_BATCH = 4096
@@ -56,7 +55,7 @@ def block_means(images: np.ndarray, rows: np.ndarray | None = None, grid: int = 
 
 
 @register
-class PixelSpectral(SpectralSignature):
+class PixelSpectral(ContrastSpectral):
     """Flag rows that form a separated group along the top whitened pixel direction of
     their class.
 
@@ -126,8 +125,8 @@ class_z_threshold, class_mad_floor
         class_z_threshold: float = 3.0,
         class_mad_floor: float = 0.1,
     ) -> None:
-        self.shrinkage = shrinkage
         super().__init__(
+            shrinkage=shrinkage,
             separation_threshold=separation_threshold,
             z_threshold=z_threshold,
             min_group_size=min_group_size,
@@ -136,11 +135,6 @@ class_z_threshold, class_mad_floor
             class_z_threshold=class_z_threshold,
             class_mad_floor=class_mad_floor,
         )
-
-    def _check_params(self) -> None:
-        if not 0 < self.shrinkage <= 1:
-            raise ConfigError(f"pixel_spectral.shrinkage must be in (0, 1], got {self.shrinkage}")
-        super()._check_params()
 
     def _score(
         self, features: np.ndarray, labels: np.ndarray, context: DetectorContext
