@@ -5,8 +5,8 @@ along which no other class varies. Scaled by the pooled within-class covariance 
 *other* classes (leave one class out), a direction every class varies along (pose, colour,
 background) counts for little and the trigger's for much, however much of its class the
 poison is: the covariance it is whitened by holds none of it. The class's own covariance,
-which a SPECTRE-style robust estimate relies on, is the poison's own once the poison is
-most of the class.
+which the SPECTRE paper's robust estimate is drawn from, is the poison's own once the
+poison is most of the class.
 """
 
 from __future__ import annotations
@@ -59,10 +59,10 @@ class LeaveOneClassOutWhitening:
         self.means = np.zeros((n_classes, data.shape[1]))
         self.scatter = np.zeros((data.shape[1], data.shape[1]))
         for c in np.unique(labels):
-            rows = np.flatnonzero(labels == c)
-            self.means[c] = np.asarray(data[rows], dtype=np.float64).mean(axis=0)
-            centred = self.centred(rows, int(c))
-            self.scatter += centred.T @ centred
+            x = np.asarray(data[labels == c], dtype=np.float64)  # one read a class
+            self.means[c] = x.mean(axis=0)
+            x -= self.means[c]
+            self.scatter += x.T @ x
         self.n = labels.size
 
     def centred(self, rows: np.ndarray, c: int) -> np.ndarray:
