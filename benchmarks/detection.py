@@ -631,6 +631,87 @@ SUITES: dict[str, tuple[Case, ...]] = {
             rate=0.05,
         ),
     ),
+    # Written down in session 11 on the code with contrast_spectral (3886d3f), before its
+    # run, run once with --seed 13: triggers no earlier suite used (corner logos, the
+    # TrojanNN pattern, BackdoorBench's grid, a white apple blend, VGG's low-frequency
+    # pattern), new targets and rates, and a clean set.
+    "heldout11": (
+        Case(
+            "cifar10-trojan-phoenix-3pct-t6",
+            "cifar10",
+            "trojan",
+            (("trigger_path", f"{TOOLBOX}/phoenix_corner_32.png"),),
+            target=6,
+            rate=0.03,
+        ),
+        Case(
+            "cifar10-trojan-nn-5pct-t8",
+            "cifar10",
+            "trojan",
+            (("trigger_path", f"{TOOLBOX}/trojannn_cifar10_seed=2333.png"),),
+            target=8,
+            rate=0.05,
+        ),
+        Case(
+            "cifar10-badnets-grid-2pct-t4",
+            "cifar10",
+            "badnets",
+            (("trigger_path", f"{BACKDOORBENCH}/badnet/trigger_image.png"),),
+            target=4,
+            rate=0.02,
+        ),
+        Case(
+            "cifar10-trojan-firefox-corner-4pct-t0",
+            "cifar10",
+            "trojan",
+            (("trigger_path", f"{TOOLBOX}/firefox_corner_32.png"),),
+            target=0,
+            rate=0.04,
+        ),
+        Case(
+            "cifar10-blend-apple-a15-5pct-t3",
+            "cifar10",
+            "blend",
+            (("trigger_path", f"{TOOLBOX}/apple_white.png"), ("alpha", 0.15)),
+            target=3,
+            rate=0.05,
+        ),
+        Case(
+            "cifar10-lowfreq-vgg-8pct-t2",
+            "cifar10",
+            "lowfreq",
+            (("pattern_path", f"{BACKDOORBENCH}/lowFrequency/cifar10_vgg19_0_255.npy"),),
+            target=2,
+            rate=0.08,
+        ),
+        Case(
+            "cifar10-filter-tint-6pct-t9",
+            "cifar10",
+            "filter",
+            (("kind", "tint"),),
+            target=9,
+            rate=0.06,
+        ),
+        Case("cifar10-wanet-8pct-t1", "cifar10", "wanet", target=1, rate=0.08),
+        Case("cifar10-badnets-12pct-t5", "cifar10", "badnets", target=5, rate=0.12),
+        Case("cifar10-clean", "cifar10", "none", target=0, rate=0.0),
+        Case(
+            "gtsrb-trojan-nn-4pct-t38",
+            "gtsrb",
+            "trojan",
+            (("trigger_path", f"{TOOLBOX}/trojannn_gtsrb_seed=2333.png"),),
+            target=38,
+            rate=0.04,
+        ),
+        Case(
+            "mnist-badnets-grid-3pct-t6",
+            "mnist",
+            "badnets",
+            (("trigger_path", f"{BACKDOORBENCH}/badnet/trigger_image.png"),),
+            target=6,
+            rate=0.03,
+        ),
+    ),
 }
 
 
