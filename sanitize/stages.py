@@ -378,6 +378,8 @@ def detect_stage(name: str, config: SanitizeConfig, paths: RunPaths) -> dict[str
         arrays["weight"] = result.weight
     if result.candidate is not None:
         arrays["candidate"] = result.candidate
+    if result.oriented is not None:
+        arrays["oriented"] = result.oriented
     np.savez(paths.detector_scores(name), **arrays)
     paths.detector_info(name).write_text(json.dumps(result.info, default=_json_default))
     seconds = time.perf_counter() - start
@@ -397,13 +399,13 @@ def decide_stage(config: SanitizeConfig, paths: RunPaths) -> dict[str, Any]:
         saved = np.load(paths.detector_scores(name))
         info = json.loads(paths.detector_info(name).read_text())
         weight = saved["weight"] if "weight" in saved.files else None
-        candidate = saved["candidate"] if "candidate" in saved.files else None
         results[name] = DetectorResult(
             score=saved["score"],
             flagged=saved["flagged"],
             info=info,
             weight=weight,
-            candidate=candidate,
+            candidate=saved["candidate"] if "candidate" in saved.files else None,
+            oriented=saved["oriented"] if "oriented" in saved.files else None,
         )
     y = rows.column("y").to_numpy().astype(np.int64)
     coordinates = None

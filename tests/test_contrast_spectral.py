@@ -30,14 +30,90 @@ def test_contrast_spectral_flags_at_most_one_percent_when_clean():
     assert not any(v.get("group") for v in result.info["per_class"].values())
 
 
-def test_contrast_spectral_flags_the_clean_rest_of_a_class_the_poison_is_most_of():
-    """The flagged side is at most half its class: the decision's size rules turn it over."""
+def test_contrast_spectral_flags_the_clean_rest_of_a_class_a_tight_poison_is_most_of():
+    """The group is at most half its class. A poison that is one tight cluster spreads no
+    more than the class, so nothing turns the group over here: the decision's size rules
+    may."""
     x, y, poison = make_features(2, n_plant=450)
     result = ContrastSpectral().score(x, y, CTX)
     in_class = y == PLANT_CLASS
     assert result.info["classes_flagged"] == [PLANT_CLASS]
     assert not result.flagged[poison].any()
     assert result.flagged[in_class & ~poison].mean() >= 0.95
+    assert result.oriented is None
+    figures = result.info["per_class"][str(PLANT_CLASS)]
+    assert figures["spread_z_rest"] < ContrastSpectral().spread_z_threshold
+
+
+def _poison_from_other_classes(n_poison: int, seed: int = 1):
+    """Clean classes of :func:`make_features`, plus ``n_poison`` rows labelled
+    ``PLANT_CLASS`` that are rows of the other classes (their content at 0.3 of its scale,
+    as a model that learned the trigger keeps it) moved by a trigger offset of 12."""
+    x, y, _ = make_features(seed, n_plant=0)
+    rng = np.random.default_rng(seed + 100)
+    sources = rng.choice(np.flatnonzero(y != PLANT_CLASS), n_poison, replace=False)
+    trigger = rng.normal(size=x.shape[1])
+    trigger /= np.linalg.norm(trigger)
+    centre = x[y == PLANT_CLASS].mean(axis=0)
+    plant = centre + 12.0 * trigger + 0.3 * (x[sources] - x.mean(axis=0))
+    poison = np.r_[np.zeros(y.size, bool), np.ones(n_poison, bool)]
+    return (
+        np.concatenate([x, plant]).astype(np.float32),
+        np.r_[y, np.full(n_poison, PLANT_CLASS)],
+        poison,
+    )
+
+
+def test_contrast_spectral_turns_over_a_class_whose_rest_spreads_like_several_classes():
+    """450 poisons drawn from the other classes against 300 clean rows: the group test
+    flags the clean 300; the rest spreads like rows of several classes, so the flags
+    turn over onto the poisons, and are marked oriented for the decision."""
+    x, y, poison = _poison_from_other_classes(450)
+    result = ContrastSpectral().score(x, y, CTX)
+    check_result(result, len(y))
+    tpr, fpr = rates(result, poison)
+    assert tpr >= 0.95 and fpr <= 0.01
+    assert result.oriented is not None and np.array_equal(result.oriented, result.flagged)
+    figures = result.info["per_class"][str(PLANT_CLASS)]
+    assert figures["rule"] == "turned_over_by_spread"
+    assert figures["spread_z_rest"] >= 4.0 > figures["spread_z_group"]
+    assert figures["n_flagged"] == result.info["n_flagged"] == int(result.flagged.sum())
+
+    plain = ContrastSpectral(spread_z_threshold=1e6).score(x, y, CTX)
+    assert plain.oriented is None and not plain.flagged[poison].any()
+
+
+def test_contrast_spectral_splits_a_class_without_a_group_that_spreads_like_several():
+    """300 such poisons against 300 clean rows: no group passes the group test (each side
+    is half the class), but the class spreads far beyond the others; split at its 2-means
+    cut, the side that spreads is the poison."""
+    x, y, poison = _poison_from_other_classes(300)
+    result = ContrastSpectral().score(x, y, CTX)
+    check_result(result, len(y))
+    tpr, fpr = rates(result, poison)
+    assert tpr >= 0.95 and fpr <= 0.01
+    assert np.array_equal(result.oriented, result.flagged)
+    figures = result.info["per_class"][str(PLANT_CLASS)]
+    assert figures["rule"] == "split_by_spread"
+    assert figures["spread_z"] >= 4.0 and figures["spread_z_group"] > figures["spread_z_rest"]
+    # The flagged side ranks by its distance from the cut: every poison above every clean row.
+    in_class = y == PLANT_CLASS
+    assert result.score[in_class & poison].min() > result.score[in_class & ~poison].max()
+    # No other class spreads that far, so none is split.
+    assert result.info["classes_flagged"] == [PLANT_CLASS]
+
+
+def test_contrast_spectral_keeps_a_minority_group_that_spreads_like_several_classes():
+    """60 such poisons: the group is the poison and it is the side that spreads, so it
+    stays as the group test drew it."""
+    x, y, poison = _poison_from_other_classes(60)
+    result = ContrastSpectral().score(x, y, CTX)
+    tpr, fpr = rates(result, poison)
+    assert tpr >= 0.95 and fpr <= 0.01
+    assert result.oriented is None
+    figures = result.info["per_class"][str(PLANT_CLASS)]
+    assert figures["rule"] != "turned_over_by_spread"
+    assert figures["spread_z_group"] > figures["spread_z_rest"]
 
 
 def test_contrast_spectral_sees_past_a_direction_every_class_varies_along():
@@ -87,6 +163,8 @@ def test_whitening_leaves_each_class_out_of_its_own_covariance():
 def test_contrast_spectral_checks_its_parameters():
     with pytest.raises(ConfigError, match="contrast_spectral.shrinkage"):
         get_detector("contrast_spectral", shrinkage=0.0)
+    with pytest.raises(ConfigError, match="contrast_spectral.spread_z_threshold"):
+        get_detector("contrast_spectral", spread_z_threshold=0.0)
     with pytest.raises(ConfigError, match="contrast_spectral.separation_threshold"):
         ContrastSpectral(separation_threshold=0).score(
             np.zeros((60, 2), np.float32), np.arange(60) % 3, DetectorContext(n_classes=3)

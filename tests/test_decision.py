@@ -421,6 +421,26 @@ def test_orientation_drops_the_other_side_of_a_shortcut_majority_class():
     assert np.array_equal(off.flagged, early | cluster) and off.info["orient"] is None
 
 
+def test_a_results_oriented_rows_orient_their_class_as_an_oriented_detector_would():
+    """A detector that is not oriented as a whole (``contrast_spectral``) but marks the
+    flags it turned over: they settle the class as the early loss's would."""
+    results, labels, _, early, cluster = _majority_poison_case()
+    results["contrast_spectral"] = DetectorResult(
+        score=np.where(early, 0.9, 0.1).astype(np.float32), flagged=early, oriented=early
+    )
+    del results["early_loss"]
+    decision = decide(results, labels.size, DecisionConfig(min_votes=1), labels=labels)
+    assert np.array_equal(decision.flagged, early | (cluster & (labels == 2)))
+    info = decision.info["orient"]
+    assert info["by"] == ["contrast_spectral"]
+    assert info["classes"]["1"] == {"rows": 100, "shortcut": 70, "rule": "majority", "dropped": 20}
+    # The same flags without the mark orient nothing (and, without the growth check, stay).
+    results["contrast_spectral"] = result(np.where(early, 0.9, 0.1))
+    config = DecisionConfig(min_votes=1, growth_check=False)
+    plain = decide(results, labels.size, config, labels=labels)
+    assert np.array_equal(plain.flagged, early | cluster) and plain.info["orient"] is None
+
+
 def test_orientation_drops_flags_that_contradict_a_shortcut_minority_group():
     results, labels, _, early, cluster = _majority_poison_case()
     # Early loss flags half of class 1 (no majority); every other flag there is off its side.

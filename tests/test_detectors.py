@@ -366,6 +366,12 @@ def test_result_contract_is_enforced():
         DetectorResult(score=np.array([0.7, 0.2]), flagged=np.array([False, False]))
     with pytest.raises(ValueError, match="weight"):
         DetectorResult(score=np.array([0.1]), flagged=np.array([False]), weight=np.array([0.0]))
+    with pytest.raises(ValueError, match="oriented rows must be flagged"):
+        DetectorResult(
+            score=np.array([0.7, 0.2]),
+            flagged=np.array([True, False]),
+            oriented=np.array([True, True]),
+        )
 
 
 # --- the mixture test shared by the 1-D detectors ----------------------------------------

@@ -86,6 +86,11 @@ class DetectorResult:
         ``info["per_class"][c]["evidence"]`` per class; the decision uses both to act on
         a class that several detectors single out (see
         :func:`sanitize.detect.decision.decide`).
+    oriented : ndarray of shape (n_rows,) or None, default=None
+        bool, within ``flagged``; flags whose side the detector's own signal settles in a
+        class where a group test alone would not (a class whose flags are the rest of a
+        group, turned over). The decision treats them as it treats the flags of a
+        detector with ``Detector.oriented``.
 
     Raises
     ------
@@ -99,6 +104,7 @@ class DetectorResult:
     info: dict[str, Any] = field(default_factory=dict)
     weight: np.ndarray | None = None
     candidate: np.ndarray | None = None
+    oriented: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         self.score = np.asarray(self.score, dtype=np.float32)
@@ -124,6 +130,12 @@ class DetectorResult:
             self.candidate = np.asarray(self.candidate, dtype=bool)
             if self.candidate.shape != (n,):
                 raise ValueError(f"candidate has shape {self.candidate.shape}, score has ({n},)")
+        if self.oriented is not None:
+            self.oriented = np.asarray(self.oriented, dtype=bool)
+            if self.oriented.shape != (n,):
+                raise ValueError(f"oriented has shape {self.oriented.shape}, score has ({n},)")
+            if np.any(self.oriented & ~self.flagged):
+                raise ValueError("oriented rows must be flagged")
 
 
 class Detector(ABC):

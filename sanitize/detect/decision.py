@@ -85,7 +85,8 @@ def decide(
     reasons ``consensus:<detector>``; in a class inflated far beyond the others' size
     (:func:`sanitize.detect.class_size.inflated_classes`) the detectors' bar there is
     ``config.consensus_inflated_z``. With ``labels`` and ``config.orient``, a class where
-    the oriented detectors (``Detector.oriented``) flag a majority, or a group that most of
+    the oriented detectors (``Detector.oriented``, and a result's ``oriented`` rows) flag a
+    majority, or a group that most of
     the other flags there lie off, keeps only the flags on their side
     (:func:`sanitize.detect.orient.orient_by_shortcut`); the others get a score just below
     0.5. With ``labels`` and ``config.size_orient``, a class inflated far beyond the
@@ -217,9 +218,10 @@ def decide(
 
     orient_info = None
     oriented = [nm for nm in names if _detector_attr(nm, "oriented", False)]
-    # The oriented detectors' own flags: their signal says which side is the poison.
-    shortcut = np.any([results[nm].flagged for nm in oriented], axis=0) if oriented else None
-    if labels is not None and config.orient and oriented:
+    # The oriented detectors' own flags, and the flags a detector oriented itself in some
+    # classes: their signal says which side is the poison.
+    shortcut = _oriented_side(results, oriented, with_candidates=False)
+    if labels is not None and config.orient and shortcut is not None:
         orientation = orient_by_shortcut(
             flagged,
             shortcut,
@@ -232,7 +234,9 @@ def decide(
         )
         _unflag(orientation.dropped, poison_score, reasons)
         flagged = orientation.flagged
-        orient_info = orientation.info | {"by": oriented}
+        orient_info = orientation.info | {
+            "by": oriented + [nm for nm in names if results[nm].oriented is not None]
+        }
 
     size_info = None
     suspect_by_size = config.size_suspect
@@ -436,14 +440,17 @@ def _detector_attr(name: str, attr: str, default: Any) -> Any:
     return getattr(get_detector(name), attr)
 
 
-def _oriented_side(results: dict[str, DetectorResult], oriented: list[str]) -> np.ndarray | None:
+def _oriented_side(
+    results: dict[str, DetectorResult], oriented: list[str], with_candidates: bool = True
+) -> np.ndarray | None:
     """Rows the oriented detectors flag or hold in their candidate group (the side their
-    own signal calls the poison), or None without oriented detectors."""
-    if not oriented:
-        return None
+    own signal calls the poison; without the groups, their flags), and the rows any result
+    marks ``oriented``; None when there are none of either."""
     side = [results[nm].flagged for nm in oriented]
-    side += [results[nm].candidate for nm in oriented if results[nm].candidate is not None]
-    return np.any(side, axis=0)
+    if with_candidates:
+        side += [results[nm].candidate for nm in oriented if results[nm].candidate is not None]
+    side += [r.oriented for r in results.values() if r.oriented is not None]
+    return np.any(side, axis=0) if side else None
 
 
 # Rows of the other classes whose label agreement is the reference of a suspect class's:
