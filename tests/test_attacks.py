@@ -348,6 +348,25 @@ def test_lowfreq_rejects_bad_patterns(tmp_path):
         )
 
 
+def test_badnets_trigger_file_without_a_mask_is_stamped_where_it_is_not_black(tmp_path):
+    """A trigger drawn on black with no ``mask_<name>`` beside it (BackdoorBench's BadNets
+    grid) is stamped through its non-black pixels, as the Trojan attack does."""
+    trigger = np.zeros((8, 8, 3), np.uint8)
+    trigger[5:7, 5:7] = (255, 128, 1)
+    path = tmp_path / "grid.png"
+    Image.fromarray(trigger).save(path)
+    images = np.full((2, 3, 8, 8), 40, np.uint8)
+    out = BadNets(trigger_path=str(path)).apply(images)
+    drawn = trigger.any(axis=2)
+    assert np.array_equal(out[:, :, drawn], np.broadcast_to(trigger[drawn].T, (2, 3, 4)))
+    assert np.array_equal(out[:, :, ~drawn], images[:, :, ~drawn])
+    # A mask named explicitly must exist, and needs a trigger file.
+    with pytest.raises(ConfigError, match="trigger file not found"):
+        BadNets(trigger_path=str(path), mask_path=str(tmp_path / "no.png")).apply(images)
+    with pytest.raises(ConfigError, match="mask_path needs a trigger_path"):
+        BadNets(mask_path=str(path)).apply(images)
+
+
 @pytest.mark.skipif(not TRIGGERS.is_dir(), reason=f"trigger files not found at {TRIGGERS}")
 def test_published_trigger_files():
     images, _ = dataset(n=3, channels=3, side=32)

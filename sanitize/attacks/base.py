@@ -434,6 +434,19 @@ def load_mask(path: str | Path, height: int, width: int) -> np.ndarray:
     return _load_image(str(path), "L", height, width, "nearest").astype(np.float32) / 255.0
 
 
+def trigger_mask(
+    trigger_path: str | Path, mask_path: str | Path | None, pixels: np.ndarray
+) -> np.ndarray:
+    """The float32 (height, width) mask of trigger ``pixels`` (channels, height, width)
+    loaded from ``trigger_path``: ``mask_path``, else ``mask_<name>`` next to the trigger
+    when it exists, else the trigger's non-black pixels (a trigger drawn on black, as
+    BackdoorBench's BadNets grid and the TrojanNN patterns are)."""
+    mask_file = Path(mask_path) if mask_path else mask_path_for(trigger_path)
+    if mask_path or mask_file.is_file():
+        return load_mask(mask_file, pixels.shape[1], pixels.shape[2])
+    return pixels.any(axis=0).astype(np.float32)
+
+
 @functools.lru_cache(maxsize=32)
 def _load_image(path: str, mode: str, height: int, width: int, resample: str) -> np.ndarray:
     # Cached: a streamed set asks for the same trigger once per batch.

@@ -22,11 +22,10 @@ from sanitize.attacks.base import (
     Attack,
     check_choice,
     check_number,
-    load_mask,
     load_trigger,
-    mask_path_for,
     register,
     stamp_with_mask,
+    trigger_mask,
 )
 from sanitize.errors import ConfigError, InputError
 
@@ -56,8 +55,9 @@ class BadNets(Attack):
         through its mask instead of the patch above; both are resized (nearest) to the
         images, so ``pattern``, ``size``, ``position`` and ``margin`` are then unused.
     mask_path : str or None, default=None
-        The trigger's mask (white = trigger pixel); default ``mask_<name>`` next to the
-        trigger file, which must exist.
+        The trigger's mask (white = trigger pixel). Default ``mask_<name>`` next to the
+        trigger file; when there is none, the trigger's non-black pixels (BackdoorBench's
+        ``badnet/trigger_image.png``, a grid drawn on black).
 
     References
     ----------
@@ -109,20 +109,19 @@ class BadNets(Attack):
                 f"{self.name}: position must be one of {', '.join(POSITIONS)} or a "
                 f"(row, col) pair of integers >= 0, got {self.position!r}"
             )
-        if self.trigger_path is not None:
-            for path in (self.trigger_path, self._mask_path()):
-                if not Path(path).is_file():
-                    raise ConfigError(f"{self.name}: trigger file not found: {path}")
-
-    def _mask_path(self) -> Path:
-        assert self.trigger_path is not None
-        return Path(self.mask_path) if self.mask_path else mask_path_for(self.trigger_path)
+        if self.mask_path is not None and self.trigger_path is None:
+            raise ConfigError(f"{self.name}: mask_path needs a trigger_path")
+        for path in (self.trigger_path, self.mask_path):
+            if path is not None and not Path(path).is_file():
+                raise ConfigError(f"{self.name}: trigger file not found: {path}")
 
     def _stamp(self, images: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         _, channels, height, width = images.shape
         if self.trigger_path is not None:
             trigger = load_trigger(self.trigger_path, height, width, channels, resample="nearest")
-            return stamp_with_mask(images, trigger, load_mask(self._mask_path(), height, width))
+            return stamp_with_mask(
+                images, trigger, trigger_mask(self.trigger_path, self.mask_path, trigger)
+            )
         return apply_patch(
             images,
             pattern=self._named_pattern() if isinstance(self.pattern, str) else self.pattern,

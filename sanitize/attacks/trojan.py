@@ -21,13 +21,12 @@ import numpy as np
 from sanitize.attacks.base import (
     Attack,
     check_number,
-    load_mask,
     load_trigger,
-    mask_path_for,
     register,
     rgb_to_grey,
     stamp_with_mask,
     to_uint8,
+    trigger_mask,
 )
 from sanitize.errors import ConfigError
 
@@ -97,11 +96,7 @@ class Trojan(Attack):
             pixels, mask = self._builtin_square(channels, height, width)
         else:
             pixels = load_trigger(self.trigger_path, height, width, channels, resample="nearest")
-            mask_file = Path(self.mask_path) if self.mask_path else mask_path_for(self.trigger_path)
-            if mask_file.is_file():
-                mask = load_mask(mask_file, height, width)
-            else:
-                mask = pixels.any(axis=0).astype(np.float32)
+            mask = trigger_mask(self.trigger_path, self.mask_path, pixels)
         return pixels, mask * np.float32(self.alpha)
 
     def _builtin_square(
