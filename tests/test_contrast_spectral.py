@@ -79,8 +79,12 @@ def test_contrast_spectral_turns_over_a_class_whose_rest_spreads_like_several_cl
     assert figures["spread_z_rest"] >= 4.0 > figures["spread_z_group"]
     assert figures["n_flagged"] == result.info["n_flagged"] == int(result.flagged.sum())
 
-    plain = ContrastSpectral(spread_z_threshold=1e6).score(x, y, CTX)
-    assert plain.oriented is None and not plain.flagged[poison].any()
+    for kept_as_drawn in (
+        ContrastSpectral(spread_z_threshold=1e6),
+        ContrastSpectral(spread_margin=1e6),
+    ):
+        plain = kept_as_drawn.score(x, y, CTX)
+        assert plain.oriented is None and not plain.flagged[poison].any()
 
 
 def test_contrast_spectral_splits_a_class_without_a_group_that_spreads_like_several():
@@ -165,6 +169,8 @@ def test_contrast_spectral_checks_its_parameters():
         get_detector("contrast_spectral", shrinkage=0.0)
     with pytest.raises(ConfigError, match="contrast_spectral.spread_z_threshold"):
         get_detector("contrast_spectral", spread_z_threshold=0.0)
+    with pytest.raises(ConfigError, match="contrast_spectral.spread_margin"):
+        get_detector("contrast_spectral", spread_margin=-1.0)
     with pytest.raises(ConfigError, match="contrast_spectral.separation_threshold"):
         ContrastSpectral(separation_threshold=0).score(
             np.zeros((60, 2), np.float32), np.arange(60) % 3, DetectorContext(n_classes=3)
