@@ -197,6 +197,7 @@ class_z_threshold, class_mad_floor
                 if figures["spread_z"] < self.spread_z_threshold:
                     continue
                 group, distance = _two_means_sides(projections[c])
+            # Recomputed for the few classes judged here rather than kept for every class.
             residual = whitening.top_direction(idx).residual()
             z_group = (residual_spread(residual[group]) - median) / scale
             z_rest = (residual_spread(residual[~group]) - median) / scale
