@@ -236,16 +236,12 @@ class_z_threshold, class_mad_floor
 
 
 def _two_means_sides(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """The upper side of the optimal 2-means split of ``values`` (bool), and every row's
-    distance from the cut toward that side, scaled to at most 1 in absolute value."""
-    weights, _, _ = two_means_1d(values)
-    order = np.argsort(values, kind="stable")
-    cut_rank = int(round(weights[0] * values.size))
-    upper = np.zeros(values.size, dtype=bool)
-    upper[order[cut_rank:]] = True
-    cut = 0.5 * (values[order[cut_rank - 1]] + values[order[cut_rank]])
-    distance = (values - cut) / max(float(np.abs(values - cut).max()), 1e-12)
-    return upper, np.where(upper, np.abs(distance), -np.abs(distance))
+    """The upper side of the optimal 2-means split of ``values`` (bool; the cut is midway
+    between the two means, as :mod:`~sanitize.detect.pixel_spectral` cuts), and every row's
+    signed distance from the cut, scaled to at most 1 in absolute value."""
+    _, means, _ = two_means_1d(values)
+    offset = values - means.mean()
+    return offset >= 0, offset / max(float(np.abs(offset).max()), 1e-12)
 
 
 def residual_spread(rows: np.ndarray) -> float:
