@@ -306,18 +306,17 @@ def group_test_by_class(
     max_group_weight: float,
     max_fit_rows: int,
     seed: int,
-    needs_singling_out: Callable[[GroupTest], bool] | None = None,
-    class_z_threshold: float = 3.0,
+    singling_out_z: Callable[[GroupTest], float | None] | None = None,
     class_mad_floor: float = 0.1,
 ) -> ClassGroups:
     """Run :func:`separated_group` on one 1-D statistic a row, class by class.
 
     ``statistic(idx)`` returns the values of rows ``idx`` (one class) and extra figures for
-    ``info``; the values are standardised before the test. A class whose test satisfies
-    ``needs_singling_out`` keeps its flags only when its separation is also
-    ``class_z_threshold`` robust deviations above the other classes'
-    (:func:`class_evidence_z`); otherwise its rows stay just under the flag line (their
-    order, and the candidate group, are kept). Rows outside ``eligible`` are not scored.
+    ``info``; the values are standardised before the test. A class for whose test
+    ``singling_out_z`` returns a bar keeps its flags only when its separation is also that
+    many robust deviations above the other classes' (:func:`class_evidence_z`); otherwise
+    its rows stay just under the flag line (their order, and the candidate group, are
+    kept). Rows outside ``eligible`` are not scored.
     """
     n = labels.shape[0]
     eligible = np.ones(n, dtype=bool) if eligible is None else eligible
@@ -361,11 +360,8 @@ def group_test_by_class(
         strength = test.strength
         figures = per_class[str(c)]
         figures["class_z"] = class_z.get(c)
-        if (
-            needs_singling_out is not None
-            and needs_singling_out(test)
-            and (class_z.get(c) or 0.0) < class_z_threshold
-        ):
+        bar = singling_out_z(test) if singling_out_z is not None else None
+        if bar is not None and (class_z.get(c) or 0.0) < bar:
             strength = np.minimum(strength, 0.99)
             figures["rule"] = "not_singled_out"
         raw[idx] = ratio_score(strength)

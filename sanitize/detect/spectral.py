@@ -154,8 +154,7 @@ class SpectralSignature(Detector):
             max_group_weight=0.5,
             max_fit_rows=self.max_fit_rows,
             seed=context.seed,
-            needs_singling_out=lambda test: test.group,
-            class_z_threshold=self.class_z_threshold,
+            singling_out_z=lambda test: self.class_z_threshold if test.group else None,
             class_mad_floor=self.class_mad_floor,
         )
         return groups.result(self.get_params())
