@@ -712,6 +712,71 @@ SUITES: dict[str, tuple[Case, ...]] = {
             rate=0.03,
         ),
     ),
+    # Written down before its run (session 12): triggers, targets and rates no earlier
+    # suite used, the GTSRB target a class whose tracks the model fits early.
+    "heldout12": (
+        Case(
+            "cifar10-trojan-watermark3-3pct-t7",
+            "cifar10",
+            "trojan",
+            (("trigger_path", f"{BACKDOORBENCH}/trojannn/watermark3.png"),),
+            target=7,
+            rate=0.03,
+        ),
+        Case(
+            "cifar10-badnets-center-1.5pct-t2",
+            "cifar10",
+            "badnets",
+            (("trigger_path", f"{TOOLBOX}/square_center_32.png"),),
+            target=2,
+            rate=0.015,
+        ),
+        Case(
+            "cifar10-blend-kitty-jpeg-a10-7pct-t6",
+            "cifar10",
+            "blend",
+            (("trigger_path", f"{BACKDOORBENCH}/blended/hello_kitty.jpeg"), ("alpha", 0.1)),
+            target=6,
+            rate=0.07,
+        ),
+        Case(
+            "cifar10-filter-vignette-4pct-t5",
+            "cifar10",
+            "filter",
+            (("kind", "vignette"),),
+            target=5,
+            rate=0.04,
+        ),
+        Case(
+            "cifar10-lowfreq-preact-6pct-t9",
+            "cifar10",
+            "lowfreq",
+            (("pattern_path", f"{BACKDOORBENCH}/lowFrequency/cifar10_preactresnet18_0_255.npy"),),
+            target=9,
+            rate=0.06,
+        ),
+        Case(
+            "cifar10-trojan-apple4-2pct-t1",
+            "cifar10",
+            "trojan",
+            (("trigger_path", f"{BACKDOORBENCH}/trojannn/apple4.png"),),
+            target=1,
+            rate=0.02,
+        ),
+        Case("cifar10-badnets-1pct-t8", "cifar10", "badnets", target=8, rate=0.01),
+        Case("cifar10-sig-4pct-t0", "cifar10", "sig", target=0, rate=0.04),
+        Case("cifar10-clean", "cifar10", "none", target=0, rate=0.0),
+        Case(
+            "gtsrb-badnets-grid-6pct-t12",
+            "gtsrb",
+            "badnets",
+            (("trigger_path", f"{BACKDOORBENCH}/badnet/trigger_image_grid.png"),),
+            target=12,
+            rate=0.06,
+        ),
+        Case("gtsrb-clean", "gtsrb", "none", target=0, rate=0.0),
+        Case("mnist-wanet-5pct-t3", "mnist", "wanet", target=3, rate=0.05),
+    ),
 }
 
 
