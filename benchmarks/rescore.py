@@ -42,7 +42,7 @@ from sanitize.detect.class_stats import ClassStatistics  # noqa: E402
 from sanitize.detect.decision import size_rule_agreement  # noqa: E402
 from sanitize.detect.pixel_spectral import block_means  # noqa: E402
 from sanitize.evaluate import detection_metrics, read_truth  # noqa: E402
-from sanitize.paths import RunPaths  # noqa: E402
+from sanitize.paths import REPORT_JSON, RunPaths  # noqa: E402
 
 
 def load_case(kept: Path) -> dict:
@@ -53,12 +53,17 @@ def load_case(kept: Path) -> dict:
     ids = rows.column("sample_id").to_pylist()
     truth_by_id = read_truth(next(kept.glob("*.truth.csv")))
     classes = json.loads(paths.classes.read_text())
+    # The run's seed (its folds, fits and samples), so that a re-score of unchanged code
+    # reproduces the run's decision.
+    report = paths.out / REPORT_JSON
+    seed = int(json.loads(report.read_text())["config"]["seed"]) if report.exists() else 0
 
     def rows_of(path: Path) -> np.ndarray | None:
         return np.load(path)[ok] if path.exists() else None
 
     return {
         "name": kept.name.removeprefix("kept-"),
+        "seed": seed,
         "classes": classes,
         "images": np.load(paths.images, mmap_mode="r"),
         "image_rows": ok,
@@ -67,7 +72,7 @@ def load_case(kept: Path) -> dict:
         "truth": np.array([truth_by_id[ids[i]] for i in ok]),
         "context": DetectorContext(
             n_classes=len(classes["names"]),
-            seed=0,
+            seed=seed,
             loss_history=rows_of(paths.loss_history),
             loss_bootstrap=rows_of(paths.loss_bootstrap),
             loss_clean=rows_of(paths.loss_clean),
@@ -187,7 +192,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if not (kept / "run" / ".work").exists():
             continue
         case = load_case(kept)
-        case_config = config
+        case_config = config.replace(seed=case["seed"])
         if args.expected_from:
             counts = expected_counts_from(args.expected_from, case["name"])
             case_config = config.replace(
