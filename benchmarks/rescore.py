@@ -195,7 +195,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         case_config = config.replace(seed=case["seed"])
         if args.expected_from:
             counts = expected_counts_from(args.expected_from, case["name"])
-            case_config = config.replace(
+            case_config = case_config.replace(
                 decision=dataclasses.replace(
                     config.decision, expected_class_counts=tuple(sorted(counts.items()))
                 )
