@@ -777,6 +777,72 @@ SUITES: dict[str, tuple[Case, ...]] = {
         Case("gtsrb-clean", "gtsrb", "none", target=0, rate=0.0),
         Case("mnist-wanet-5pct-t3", "mnist", "wanet", target=3, rate=0.05),
     ),
+    # Written down in session 13 before the single-detector rule of the consensus was
+    # tried on anything: triggers, targets and rates no earlier suite used.
+    "heldout13": (
+        Case(
+            "cifar10-blend-kitty-r-a15-5pct-t4",
+            "cifar10",
+            "blend",
+            (("trigger_path", f"{TOOLBOX}/hellokitty_r_32.png"), ("alpha", 0.15)),
+            target=4,
+            rate=0.05,
+        ),
+        Case(
+            "cifar10-badnets-white4-tl-2.5pct-t7",
+            "cifar10",
+            "badnets",
+            (("pattern", "white"), ("size", 4), ("position", "top_left")),
+            target=7,
+            rate=0.025,
+        ),
+        Case(
+            "cifar10-trojan-bb-square-4pct-t3",
+            "cifar10",
+            "trojan",
+            (("trigger_path", f"{BACKDOORBENCH}/trojannn/square.png"),),
+            target=3,
+            rate=0.04,
+        ),
+        Case(
+            "cifar10-lowfreq-densenet-7pct-t8",
+            "cifar10",
+            "lowfreq",
+            (("pattern_path", f"{BACKDOORBENCH}/lowFrequency/cifar10_densenet161_0_255.npy"),),
+            target=8,
+            rate=0.07,
+        ),
+        Case(
+            "cifar10-filter-sepia-3pct-t2",
+            "cifar10",
+            "filter",
+            (("kind", "sepia"),),
+            target=2,
+            rate=0.03,
+        ),
+        Case(
+            "cifar10-blend-noise-a15-1.5pct-t9",
+            "cifar10",
+            "blend",
+            (("alpha", 0.15),),
+            target=9,
+            rate=0.015,
+        ),
+        Case("cifar10-wanet-6pct-t0", "cifar10", "wanet", target=0, rate=0.06),
+        Case("cifar10-badnets-9pct-t6", "cifar10", "badnets", target=6, rate=0.09),
+        Case("cifar10-sig-2pct-t7", "cifar10", "sig", target=7, rate=0.02),
+        Case("cifar10-clean", "cifar10", "none", target=0, rate=0.0),
+        Case(
+            "gtsrb-blend-kitty-a20-3pct-t25",
+            "gtsrb",
+            "blend",
+            (("trigger_path", f"{TOOLBOX}/hellokitty_32.png"), ("alpha", 0.2)),
+            target=25,
+            rate=0.03,
+        ),
+        Case("mnist-trojan-2pct-t0", "mnist", "trojan", target=0, rate=0.02),
+        Case("mnist-clean", "mnist", "none", target=0, rate=0.0),
+    ),
 }
 
 
