@@ -174,11 +174,14 @@ def _class_result(
     )
 
 
-def _consensus_case(n_agree: int = 2):
-    """Ten classes of 100 rows; class 4 is the most split for ``n_agree`` of 3 detectors."""
-    labels = np.repeat(np.arange(10), 100)
+def _consensus_case(n_agree: int = 2, evidence_4: float = 3.2, rows_4: int = 100):
+    """Ten classes of 100 rows (class 4: ``rows_4``); class 4 is the most split for
+    ``n_agree`` of 3 detectors, its evidence ``evidence_4`` against the others' 1.8 +- 0.1
+    (robust z about 5 at 3.2, 8 at 4.0)."""
+    labels = np.repeat(np.arange(10), [rows_4 if c == 4 else 100 for c in range(10)])
     rng = np.random.default_rng(0)
-    poison = (labels == 4) & (np.arange(labels.size) % 100 < 20)
+    poison = np.zeros(labels.size, dtype=bool)
+    poison[np.flatnonzero(labels == 4)[:20]] = True
     results = {}
     for j, name in enumerate(["a", "b", "c"]):
         evidence = {c: 1.8 + 0.1 * rng.normal() for c in range(10)}
@@ -189,7 +192,7 @@ def _consensus_case(n_agree: int = 2):
             rows = np.flatnonzero(labels == c)
             candidate[rng.choice(rows, 30, replace=False)] = True
         if j < n_agree:
-            evidence[4] = 3.2
+            evidence[4] = evidence_4
             candidate[labels == 4] = poison[labels == 4]
         results[name] = _class_result(labels, evidence, candidate)
     return results, labels, poison
@@ -219,11 +222,37 @@ def test_consensus_needs_two_detectors_and_can_be_turned_off():
     assert not no_labels.flagged.any()
 
 
+def test_consensus_lets_one_detector_act_on_a_class_it_singles_out_by_far():
+    results, labels, poison = _consensus_case(n_agree=1, evidence_4=4.0)
+    decision = decide(results, labels.size, DecisionConfig(), labels=labels)
+    assert np.array_equal(decision.flagged, poison)
+    assert decision.reasons[int(np.flatnonzero(poison)[0])] == ["consensus:a"]
+    info = decision.info["consensus"]
+    assert info["suspect_classes"] == [4] and info["per_suspect"]["4"]["solo"] == ["a"]
+    assert info["per_suspect"]["4"]["z"]["a"] >= DecisionConfig().consensus_solo_z
+
+    off = decide(results, labels.size, DecisionConfig(consensus_solo_z=None), labels=labels)
+    assert not off.flagged.any()
+
+
+def test_consensus_keeps_one_detector_out_of_a_class_the_poison_could_be_most_of():
+    # Class 4 holds 2.5 times the rows of the others: its candidate group may be the clean
+    # rest of a poison majority, which the size rules judge instead.
+    results, labels, _ = _consensus_case(n_agree=1, evidence_4=4.0, rows_4=250)
+    decision = decide(
+        results, labels.size, DecisionConfig(size_orient=False, growth_check=False), labels=labels
+    )
+    assert not decision.flagged.any()
+    assert decision.info["consensus"]["suspect_classes"] == []
+
+
 def test_consensus_config_is_validated():
     with pytest.raises(ConfigError, match="consensus_votes"):
         DecisionConfig(consensus_votes=1).validate()
     with pytest.raises(ConfigError, match="must not exceed"):
         DecisionConfig(consensus_votes=2, consensus_agree=3).validate()
+    with pytest.raises(ConfigError, match="consensus_solo_z must be above"):
+        DecisionConfig(consensus_solo_z=2.0).validate()
 
 
 # --- refinement inside classes -------------------------------------------------------------
@@ -346,20 +375,18 @@ def test_decide_leaves_a_group_only_the_input_space_detector_found_unrefined():
 def test_input_space_only_classes_need_every_flag_from_the_input_detector():
     from sanitize.detect.decision import _input_space_only
 
-    labels = np.repeat(np.arange(3), 10)
-    pixel = np.zeros(30, dtype=bool)
-    pixel[[0, 1, 10, 11]] = True
-    spectral = np.zeros(30, dtype=bool)
-    spectral[11] = True
-    flagged = pixel | spectral
-    flagged[[20, 21]] = True  # added by a decision rule (a consensus), no detector's own flag
-    results = {"pixel_spectral": result(np.where(pixel, 0.8, 0.1))}
-    results["spectral"] = result(np.where(spectral, 0.8, 0.1))
-    names = sorted(results)
-    assert _input_space_only(results, names, flagged, labels) == frozenset({0})
-    assert _input_space_only({"spectral": results["spectral"]}, ["spectral"], flagged, labels) == (
-        frozenset()
-    )
+    labels = np.repeat(np.arange(4), 10)
+    flagged = np.zeros(40, dtype=bool)
+    flagged[[0, 1, 10, 11, 20, 21, 30, 31]] = True
+    reasons: list[list[str]] = [[] for _ in range(40)]
+    reasons[0] = reasons[1] = reasons[10] = ["pixel_spectral"]
+    reasons[11] = ["pixel_spectral", "spectral"]  # a feature detector flags class 1 too
+    reasons[20] = reasons[21] = ["consensus:pixel_spectral"]  # the input detector's group
+    reasons[30] = ["consensus:pixel_spectral"]
+    reasons[31] = ["class_size"]  # a decision rule's flag, no detector's
+    names = ["pixel_spectral", "spectral"]
+    assert _input_space_only(names, flagged, labels, reasons) == frozenset({0, 2})
+    assert _input_space_only(["spectral"], flagged, labels, reasons) == frozenset()
 
 
 @pytest.mark.parametrize(

@@ -14,10 +14,20 @@ suspect class, the rows that at least ``agree`` of those detectors put in their 
 group (``DetectorResult.candidate``) are flagged. Both counts must be at least 2: one
 detector's candidate group in a class it alone singles out is exactly what its own
 absolute bar rejected.
+
+One exception: a detector that singles a class out by far (``z >= solo_z``, twice the
+vote bar) flags its candidate group there alone, in the classes the caller allows
+(``solo_classes``: the decision's classes too small to be mostly poison). A faint blend of
+a natural picture moves only the pixels; the input-space detector sees its target class
+as no clean class is seen (z 6.7 for a Hello Kitty JPEG at alpha 0.10) while its
+separation stays under the absolute bar, and no feature detector agrees. In a class that
+is mostly poison the candidate group is the clean rest, so the exception stays out of
+classes the poison could have doubled.
 """
 
 from __future__ import annotations
 
+from collections.abc import Container
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -56,6 +66,8 @@ def class_consensus(
     agree: int,
     relative_mad_floor: float,
     class_z_thresholds: dict[int, float] | None = None,
+    solo_z: float | None = None,
+    solo_classes: Container[int] = frozenset(),
 ) -> Consensus:
     """Flag the candidate rows of classes that ``votes`` detectors single out.
 
@@ -78,6 +90,11 @@ def class_consensus(
     class_z_thresholds : dict of int to float, optional
         ``z_threshold`` for particular classes (the decision lowers it for a class whose
         size already says it gained rows).
+    solo_z : float or None, default=None
+        Robust z at which one detector makes a class of ``solo_classes`` suspect alone;
+        its candidate group there is flagged without a second detector's. None: never.
+    solo_classes : container of int, default=frozenset()
+        The classes where a lone detector may act.
     """
     n = labels.shape[0]
     z_by_detector: dict[str, dict[int, float]] = {}
@@ -89,11 +106,17 @@ def class_consensus(
             z_by_detector[name] = z
 
     class_voters: dict[int, list[str]] = {}
+    solo_voters: dict[int, list[str]] = {}
     for name, zs in z_by_detector.items():
         for c, zc in zs.items():
-            if zc >= (class_z_thresholds or {}).get(c, z_threshold):
+            solo = solo_z is not None and zc >= solo_z and c in solo_classes
+            if solo:
+                solo_voters.setdefault(c, []).append(name)
+            if solo or zc >= (class_z_thresholds or {}).get(c, z_threshold):
                 class_voters.setdefault(c, []).append(name)
-    suspects = sorted(c for c, names in class_voters.items() if len(names) >= votes)
+    suspects = sorted(
+        c for c, names in class_voters.items() if len(names) >= votes or c in solo_voters
+    )
 
     flagged = np.zeros(n, dtype=bool)
     strength = np.zeros(n)
@@ -104,6 +127,11 @@ def class_consensus(
         rows = np.flatnonzero(labels == c)
         held = np.stack([results[nm].candidate[rows] for nm in names])
         agreeing = held.sum(axis=0) >= agree
+        if len(names) < votes:
+            agreeing = np.zeros(rows.size, dtype=bool)
+        for j, nm in enumerate(names):
+            if nm in solo_voters.get(c, ()):
+                agreeing |= held[j]
         chosen = rows[agreeing]
         flagged[chosen] = True
         scores = np.stack([results[nm].score[chosen] for nm in names])
@@ -114,6 +142,7 @@ def class_consensus(
             voters[int(row)] = [nm for j, nm in enumerate(names) if held[j, i]]
         per_suspect[str(c)] = {
             "voters": names,
+            "solo": solo_voters.get(c, []),
             "z": {nm: z_by_detector[nm][c] for nm in names},
             "n_flagged": int(agreeing.sum()),
             "n": int(rows.size),
@@ -122,6 +151,7 @@ def class_consensus(
         "z_threshold": z_threshold,
         "votes": votes,
         "agree": agree,
+        "solo_z": solo_z,
         "detectors": sorted(z_by_detector),
         "class_z": {nm: {str(c): z for c, z in zs.items()} for nm, zs in z_by_detector.items()},
         "suspect_classes": suspects,

@@ -12,6 +12,7 @@ from sanitize.config import DecisionConfig
 from sanitize.detect.base import DetectorResult, available_detectors, get_detector
 from sanitize.detect.class_size import (
     cap_to_excess,
+    class_size_z,
     dominant_class,
     inflated_classes,
     orient_by_size,
@@ -84,10 +85,11 @@ def decide(
     ``poison_score = 0.5 + 0.5 * s`` (``s`` the agreeing detectors' mean score) and
     reasons ``consensus:<detector>``; in a class inflated far beyond the others' size
     (:func:`sanitize.detect.class_size.inflated_classes`) the detectors' bar there is
-    ``config.consensus_inflated_z``. With ``labels`` and ``config.orient``, a class where
-    the oriented detectors (``Detector.oriented``, and a result's ``oriented`` rows) flag a
-    majority, or a group that most of
-    the other flags there lie off, keeps only the flags on their side
+    ``config.consensus_inflated_z``, and in a class under twice the rows it would have if
+    it were like the others one detector at ``config.consensus_solo_z`` suffices. With
+    ``labels`` and ``config.orient``, a class where the oriented detectors
+    (``Detector.oriented``, and a result's ``oriented`` rows) flag a majority, or a group
+    that most of the other flags there lie off, keeps only the flags on their side
     (:func:`sanitize.detect.orient.orient_by_shortcut`); the others get a score just below
     0.5. With ``labels`` and ``config.size_orient``, a class inflated far beyond the
     others' size, where the flags are a minority, has them replaced by the rest of the
@@ -208,6 +210,12 @@ def decide(
                 c: config.consensus_inflated_z
                 for c in inflated_classes(labels, config.size_z, expected_shares)
             },
+            solo_z=config.consensus_solo_z,
+            solo_classes=frozenset(
+                c
+                for c, size in class_size_z(np.asarray(labels), expected_shares).items()
+                if size.rows < 2 * size.like_others
+            ),
         )
         extra = consensus.flagged & ~flagged
         poison_score[extra] = (0.5 + 0.5 * consensus.strength[extra]).astype(np.float32)
@@ -288,7 +296,7 @@ def decide(
             folds=config.refine_folds,
             add=config.refine_add,
             min_kept=config.refine_min_kept,
-            skip=_input_space_only(results, names, flagged, np.asarray(labels)),
+            skip=_input_space_only(names, flagged, np.asarray(labels), reasons),
             seed=seed,
         )
         added = refined.flagged & ~flagged
@@ -409,25 +417,21 @@ def _sample_weights(
 
 
 def _input_space_only(
-    results: dict[str, DetectorResult], names: list[str], flagged: np.ndarray, labels: np.ndarray
+    names: list[str], flagged: np.ndarray, labels: np.ndarray, reasons: list[list[str]]
 ) -> frozenset[int]:
-    """Classes whose every flagged row an input-space detector (``Detector.feature_space``
-    False) flagged and no feature-space detector did: groups drawn in the input, which
-    feature coordinates need not hold."""
-    inputs = [nm for nm in names if not _detector_attr(nm, "feature_space", True)]
+    """Classes whose every flagged row only input-space detectors (``Detector.feature_space``
+    False) flagged, by their own flags or as the consensus's voters: groups drawn in the
+    input, which feature coordinates need not hold."""
+    inputs = {nm for nm in names if not _detector_attr(nm, "feature_space", True)}
     if not inputs:
         return frozenset()
-    by_input = np.any([results[nm].flagged for nm in inputs], axis=0)
-    features = [nm for nm in names if nm not in inputs]
-    by_features = (
-        np.any([results[nm].flagged for nm in features], axis=0)
-        if features
-        else np.zeros_like(by_input)
-    )
     classes = set()
     for c in np.unique(labels[flagged]):
-        rows = flagged & (labels == c)
-        if by_input[rows].all() and not by_features[rows].any():
+        by = [
+            {reason.removeprefix("consensus:") for reason in reasons[i]}
+            for i in np.flatnonzero(flagged & (labels == c))
+        ]
+        if all(voters and voters <= inputs for voters in by):
             classes.add(int(c))
     return frozenset(classes)
 
