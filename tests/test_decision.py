@@ -372,6 +372,31 @@ def test_decide_leaves_a_group_only_the_input_space_detector_found_unrefined():
     assert both.flagged[poison].mean() >= 0.9
 
 
+def test_decide_leaves_a_group_the_input_detector_alone_voted_for_unrefined():
+    """A lone detector's consensus group (``consensus_solo_z``) drawn in the input is kept
+    as drawn; the same group from a feature-space detector is re-drawn by the refinement."""
+    labels, coords, poison = planted_coordinates(grown=True)
+    rng = np.random.default_rng(3)
+    group = poison & (rng.random(poison.size) < 0.6)
+    group[rng.choice(np.flatnonzero((labels == 2) & ~poison), 10, replace=False)] = True
+    evidence = {0: 1.8, 1: 1.9, 2: 4.0, 3: 1.7, 4: 1.85}  # class 2 at robust z about 8
+    for name, unrefined in (("pixel_spectral", True), ("spectral", False)):
+        decision = decide(
+            {name: _class_result(labels, evidence, group)},
+            labels.size,
+            DecisionConfig(growth_check=False),
+            labels=labels,
+            coordinates=coords,
+        )
+        assert decision.info["consensus"]["per_suspect"]["2"]["solo"] == [name]
+        assert np.array_equal(decision.flagged, group) == unrefined
+        assert (decision.info["refine"]["skipped"] == [2]) == unrefined
+        if unrefined:
+            assert decision.reasons[int(np.flatnonzero(group)[0])] == [f"consensus:{name}"]
+        else:
+            assert decision.flagged[poison].mean() >= 0.95
+
+
 def test_input_space_only_classes_need_every_flag_from_the_input_detector():
     from sanitize.detect.decision import _input_space_only
 
