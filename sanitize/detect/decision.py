@@ -296,7 +296,7 @@ def decide(
             folds=config.refine_folds,
             add=config.refine_add,
             min_kept=config.refine_min_kept,
-            skip=_input_space_only(results, names, flagged, np.asarray(labels), reasons),
+            skip=_input_space_only(names, flagged, np.asarray(labels), reasons),
             seed=seed,
         )
         added = refined.flagged & ~flagged
@@ -417,26 +417,21 @@ def _sample_weights(
 
 
 def _input_space_only(
-    results: dict[str, DetectorResult],
-    names: list[str],
-    flagged: np.ndarray,
-    labels: np.ndarray,
-    reasons: list[list[str]],
+    names: list[str], flagged: np.ndarray, labels: np.ndarray, reasons: list[list[str]]
 ) -> frozenset[int]:
     """Classes whose every flagged row only input-space detectors (``Detector.feature_space``
-    False) flagged, by their own flags or as the consensus's voters, and no feature-space
-    detector flagged (a scattered flag too): groups drawn in the input, which feature
-    coordinates need not hold."""
+    False) flagged, by their own flags or as the consensus's voters: groups drawn in the
+    input, which feature coordinates need not hold."""
     inputs = {nm for nm in names if not _detector_attr(nm, "feature_space", True)}
     if not inputs:
         return frozenset()
-    features = [results[nm].flagged for nm in names if nm not in inputs]
-    by_features = np.any(features, axis=0) if features else np.zeros_like(flagged)
     classes = set()
     for c in np.unique(labels[flagged]):
-        rows = np.flatnonzero(flagged & (labels == c))
-        by = [{reason.removeprefix("consensus:") for reason in reasons[i]} for i in rows]
-        if all(voters and voters <= inputs for voters in by) and not by_features[rows].any():
+        by = [
+            {reason.removeprefix("consensus:") for reason in reasons[i]}
+            for i in np.flatnonzero(flagged & (labels == c))
+        ]
+        if all(voters and voters <= inputs for voters in by):
             classes.add(int(c))
     return frozenset(classes)
 
