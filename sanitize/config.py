@@ -27,6 +27,7 @@ KNOWN_DETECTORS = (
     "early_loss",
     "cbd",
     "pixel_spectral",
+    "stamp",
 )
 # Run when a config does not list its detectors: every one.
 DEFAULT_DETECTORS = KNOWN_DETECTORS

@@ -85,6 +85,12 @@ def _images(paths: RunPaths) -> np.ndarray:
     return np.load(paths.images, mmap_mode="r")
 
 
+def _image_rows(paths: RunPaths, rows: np.ndarray) -> np.ndarray:
+    """The decoded images of ``rows`` (the memory map itself when they are every row)."""
+    images = _images(paths)
+    return images if len(rows) == images.shape[0] else np.asarray(images[rows])
+
+
 def read_stage(source: str, config: SanitizeConfig, paths: RunPaths) -> dict[str, Any]:
     """Read and validate the source; decode every image (see ``sanitize.data.schema``)."""
     start = time.perf_counter()
@@ -355,6 +361,7 @@ def detect_stage(name: str, config: SanitizeConfig, paths: RunPaths) -> dict[str
         loss_bootstrap=_optional_rows(paths.loss_bootstrap, usable),
         loss_clean=_optional_rows(paths.loss_clean, usable),
         pixels=block_means(_images(paths), usable) if "pixels" in detector.requires else None,
+        images=_image_rows(paths, usable) if "images" in detector.requires else None,
         class_stats=shared,
     )
     missing = [field for field in detector.requires if getattr(context, field) is None]

@@ -573,3 +573,44 @@ def test_cbd_alone_votes_by_groups():
     d = decide({"cbd": result(cbd, weight=w)}, n, DecisionConfig(), labels=labels)
     assert np.array_equal(np.flatnonzero(d.flagged), np.arange(12))
     assert all(r == ["cbd"] for r in d.reasons[:12])
+
+
+def test_a_stamp_settles_its_class():
+    """Where the exact stamp detector flags a group, its flags are the class's: a feature
+    detector's stray flags there go and the stamp's rows it missed come in; other classes
+    keep the vote."""
+    labels = np.repeat(np.arange(3), 100)
+    stamp = np.zeros(300, dtype=bool)
+    stamp[100:120] = True
+    feature = np.zeros(300, dtype=bool)
+    feature[[*range(100, 110), *range(150, 160), *range(200, 215)]] = True
+    results = {
+        "stamp": result(np.where(stamp, 1.0, 0.0)),
+        "spectral": result(np.where(feature, 0.8, 0.1)),
+    }
+    config = DecisionConfig(consensus=False, refine=False, growth_check=False)
+    decision = decide(results, 300, config, labels=labels)
+    assert np.flatnonzero(decision.flagged).tolist() == [*range(100, 120), *range(200, 215)]
+    assert decision.reasons[115] == ["stamp"] and decision.reasons[150] == []
+    assert (decision.poison_score[150:160] < 0.5).all()
+    assert decision.info["settled"]["per_class"] == {
+        "1": {"settled": True, "kept": 20, "added": 0, "dropped": 10}
+    }
+    # Fewer stamp flags in a class than a group: the vote stands there.
+    results["stamp"] = result(np.where((np.arange(300) >= 100) & (np.arange(300) < 105), 1.0, 0.0))
+    few = decide(results, 300, config, labels=labels)
+    assert few.info["settled"]["per_class"] == {}
+    # A stamp that is a small part of its class's flags (a blend exact only where the
+    # images saturate) votes as any detector, and the class's other flags stay.
+    feature[100:150] = True
+    results["spectral"] = result(np.where(feature, 0.8, 0.1))
+    results["stamp"] = result(np.where((np.arange(300) >= 140) & (np.arange(300) < 160), 1.0, 0.0))
+    part = decide(results, 300, config, labels=labels)
+    assert np.flatnonzero(part.flagged).tolist() == [*range(100, 160), *range(200, 215)]
+    assert part.info["settled"]["per_class"]["1"] == {
+        "settled": False,
+        "kept": 20,
+        "added": 0,
+        "dropped": 0,
+    }
+    assert "stamp" in part.reasons[155] and part.poison_score[155] == 1.0

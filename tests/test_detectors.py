@@ -349,6 +349,7 @@ def test_registry():
         "pixel_spectral",
         "spectral",
         "spectre",
+        "stamp",
     )
     assert available_detectors() == known
     with pytest.raises(ConfigError) as err:

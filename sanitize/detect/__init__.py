@@ -20,6 +20,7 @@ from sanitize.detect.early_loss import EarlyLoss
 from sanitize.detect.pixel_spectral import PixelSpectral
 from sanitize.detect.spectral import SpectralSignature
 from sanitize.detect.spectre import Spectre
+from sanitize.detect.stamp import Stamp
 
 __all__ = [
     "CBD",
@@ -33,6 +34,7 @@ __all__ = [
     "PixelSpectral",
     "SpectralSignature",
     "Spectre",
+    "Stamp",
     "available_detectors",
     "decide",
     "get_detector",

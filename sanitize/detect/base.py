@@ -48,6 +48,9 @@ class DetectorContext:
         float32 block means in [0, 1] of each row's image
         (:func:`sanitize.detect.pixel_spectral.block_means`), for detectors that look at
         the input rather than the features.
+    images : ndarray of shape (n_rows, channels, height, width) or None, default=None
+        uint8 decoded images of the rows (a memory map may be given), for detectors that
+        read exact pixel values.
     class_stats : ClassStatistics or None, default=None
         Per-class means and top scatter eigenpairs of the same rows, computed once for
         every detector that reads them; a detector computes its own when this is None or
@@ -60,6 +63,7 @@ class DetectorContext:
     loss_bootstrap: np.ndarray | None = None
     loss_clean: np.ndarray | None = None
     pixels: np.ndarray | None = None
+    images: np.ndarray | None = None
     class_stats: ClassStatistics | None = None
 
 
@@ -165,6 +169,9 @@ class Detector(ABC):
     # only an input-space detector found is not re-drawn by the decision's refinement,
     # which fits its discriminant on feature coordinates.
     feature_space: ClassVar[bool] = True
+    # Whether the detector's flags are exact evidence of a trigger (a stamp read off the
+    # pixels): in a class where it flags a group, the decision keeps exactly its flags.
+    settles_classes: ClassVar[bool] = False
 
     def get_params(self) -> dict[str, Any]:
         """The keyword parameters of ``__init__`` and their current values."""
@@ -257,6 +264,13 @@ class Detector(ABC):
                 )
             if "pixels" in self.requires and not np.isfinite(pixels).all():
                 raise InputError(f"{who}: context.pixels holds NaN or infinite values")
+        if context.images is not None:
+            shape, dtype = np.shape(context.images), np.asarray(context.images[:0]).dtype
+            if len(shape) != 4 or shape[0] != n or dtype != np.uint8:
+                raise InputError(
+                    f"{who}: context.images must be uint8 of shape (rows, channels, height, "
+                    f"width) with {n} rows, got {dtype} {shape}"
+                )
         for key in _CONTEXT_ARRAYS:
             value = getattr(context, key)
             if value is None:

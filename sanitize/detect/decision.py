@@ -329,6 +329,13 @@ def decide(
         flagged = flagged & ~growth.withdrawn
         growth_info = growth.info
 
+    settled_info = None
+    settlers = [nm for nm in names if _detector_attr(nm, "settles_classes", False)]
+    if labels is not None and settlers:
+        flagged, settled_info = _settle_classes(
+            results, settlers, flagged, np.asarray(labels), poison_score, reasons, config
+        )
+
     n_before = int(flagged.sum())
     limit = int(np.floor(config.max_removal_fraction * n_rows))
     capped = n_before > limit
@@ -370,6 +377,7 @@ def decide(
         "size_orient": size_info,
         "refine": refine_info,
         "growth": growth_info,
+        "settled": settled_info,
     }
     return Decision(
         poison_score=poison_score,
@@ -434,6 +442,48 @@ def _input_space_only(
         if all(voters and voters <= inputs for voters in by):
             classes.add(int(c))
     return frozenset(classes)
+
+
+def _settle_classes(
+    results: dict[str, DetectorResult],
+    settlers: list[str],
+    flagged: np.ndarray,
+    labels: np.ndarray,
+    poison_score: np.ndarray,
+    reasons: list[list[str]],
+    config: DecisionConfig,
+) -> tuple[np.ndarray, dict[str, Any]]:
+    """In each class where a detector with ``Detector.settles_classes`` flags at least
+    ``config.refine_min_rows`` rows, and at least half of the rows flagged there, keep
+    exactly its flags there (``poison_score`` and ``reasons`` updated in place); the flags
+    and figures per class.
+
+    An exact stamp holds every poison of a patch attack, so the other flags of its class
+    are clean rows; where the stamp is a small part of the class's flags (a blend whose
+    trigger is exact only where the images saturate) it is part of a larger attack, and
+    its rows are only added to the flags."""
+    exact = np.any([results[nm].flagged for nm in settlers], axis=0)
+    exact_score = np.max([results[nm].score for nm in settlers], axis=0)
+    flagged = flagged.copy()
+    per_class: dict[str, dict[str, int]] = {}
+    counts = np.bincount(labels[exact], minlength=int(labels.max()) + 1)
+    for c in np.flatnonzero(counts >= config.refine_min_rows):
+        rows = labels == c
+        settled = counts[c] >= 0.5 * (rows & (flagged | exact)).sum()
+        added = rows & exact & ~flagged
+        dropped = rows & flagged & ~exact if settled else np.zeros_like(flagged)
+        poison_score[added] = np.maximum(exact_score[added], 0.5)
+        for i in np.flatnonzero(added):
+            reasons[i] = [nm for nm in settlers if results[nm].flagged[i]]
+        _unflag(dropped, poison_score, reasons)
+        flagged = (flagged | added) & ~dropped
+        per_class[str(c)] = {
+            "settled": bool(settled),
+            "kept": int(counts[c]),
+            "added": int(added.sum()),
+            "dropped": int(dropped.sum()),
+        }
+    return flagged, {"by": settlers, "per_class": per_class}
 
 
 def _detector_attr(name: str, attr: str, default: Any) -> Any:

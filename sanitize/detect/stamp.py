@@ -1,0 +1,294 @@
+"""A stamped trigger: the same exact pixels, at the same place, on a group of one class.
+
+A patch trigger (BadNets, Gu et al. 2017; the Trojan square, Liu et al. 2018) replaces the
+pixels it covers with fixed values: every poison carries them, bit for bit, at one fixed
+place. Natural images of a class share exact values at a place only where they saturate
+(a black MNIST border, a white sign face), and then so do images of other classes, or the
+rows are near-copies of one another (a GTSRB sign track). A stamp is caught at any poison
+rate and whatever the model learned, since it is read off the pixels alone.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from sanitize.detect.base import (
+    Detector,
+    DetectorContext,
+    DetectorResult,
+    contract_score,
+    register,
+)
+from sanitize.errors import ConfigError
+
+
+@register
+class Stamp(Detector):
+    """Flag the rows of a class that carry the same exact pixels at the same place, when
+    that stamp is the class's own and the rows that carry it are otherwise unrelated.
+
+    1. **Seeds.** The images are cut into ``block`` x ``block`` tiles (every channel); a
+       tile value that at least ``min_group_size`` rows of a class share, at a share of the
+       class at least ``seed_exclusivity`` times its share in any other class, is a seed.
+       A square trigger of side ``2 * block - 1`` or more covers a whole tile.
+    2. **The stamp.** The seed's rows give, at every pixel, their most common value and
+       the share of them holding it; the pixels where at least ``agreement`` of them hold
+       it, and fewer than ``base_rate`` of all rows do (not a background every image
+       shares), are the stamp.
+    3. **Its rows.** A row carries the stamp when it equals it on at least ``match_share``
+       of the stamp's pixels.
+    4. **The test.** The stamp is flagged in its class when at least ``min_group_size`` of
+       the class's rows carry it, at a share of the class at least ``exclusivity`` times
+       its share in any other class, and those rows, off the stamp, spread at least
+       ``min_spread`` times as much as the class's rows do (mean squared distance from
+       their mean): a trigger is pasted on unrelated images, while rows that share
+       exact pixels by nature (a stroke of one digit, frames of one sign) look alike.
+
+    Scores: a flagged row ``0.5 + 0.5 * m`` (``m`` its share of the stamp's pixels
+    matched); every other row 0. Seeds are tried from the largest; a seed whose rows
+    mostly carry a stamp already found in its class is skipped.
+
+    Parameters
+    ----------
+    block : int, default=2
+        Side of the seed tiles in pixels. Rule: 2 catches 3 x 3 triggers and larger (the
+        BadNets 3 x 3 patch of BackdoorBench) while a 2 x 2 x 3 tile of a natural 5,000-row
+        CIFAR-10 subset is shared by 10 rows of a class nowhere.
+    min_group_size : int, default=10
+        Fewest rows a seed and a flagged stamp hold. Rule: as the other detectors' groups.
+    seed_exclusivity, exclusivity : float, default=2.0 and 5.0
+        Share of its class over the largest share in another class a seed and a flagged
+        stamp need. Rule: the stamp's own pixels are compared for the flag; the seed's bar
+        is lower so that a tile some other class holds by nature (a white corner) still
+        leads to the stamp grown around it.
+    agreement : float, default=0.9
+        Share of the seed's rows that must hold a pixel's most common value for the pixel
+        to join the stamp.
+    base_rate : float, default=0.5
+        Share of all rows holding that value at that pixel from which the pixel is a
+        shared background and not part of the stamp.
+    match_share : float, default=0.9
+        Share of the stamp's pixels a row must equal to carry it.
+    min_spread : float, default=0.8
+        Spread off the stamp of the rows carrying it, over their class's.
+
+    References
+    ----------
+    .. [1] T. Gu, B. Dolan-Gavitt, S. Garg, "BadNets: Identifying Vulnerabilities in the
+       Machine Learning Model Supply Chain", arXiv:1708.06733, 2017.
+    .. [2] Y. Liu, S. Ma, Y. Aafer, W.-C. Lee, J. Zhai, W. Wang, X. Zhang, "Trojaning
+       Attack on Neural Networks", NDSS 2018.
+    """
+
+    name = "stamp"
+    requires = ("images",)
+    feature_space = False
+    settles_classes = True
+
+    def __init__(
+        self,
+        *,
+        block: int = 2,
+        min_group_size: int = 10,
+        seed_exclusivity: float = 2.0,
+        exclusivity: float = 10.0,
+        agreement: float = 0.9,
+        base_rate: float = 0.5,
+        match_share: float = 0.9,
+        max_near: float = 0.05,
+        min_spread: float = 0.5,
+    ) -> None:
+        self.block = block
+        self.min_group_size = min_group_size
+        self.seed_exclusivity = seed_exclusivity
+        self.exclusivity = exclusivity
+        self.agreement = agreement
+        self.base_rate = base_rate
+        self.match_share = match_share
+        self.max_near = max_near
+        self.min_spread = min_spread
+
+    def _check_params(self) -> None:
+        if not (isinstance(self.block, int) and self.block >= 1):
+            raise ConfigError(f"stamp.block must be an integer >= 1, got {self.block}")
+        if not (isinstance(self.min_group_size, int) and self.min_group_size >= 2):
+            raise ConfigError(
+                f"stamp.min_group_size must be an integer >= 2, got {self.min_group_size}"
+            )
+        if not 1 <= self.seed_exclusivity <= self.exclusivity:
+            raise ConfigError(
+                "stamp needs 1 <= seed_exclusivity <= exclusivity, got "
+                f"{self.seed_exclusivity} and {self.exclusivity}"
+            )
+        for key in ("agreement", "base_rate", "match_share"):
+            value = getattr(self, key)
+            if not 0 < value <= 1:
+                raise ConfigError(f"stamp.{key} must be in (0, 1], got {value}")
+        if not self.max_near >= 0:
+            raise ConfigError(f"stamp.max_near must be >= 0, got {self.max_near}")
+        if not self.min_spread >= 0:
+            raise ConfigError(f"stamp.min_spread must be >= 0, got {self.min_spread}")
+
+    def _score(
+        self, features: np.ndarray, labels: np.ndarray, context: DetectorContext
+    ) -> DetectorResult:
+        images = np.asarray(context.images)
+        n = images.shape[0]
+        sizes = np.bincount(labels, minlength=context.n_classes)
+        packed = pack_pixels(images)
+        flagged = np.zeros(n, dtype=bool)
+        score = np.zeros(n, dtype=np.float64)
+        stamps: list[dict] = []
+        for seed in self._seeds(images, labels, sizes):
+            c, rows = seed["class"], seed["rows"]
+            if flagged[rows].mean() >= 0.5:
+                continue
+            found = self._grow(packed, labels, sizes, c, rows, images.shape[3])
+            found["seed_tile"] = seed["tile"]
+            stamps.append(found)
+            carriers, matched = found.pop("carriers"), found.pop("matched")
+            if found["accepted"]:
+                score[carriers] = np.maximum(score[carriers], 0.5 + 0.5 * matched[carriers])
+                flagged |= carriers
+        score = contract_score(score, flagged)
+        info = {
+            "n_flagged": int(flagged.sum()),
+            "classes_flagged": [int(c) for c in np.unique(labels[flagged])],
+            "stamps": stamps,
+        }
+        return DetectorResult(score=score, flagged=flagged, info=info)
+
+    def _seeds(self, images: np.ndarray, labels: np.ndarray, sizes: np.ndarray) -> list[dict]:
+        """Tile values a class holds at ``min_group_size`` rows or more and at
+        ``seed_exclusivity`` times any other class's share, largest first."""
+        n, channels, height, width = images.shape
+        b = self.block
+        n_classes = sizes.size
+        seeds = []
+        for top in range(height - b + 1):
+            strip = np.ascontiguousarray(images[:, :, top : top + b, :])
+            for left in range(width - b + 1):
+                tile = np.ascontiguousarray(strip[:, :, :, left : left + b]).reshape(n, -1)
+                keys = tile.view(np.dtype((np.void, tile.shape[1]))).ravel()
+                _, key_of, key_count = np.unique(keys, return_inverse=True, return_counts=True)
+                common = np.flatnonzero(key_count >= self.min_group_size)
+                if common.size == 0:
+                    continue
+                for key in common:
+                    rows = np.flatnonzero(key_of == key)
+                    per_class = np.bincount(labels[rows], minlength=n_classes)
+                    share = per_class / np.maximum(sizes, 1)
+                    for c in np.flatnonzero(per_class >= self.min_group_size):
+                        if share[c] >= self.seed_exclusivity * _largest_other(share, c):
+                            seeds.append(
+                                {
+                                    "class": int(c),
+                                    "rows": rows[labels[rows] == c],
+                                    "tile": [top, left],
+                                }
+                            )
+        seeds.sort(key=lambda s: -s["rows"].size)
+        return seeds
+
+    def _grow(
+        self,
+        packed: np.ndarray,
+        labels: np.ndarray,
+        sizes: np.ndarray,
+        c: int,
+        rows: np.ndarray,
+        width: int,
+    ) -> dict:
+        """The stamp around a seed's rows, the rows carrying it, and the test's figures."""
+        values, counts = column_modes(packed[rows])
+        agreed = counts >= self.agreement * rows.size
+        base = (packed[:, agreed] == values[agreed]).mean(axis=0)
+        pixels = np.flatnonzero(agreed)[base < self.base_rate]
+        figures: dict = {"class": int(c), "n_pixels": int(pixels.size)}
+        if pixels.size == 0:
+            return figures | {"accepted": False, "carriers": None, "matched": None}
+        matched = (packed[:, pixels] == values[pixels]).mean(axis=1)
+        carriers = matched >= self.match_share
+        per_class = np.bincount(labels[carriers], minlength=sizes.size)
+        share = per_class / np.maximum(sizes, 1)
+        in_class = carriers & (labels == c)
+        exclusivity = share[c] / max(_largest_other(share, c), 1.0 / max(int(sizes.max()), 1))
+        spread = _spread_ratio(packed, labels == c, in_class, pixels)
+        near = (labels == c) & (matched >= 0.5) & ~carriers
+        figures |= {
+            "near": int(near.sum()),
+            "full": int((in_class & (matched == 1.0)).sum()),
+            "n_rows": int(in_class.sum()),
+            "share": float(share[c]),
+            "exclusivity": float(exclusivity),
+            "spread_ratio": float(spread),
+            "box": _box(pixels, width),
+        }
+        accepted = bool(
+            in_class.sum() >= self.min_group_size
+            and exclusivity >= self.exclusivity
+            and near.sum() <= self.max_near * in_class.sum()
+            and spread >= self.min_spread
+        )
+        figures["accepted"] = accepted
+        return figures | {"carriers": in_class, "matched": matched}
+
+
+def pack_pixels(images: np.ndarray) -> np.ndarray:
+    """Every pixel's channels packed into one int32: shape (n_images, height * width)."""
+    images = np.asarray(images, dtype=np.uint8)
+    n, channels, height, width = images.shape
+    packed = np.zeros((n, height * width), dtype=np.int32)
+    for ch in range(channels):
+        packed = (packed << 8) | images[:, ch].reshape(n, -1).astype(np.int32)
+    return packed
+
+
+def column_modes(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Each column's most common value and how many rows hold it (ties: the smallest)."""
+    g, m = values.shape
+    ordered = np.sort(values, axis=0).T.ravel()  # column by column
+    starts = np.flatnonzero(np.r_[True, ordered[1:] != ordered[:-1]] | (np.arange(g * m) % g == 0))
+    lengths = np.diff(np.r_[starts, g * m])
+    column = starts // g
+    # Longest run per column: sort runs by (column, -length) and take each column's first.
+    order = np.lexsort((-lengths, column))
+    first = order[np.r_[True, column[order][1:] != column[order][:-1]]]
+    return ordered[starts[first]], lengths[first]
+
+
+def _largest_other(share: np.ndarray, c: int) -> float:
+    others = np.delete(share, c)
+    return float(others.max()) if others.size else 0.0
+
+
+def _spread_ratio(
+    packed: np.ndarray, in_class: np.ndarray, group: np.ndarray, stamp: np.ndarray
+) -> float:
+    """Mean squared distance from their mean, off the stamp's pixels, of the ``group``'s
+    rows over the class's (channels unpacked; 0.0 for a group of fewer than two)."""
+    if group.sum() < 2:
+        return 0.0
+    off = np.ones(packed.shape[1], dtype=bool)
+    off[stamp] = False
+
+    def spread(rows: np.ndarray) -> float:
+        channels = _unpack(packed[rows][:, off])
+        return float(((channels - channels.mean(axis=0)) ** 2).sum(axis=1).mean())
+
+    whole = spread(np.flatnonzero(in_class))
+    return spread(np.flatnonzero(group)) / whole if whole > 0 else 0.0
+
+
+def _unpack(packed: np.ndarray) -> np.ndarray:
+    """float32 (rows, pixels * 3) of the three low bytes of packed pixels."""
+    return np.concatenate(
+        [((packed >> shift) & 0xFF).astype(np.float32) for shift in (16, 8, 0)], axis=1
+    )
+
+
+def _box(pixels: np.ndarray, width: int) -> list[int]:
+    """[top, left, bottom, right] (inclusive) of flat pixel indices in an image ``width``
+    pixels wide."""
+    row, col = pixels // width, pixels % width
+    return [int(row.min()), int(col.min()), int(row.max()), int(col.max())]
