@@ -77,6 +77,7 @@ def main(argv: list[str] | None = None) -> int:
                     round(s["near"] / s["n_rows"], 3),
                     round(s["exclusivity"], 1),
                     round(s["spread_ratio"], 2),
+                    round(s["class_rate"], 3),
                 ]
                 for s in accepted
             ],

@@ -1,5 +1,7 @@
 """The stamp detector: a planted patch, clean and natural look-alikes, errors, real data."""
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -93,6 +95,27 @@ def test_stamp_leaves_a_shared_structure_that_comes_in_degrees():
     assert grown and all(s["near"] > 0.05 * s["n_rows"] for s in grown)
 
 
+def test_stamp_leaves_exact_pixels_its_class_holds_by_nature():
+    """A low-resolution stroke: 12 rows hold it whole and the class's other rows hold
+    each of its pixels a third of the time. Foreign to no other class, and all or nothing
+    over its 40 pixels, but the class's own: only ``max_class_rate`` tells."""
+    images, labels = noise_set()
+    rows = np.flatnonzero(labels == 2)
+    rng = np.random.default_rng(6)
+    stroke = rng.integers(0, 256, size=(images.shape[1], 40), dtype=np.uint8)
+    ys, xs = np.divmod(np.arange(40), 5)
+    ys, xs = ys + 3, xs + 4  # an 8 x 5 block at (3, 4)
+    for i, r in enumerate(rows):
+        held = np.ones(40, dtype=bool) if i < 12 else rng.random(40) < 1 / 3
+        images[r][:, ys[held], xs[held]] = stroke[:, held]
+    result = score(images, labels)
+    assert not result.flagged.any()
+    (grown,) = {s["n_rows"]: s for s in result.info["stamps"] if s.get("n_rows") == 12}.values()
+    assert grown["class_rate"] > 0.25 and grown["near"] == 0
+    loose = score(images, labels, max_class_rate=1.0).flagged
+    assert np.array_equal(np.flatnonzero(loose), rows[:12])
+
+
 def test_stamp_leaves_near_copies_of_one_image():
     """A class holding the same frame many times shares every pixel, off any stamp too."""
     images, labels = noise_set()
@@ -112,6 +135,7 @@ def test_stamp_params_and_inputs_are_checked():
         {"match_share": 1.5},
         {"max_near": -1.0},
         {"min_spread": -0.1},
+        {"max_class_rate": 0.0},
     ):
         with pytest.raises(ConfigError):
             score(images, labels, **bad)
@@ -142,3 +166,24 @@ def test_stamp_on_real_cifar10_clean_and_badnets_one_percent():
     poisoned = get_attack("badnets").poison(images, labels, target=3, rate=0.01, seed=0)
     result = score(poisoned.images, poisoned.labels)
     assert np.array_equal(result.flagged, poisoned.poisoned)
+
+
+def test_stamp_on_the_sample_data_flags_exactly_its_poisons():
+    """scikit-learn's 8 x 8 digits upscaled share exact strokes within a class; only the
+    planted patch is flagged."""
+    import io
+
+    import pyarrow.parquet as pq
+    from PIL import Image
+
+    root = Path(__file__).resolve().parents[1] / "sample_data"
+    table = pq.read_table(root / "digits_poisoned.parquet")
+    images = np.stack(
+        [np.asarray(Image.open(io.BytesIO(cell["bytes"]))) for cell in table["image"].to_pylist()]
+    )[:, None]
+    truth = dict(
+        line.split(",") for line in (root / "ground_truth.csv").read_text().splitlines()[1:]
+    )
+    poison = np.array([truth[i] == "1" for i in table["sample_id"].to_pylist()])
+    result = score(images, table["label"].to_numpy())
+    assert poison.sum() == 120 and np.array_equal(result.flagged, poison)
