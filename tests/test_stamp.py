@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from sanitize.detect import DetectorContext, get_detector
-from sanitize.detect.stamp import column_modes, pack_pixels
+from sanitize.detect import stamp as stamp_module
+from sanitize.detect.stamp import PackedPixels, column_modes, pack_pixels
 from sanitize.errors import ConfigError, InputError
 from tests.conftest import SHARED_DATASETS as SHARED
 
@@ -45,6 +46,36 @@ def test_pack_pixels_and_column_modes():
     values = np.array([[5, 1], [7, 2], [5, 2], [9, 1], [5, 3]])
     modes, counts = column_modes(values)
     assert modes.tolist() == [5, 1] and counts.tolist() == [3, 2]
+
+
+@pytest.mark.parametrize("channels", [1, 3])
+def test_packed_pixels_read_in_blocks_equal_the_whole(channels):
+    images, _ = noise_set(per_class=30, channels=channels, side=8)
+    images[::3, :, 2:4, 2:4] = 7
+    whole, blocks = PackedPixels(images), PackedPixels(images, budget=4 * 8 * 8 + 1)
+    assert blocks._whole is None and whole._whole is not None
+    rows, pixels = np.arange(5, 90, 2), np.array([0, 18, 19, 26, 63])
+    assert np.array_equal(whole.take(rows, pixels), blocks.take(rows, pixels))
+    assert np.array_equal(whole.take(slice(3, 40), pixels), blocks.take(slice(3, 40), pixels))
+    modes = whole.column_modes(rows)
+    assert all(np.array_equal(a, b) for a, b in zip(modes, blocks.column_modes(rows), strict=True))
+    values = modes[0][pixels]
+    assert np.array_equal(whole.holding(pixels, values), blocks.holding(pixels, values))
+    per_row = whole.holding(pixels, values, per_row=True)
+    assert np.array_equal(per_row, blocks.holding(pixels, values, per_row=True))
+    assert per_row[::3].min() >= 0.4  # the 7s at (2-3, 2-3) are pixels 18, 19 and 26
+
+
+def test_stamp_on_large_images_reads_them_in_blocks(monkeypatch):
+    """96 x 96 images: seeds every 3 pixels, pixels read a block at a time; a 4 x 4 patch
+    (the smallest the stride guarantees) is still found exactly."""
+    images, labels = noise_set(per_class=60, side=96)
+    images, labels, poison = stamped(images, labels, top=41, left=58, size=4)
+    monkeypatch.setattr(stamp_module, "PACKED_BUDGET", 1 << 20)
+    result = score(images, labels)
+    assert np.array_equal(result.flagged, poison)
+    (found,) = [s for s in result.info["stamps"] if s["accepted"]]
+    assert found["box"] == [41, 58, 44, 61] and found["seed_tile"][0] % 3 == 0
 
 
 @pytest.mark.parametrize("channels,size", [(3, 3), (1, 2), (3, 5)])
@@ -129,6 +160,7 @@ def test_stamp_params_and_inputs_are_checked():
     images, labels = noise_set(per_class=20)
     for bad in (
         {"block": 0},
+        {"stride": 0},
         {"min_group_size": 1},
         {"seed_exclusivity": 20.0},
         {"agreement": 0.0},

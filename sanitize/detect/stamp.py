@@ -21,6 +21,8 @@ from sanitize.detect.base import (
 )
 from sanitize.errors import ConfigError
 
+PACKED_BUDGET = 256 << 20  # bytes of packed pixels a PackedPixels holds at a time
+
 
 @register
 class Stamp(Detector):
@@ -30,7 +32,7 @@ class Stamp(Detector):
     1. **Seeds.** The images are cut into ``block`` x ``block`` tiles (every channel); a
        tile value that at least ``min_group_size`` rows of a class share, at a share of the
        class at least ``seed_exclusivity`` times its share in any other class, is a seed.
-       A square trigger of side ``2 * block - 1`` or more covers a whole tile.
+       Tiles start every ``stride`` pixels.
     2. **The stamp.** The seed's rows give, at every pixel, their most common value and
        the share of them holding it; the pixels where at least ``agreement`` of them hold
        it, and fewer than ``base_rate`` of all rows do (not a background every image
@@ -56,7 +58,8 @@ class Stamp(Detector):
 
     Scores: a flagged row ``0.5 + 0.5 * m`` (``m`` its share of the stamp's pixels
     matched); every other row 0. Seeds are tried from the largest; a seed whose rows
-    mostly carry a stamp already found in its class is skipped.
+    mostly carry a stamp already found in its class, or are the rows of a seed tried
+    before, is skipped.
 
     Parameters
     ----------
@@ -64,6 +67,11 @@ class Stamp(Detector):
         Side of the seed tiles in pixels. Rule: 2 catches 3 x 3 triggers and larger (the
         BadNets 3 x 3 patch of BackdoorBench) while a 2 x 2 x 3 tile of a natural 5,000-row
         CIFAR-10 subset is shared by 10 rows of a class nowhere.
+    stride : int or None, default=None
+        Pixels between seed tiles; a square trigger of side ``block + stride - 1`` or more
+        covers a whole tile. None: ``ceil(side / 32)`` for images ``side`` pixels on their
+        longer side, so that about 32 x 32 places are tried whatever the image size
+        (every place up to 32 x 32; a 2 x 2 trigger there, an 8 x 8 one at 224 x 224).
     min_group_size : int, default=10
         Fewest rows a seed and a flagged stamp hold. Rule: as the other detectors' groups.
     seed_exclusivity, exclusivity : float, default=2.0 and 10.0
@@ -110,6 +118,7 @@ class Stamp(Detector):
         self,
         *,
         block: int = 2,
+        stride: int | None = None,
         min_group_size: int = 10,
         seed_exclusivity: float = 2.0,
         exclusivity: float = 10.0,
@@ -121,6 +130,7 @@ class Stamp(Detector):
         max_class_rate: float = 0.05,
     ) -> None:
         self.block = block
+        self.stride = stride
         self.min_group_size = min_group_size
         self.seed_exclusivity = seed_exclusivity
         self.exclusivity = exclusivity
@@ -134,6 +144,8 @@ class Stamp(Detector):
     def _check_params(self) -> None:
         if not (isinstance(self.block, int) and self.block >= 1):
             raise ConfigError(f"stamp.block must be an integer >= 1, got {self.block}")
+        if self.stride is not None and not (isinstance(self.stride, int) and self.stride >= 1):
+            raise ConfigError(f"stamp.stride must be None or an integer >= 1, got {self.stride}")
         if not (isinstance(self.min_group_size, int) and self.min_group_size >= 2):
             raise ConfigError(
                 f"stamp.min_group_size must be an integer >= 2, got {self.min_group_size}"
@@ -158,15 +170,17 @@ class Stamp(Detector):
         images = np.asarray(context.images)
         n = images.shape[0]
         sizes = np.bincount(labels, minlength=context.n_classes)
-        packed = pack_pixels(images)
+        pixels = PackedPixels(images)
         flagged = np.zeros(n, dtype=bool)
         score = np.zeros(n, dtype=np.float64)
         stamps: list[dict] = []
+        grown: set[tuple[int, bytes]] = set()
         for seed in self._seeds(images, labels, sizes):
             c, rows = seed["class"], seed["rows"]
-            if flagged[rows].mean() >= 0.5:
-                continue
-            found = self._grow(packed, labels, sizes, c, rows, images.shape[3])
+            if flagged[rows].mean() >= 0.5 or (c, rows.tobytes()) in grown:
+                continue  # a stamp depends on its class and its seed's rows only
+            grown.add((c, rows.tobytes()))
+            found = self._grow(pixels, labels, sizes, c, rows)
             found["seed_tile"] = seed["tile"]
             stamps.append(found)
             carriers, matched = found.pop("carriers"), found.pop("matched")
@@ -186,11 +200,12 @@ class Stamp(Detector):
         ``seed_exclusivity`` times any other class's share, largest first."""
         n, channels, height, width = images.shape
         b = self.block
+        step = self.stride or max(1, -(-max(height, width) // 64))
         n_classes = sizes.size
         seeds = []
-        for top in range(height - b + 1):
+        for top in range(0, height - b + 1, step):
             strip = np.ascontiguousarray(images[:, :, top : top + b, :])
-            for left in range(width - b + 1):
+            for left in range(0, width - b + 1, step):
                 tile = np.ascontiguousarray(strip[:, :, :, left : left + b]).reshape(n, -1)
                 keys = tile.view(np.dtype((np.void, tile.shape[1]))).ravel()
                 _, key_of, key_count = np.unique(keys, return_inverse=True, return_counts=True)
@@ -215,52 +230,115 @@ class Stamp(Detector):
 
     def _grow(
         self,
-        packed: np.ndarray,
+        pixels: PackedPixels,
         labels: np.ndarray,
         sizes: np.ndarray,
         c: int,
         rows: np.ndarray,
-        width: int,
     ) -> dict:
         """The stamp around a seed's rows, the rows carrying it, and the test's figures."""
-        values, counts = column_modes(packed[rows])
-        agreed = counts >= self.agreement * rows.size
-        base = (packed[:, agreed] == values[agreed]).mean(axis=0)
-        pixels = np.flatnonzero(agreed)[base < self.base_rate]
-        figures: dict = {"class": int(c), "n_pixels": int(pixels.size)}
-        if pixels.size == 0:
+        values, counts = pixels.column_modes(rows)
+        agreed = np.flatnonzero(counts >= self.agreement * rows.size)
+        base = pixels.holding(agreed, values[agreed]).sum(axis=0) / labels.size
+        stamp = agreed[base < self.base_rate]
+        figures: dict = {"class": int(c), "n_pixels": int(stamp.size)}
+        if stamp.size == 0:
             return figures | {"accepted": False, "carriers": None, "matched": None}
-        matched = (packed[:, pixels] == values[pixels]).mean(axis=1)
+        matched = pixels.holding(stamp, values[stamp], per_row=True)
         carriers = matched >= self.match_share
         per_class = np.bincount(labels[carriers], minlength=sizes.size)
         share = per_class / np.maximum(sizes, 1)
         in_class = carriers & (labels == c)
         exclusivity = share[c] / max(_largest_other(share, c), 1.0 / max(int(sizes.max()), 1))
-        spread = _spread_ratio(packed, labels == c, in_class, pixels)
         near = (labels == c) & (matched >= 0.5) & ~carriers
         rest = (labels == c) & ~carriers
-        class_rate = (
-            float((packed[rest][:, pixels] == values[pixels]).mean()) if rest.any() else 0.0
-        )
+        # The mean over the rest's rows of their share matched is the mean over the
+        # stamp's pixels of the share of the rest holding its value there.
+        class_rate = float(matched[rest].mean()) if rest.any() else 0.0
         figures |= {
             "near": int(near.sum()),
             "full": int((in_class & (matched == 1.0)).sum()),
             "n_rows": int(in_class.sum()),
             "share": float(share[c]),
             "exclusivity": float(exclusivity),
-            "spread_ratio": float(spread),
             "class_rate": class_rate,
-            "box": _box(pixels, width),
+            "box": _box(stamp, pixels.width),
         }
         accepted = bool(
             in_class.sum() >= self.min_group_size
             and exclusivity >= self.exclusivity
             and near.sum() <= self.max_near * in_class.sum()
-            and spread >= self.min_spread
             and class_rate <= self.max_class_rate
         )
+        # The spread reads every pixel of the class's rows: only for a stamp that passed.
+        figures["spread_ratio"] = (
+            _spread_ratio(pixels, labels == c, in_class, stamp) if accepted else None
+        )
+        accepted = accepted and figures["spread_ratio"] >= self.min_spread
         figures["accepted"] = accepted
         return figures | {"carriers": in_class, "matched": matched}
+
+
+class PackedPixels:
+    """The images' pixels with their channels packed into one int32 (:func:`pack_pixels`),
+    read a block of rows or pixels at a time, so that memory stays within ``budget`` bytes
+    whatever the image size; packed once and kept when all of it fits.
+
+    Parameters
+    ----------
+    images : ndarray of shape (n_rows, channels, height, width)
+        uint8 images (a memory map may be given).
+    budget : int or None, default=None
+        Bytes of packed pixels held at a time; None: ``PACKED_BUDGET`` (256 MiB).
+    """
+
+    def __init__(self, images: np.ndarray, budget: int | None = None) -> None:
+        self.images = images
+        self.n, self.channels, height, self.width = images.shape
+        self.n_pixels = height * self.width
+        self.budget = budget or PACKED_BUDGET
+        fits = self.n * self.n_pixels * 4 <= self.budget
+        self._whole = pack_pixels(images) if fits else None
+
+    def take(self, rows: np.ndarray | slice, pixels: np.ndarray) -> np.ndarray:
+        """Packed values of ``rows`` at flat pixel indices ``pixels``: (rows, pixels)."""
+        if self._whole is not None:
+            return self._whole[rows][:, pixels]
+        rows = np.arange(self.n)[rows] if isinstance(rows, slice) else np.asarray(rows)
+        ys, xs = np.divmod(pixels, self.width)
+        channel = np.arange(self.channels)[None, :, None]
+        # One gather of just these values: never a whole image row in memory.
+        part = self.images[rows[:, None, None], channel, ys[None, None, :], xs[None, None, :]]
+        return pack_pixels(part[:, :, None, :])
+
+    def row_blocks(self, n_pixels: int):
+        """Slices of rows, each holding at most ``budget`` bytes of ``n_pixels`` pixels."""
+        step = max(1, self.budget // max(4 * n_pixels, 1))
+        return (slice(i, min(i + step, self.n)) for i in range(0, self.n, step))
+
+    def column_modes(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """:func:`column_modes` of ``rows`` at every pixel, a block of pixels at a time."""
+        step = max(1, self.budget // max(4 * rows.size, 1))
+        parts = [
+            column_modes(self.take(rows, np.arange(i, min(i + step, self.n_pixels))))
+            for i in range(0, self.n_pixels, step)
+        ]
+        return np.concatenate([v for v, _ in parts]), np.concatenate([k for _, k in parts])
+
+    def holding(
+        self, pixels: np.ndarray, values: np.ndarray, *, per_row: bool = False
+    ) -> np.ndarray:
+        """Rows holding ``values`` at ``pixels``: per pixel, how many rows (shape
+        (1, pixels)); with ``per_row``, each row's share of the pixels (shape (n_rows,))."""
+        if per_row:
+            out = np.zeros(self.n, dtype=np.float64)
+            for block in self.row_blocks(pixels.size):
+                out[block] = (self.take(block, pixels) == values).mean(axis=1)
+            return out
+        counts = np.zeros((1, pixels.size), dtype=np.int64)
+        for block in self.row_blocks(pixels.size):
+            counts += (self.take(block, pixels) == values).sum(axis=0)
+        return counts
 
 
 def pack_pixels(images: np.ndarray) -> np.ndarray:
@@ -292,27 +370,35 @@ def _largest_other(share: np.ndarray, c: int) -> float:
 
 
 def _spread_ratio(
-    packed: np.ndarray, in_class: np.ndarray, group: np.ndarray, stamp: np.ndarray
+    pixels: PackedPixels, in_class: np.ndarray, group: np.ndarray, stamp: np.ndarray
 ) -> float:
     """Mean squared distance from their mean, off the stamp's pixels, of the ``group``'s
     rows over the class's (channels unpacked; 0.0 for a group of fewer than two)."""
     if group.sum() < 2:
         return 0.0
-    off = np.ones(packed.shape[1], dtype=bool)
-    off[stamp] = False
+    off = np.setdiff1d(np.arange(pixels.n_pixels), stamp)
 
     def spread(rows: np.ndarray) -> float:
-        channels = _unpack(packed[rows][:, off])
-        return float(((channels - channels.mean(axis=0)) ** 2).sum(axis=1).mean())
+        # Sum over the unpacked values of their variance, accumulated a block at a time.
+        total = np.zeros(off.size * pixels.channels)
+        squares = np.zeros_like(total)
+        step = max(1, pixels.budget // max(4 * off.size * pixels.channels, 1))
+        for i in range(0, rows.size, step):
+            values = _unpack(pixels.take(rows[i : i + step], off), pixels.channels)
+            total += values.sum(axis=0)
+            squares += (values * values).sum(axis=0, dtype=np.float64)
+        mean = total / rows.size
+        return float((squares / rows.size - mean**2).sum())
 
     whole = spread(np.flatnonzero(in_class))
     return spread(np.flatnonzero(group)) / whole if whole > 0 else 0.0
 
 
-def _unpack(packed: np.ndarray) -> np.ndarray:
-    """float32 (rows, pixels * 3) of the three low bytes of packed pixels."""
+def _unpack(packed: np.ndarray, channels: int) -> np.ndarray:
+    """float32 (rows, pixels * channels) of the ``channels`` low bytes of packed pixels."""
     return np.concatenate(
-        [((packed >> shift) & 0xFF).astype(np.float32) for shift in (16, 8, 0)], axis=1
+        [((packed >> (8 * shift)) & 0xFF).astype(np.float32) for shift in range(channels)],
+        axis=1,
     )
 
 
