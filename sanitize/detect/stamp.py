@@ -69,9 +69,10 @@ class Stamp(Detector):
         CIFAR-10 subset is shared by 10 rows of a class nowhere.
     stride : int or None, default=None
         Pixels between seed tiles; a square trigger of side ``block + stride - 1`` or more
-        covers a whole tile. None: ``ceil(side / 32)`` for images ``side`` pixels on their
-        longer side, so that about 32 x 32 places are tried whatever the image size
-        (every place up to 32 x 32; a 2 x 2 trigger there, an 8 x 8 one at 224 x 224).
+        covers a whole tile. None: ``ceil(side / 64)`` for images ``side`` pixels on their
+        longer side, so that at most about 64 x 64 places are tried whatever the image
+        size (every place up to 64 x 64, where a 2 x 2 trigger is caught; a 5 x 5 one at
+        224 x 224).
     min_group_size : int, default=10
         Fewest rows a seed and a flagged stamp hold. Rule: as the other detectors' groups.
     seed_exclusivity, exclusivity : float, default=2.0 and 10.0
@@ -239,7 +240,7 @@ class Stamp(Detector):
         """The stamp around a seed's rows, the rows carrying it, and the test's figures."""
         values, counts = pixels.column_modes(rows)
         agreed = np.flatnonzero(counts >= self.agreement * rows.size)
-        base = pixels.holding(agreed, values[agreed]).sum(axis=0) / labels.size
+        base = pixels.holding(agreed, values[agreed]) / labels.size
         stamp = agreed[base < self.base_rate]
         figures: dict = {"class": int(c), "n_pixels": int(stamp.size)}
         if stamp.size == 0:
@@ -329,13 +330,13 @@ class PackedPixels:
         self, pixels: np.ndarray, values: np.ndarray, *, per_row: bool = False
     ) -> np.ndarray:
         """Rows holding ``values`` at ``pixels``: per pixel, how many rows (shape
-        (1, pixels)); with ``per_row``, each row's share of the pixels (shape (n_rows,))."""
+        (pixels,)); with ``per_row``, each row's share of the pixels (shape (n_rows,))."""
         if per_row:
             out = np.zeros(self.n, dtype=np.float64)
             for block in self.row_blocks(pixels.size):
                 out[block] = (self.take(block, pixels) == values).mean(axis=1)
             return out
-        counts = np.zeros((1, pixels.size), dtype=np.int64)
+        counts = np.zeros(pixels.size, dtype=np.int64)
         for block in self.row_blocks(pixels.size):
             counts += (self.take(block, pixels) == values).sum(axis=0)
         return counts
@@ -385,7 +386,7 @@ def _spread_ratio(
         step = max(1, pixels.budget // max(4 * off.size * pixels.channels, 1))
         for i in range(0, rows.size, step):
             values = _unpack(pixels.take(rows[i : i + step], off), pixels.channels)
-            total += values.sum(axis=0)
+            total += values.sum(axis=0, dtype=np.float64)
             squares += (values * values).sum(axis=0, dtype=np.float64)
         mean = total / rows.size
         return float((squares / rows.size - mean**2).sum())
