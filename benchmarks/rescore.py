@@ -61,11 +61,12 @@ def load_case(kept: Path) -> dict:
     def rows_of(path: Path) -> np.ndarray | None:
         return np.load(path)[ok] if path.exists() else None
 
+    images = np.load(paths.images, mmap_mode="r")
     return {
         "name": kept.name.removeprefix("kept-"),
         "seed": seed,
         "classes": classes,
-        "images": np.load(paths.images, mmap_mode="r"),
+        "images": images,
         "image_rows": ok,
         "features": np.load(paths.features, mmap_mode="r")[ok],
         "labels": rows.column("y").to_numpy()[ok].astype(np.int64),
@@ -76,7 +77,9 @@ def load_case(kept: Path) -> dict:
             loss_history=rows_of(paths.loss_history),
             loss_bootstrap=rows_of(paths.loss_bootstrap),
             loss_clean=rows_of(paths.loss_clean),
-            pixels=block_means(np.load(paths.images, mmap_mode="r"), ok),
+            pixels=block_means(images, ok),
+            # As the pipeline's detect stage: the usable rows' images (``stamp`` reads them).
+            images=images if ok.size == images.shape[0] else np.asarray(images[ok]),
         ),
     }
 

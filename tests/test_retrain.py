@@ -13,6 +13,7 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
+from sanitize.config import SanitizeConfig
 from sanitize.errors import InputError
 from sanitize.retrain import RetrainRecipe, random_crop, read_image_parquet, retrain_and_score
 from tests.conftest import REPO, SAMPLE_SOURCE
@@ -209,8 +210,18 @@ def test_benchmark_case_runner_end_to_end_on_tiny_digits(tmp_path):
     assert bench.recorded([result], "machine", "here").endswith("device cpu")
     assert bench.recorded([{}], "machine", "here") == "here"
 
-    # The kept folder is enough to retrain the arms again, with another length.
+    # The kept folder is enough to re-score every default detector (``stamp`` reads the
+    # images) and to reproduce the run's decision without training.
     kept = tmp_path / f"kept-{case.name}"
+    rescore = _load_script("rescore")
+    arrays = rescore.load_case(kept)
+    config = SanitizeConfig().replace(seed=arrays["seed"])
+    again_scored, _ = rescore.rescore(arrays, list(config.detectors), config)
+    assert set(again_scored) == set(config.detectors) | {"decision"}
+    assert again_scored["decision"]["removed"] == detection["decision"]["removed"]
+    assert again_scored["decision"]["tpr"] == detection["decision"]["tpr"]
+
+    # The kept folder is enough to retrain the arms again, with another length.
     retrain_kept = _load_script("retrain_kept")
     again = retrain_kept.retrain_kept(kept, case, settings)
     assert set(again["retrain"]) == {"none", "true_clean", "ours"}
