@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import numpy as np
@@ -594,7 +595,14 @@ def test_a_stamp_settles_its_class():
     assert decision.reasons[115] == ["stamp"] and decision.reasons[150] == []
     assert (decision.poison_score[150:160] < 0.5).all()
     assert decision.info["settled"]["per_class"] == {
-        "1": {"settled": True, "kept": 20, "added": 0, "dropped": 10}
+        "1": {
+            "settled": True,
+            "kept": 20,
+            "added": 0,
+            "dropped": 10,
+            "groups_holding": [],
+            "grouped": 0,
+        }
     }
     # Fewer stamp flags in a class than a group: the vote stands there.
     results["stamp"] = result(np.where((np.arange(300) >= 100) & (np.arange(300) < 105), 1.0, 0.0))
@@ -612,5 +620,63 @@ def test_a_stamp_settles_its_class():
         "kept": 20,
         "added": 0,
         "dropped": 0,
+        "groups_holding": [],
+        "grouped": 0,
     }
     assert "stamp" in part.reasons[155] and part.poison_score[155] == 1.0
+
+
+def _with_candidate(score, candidate) -> DetectorResult:
+    out = result(score)
+    out.candidate = np.asarray(candidate, dtype=bool)
+    return out
+
+
+def test_a_group_holding_a_small_stamp_is_its_attack():
+    """A stamp exact in a few poisons (a blend that saturates there) is a sample of the
+    attack: another detector's unflagged candidate group holding every stamped row is
+    flagged with it; a group missing one is not, and a stamp that is most of its group's
+    rows settles the class as before."""
+    labels = np.repeat(np.arange(3), 200)
+    stamp = np.zeros(600, dtype=bool)
+    stamp[200:212] = True  # 12 exact rows of class 1
+    group = np.zeros(600, dtype=bool)
+    group[200:290] = True  # the attack: 90 rows, the stamped ones among them
+    loose = np.zeros(600, dtype=bool)
+    loose[201:280] = True  # misses one stamped row
+    results = {
+        "stamp": result(np.where(stamp, 1.0, 0.0)),
+        "pixel_spectral": _with_candidate(np.where(group, 0.45, 0.1), group),
+        "spectral": _with_candidate(np.where(loose, 0.4, 0.1), loose),
+    }
+    config = DecisionConfig(consensus=False, refine=False, growth_check=False)
+    d = decide(results, 600, config, labels=labels)
+    assert np.flatnonzero(d.flagged).tolist() == list(range(200, 290))
+    assert d.reasons[250] == ["stamp_group:pixel_spectral"] and d.reasons[205] == ["stamp"]
+    assert (d.poison_score[212:290] >= 0.5).all() and (d.poison_score[290:] < 0.5).all()
+    assert d.info["settled"]["per_class"]["1"] == {
+        "settled": False,
+        "kept": 12,
+        "added": 0,
+        "dropped": 0,
+        "groups_holding": ["pixel_spectral"],
+        "grouped": 78,
+    }
+    # Off: only the stamped rows.
+    off = decide(results, 600, dataclasses.replace(config, settle_groups=False), labels=labels)
+    assert np.flatnonzero(off.flagged).tolist() == list(range(200, 212))
+    # A stamp that is most of the group holding it (a patch and a loose feature group):
+    # the class is settled and the group's other rows stay.
+    stamp[212:260] = True
+    results["stamp"] = result(np.where(stamp, 1.0, 0.0))
+    settled = decide(results, 600, config, labels=labels)
+    assert np.flatnonzero(settled.flagged).tolist() == list(range(200, 260))
+    assert settled.info["settled"]["per_class"]["1"]["settled"] is True
+    # A candidate group larger than half its class is the class, not a group.
+    stamp[212:260] = False
+    results["stamp"] = result(np.where(stamp, 1.0, 0.0))
+    big = np.zeros(600, dtype=bool)
+    big[200:320] = True
+    results["pixel_spectral"] = _with_candidate(np.where(big, 0.45, 0.1), big)
+    whole = decide(results, 600, config, labels=labels)
+    assert np.flatnonzero(whole.flagged).tolist() == list(range(200, 212))

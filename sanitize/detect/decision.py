@@ -461,15 +461,22 @@ def _settle_classes(
     An exact stamp holds every poison of a patch attack, so the other flags of its class
     are clean rows; where the stamp is a small part of the class's flags (a blend whose
     trigger is exact only where the images saturate) it is part of a larger attack, and
-    its rows are only added to the flags."""
+    its rows are only added to the flags. With ``config.settle_groups``, another
+    detector's candidate group that holds every stamped row of the class counts as part
+    of the attack too: where the stamp is under half of it, the stamped rows are a sample
+    of that attack's poisons and the group is flagged (reason ``stamp_group:<detector>``);
+    where the stamp is most of it, the group's other rows stay unflagged as before."""
     exact = np.any([results[nm].flagged for nm in settlers], axis=0)
     exact_score = np.max([results[nm].score for nm in settlers], axis=0)
     flagged = flagged.copy()
-    per_class: dict[str, dict[str, int]] = {}
+    per_class: dict[str, dict[str, Any]] = {}
     counts = np.bincount(labels[exact], minlength=int(labels.max()) + 1)
     for c in np.flatnonzero(counts >= config.refine_min_rows):
         rows = labels == c
-        settled = counts[c] >= 0.5 * (rows & (flagged | exact)).sum()
+        holders = _groups_holding(results, settlers, rows, exact) if config.settle_groups else []
+        held = np.stack([results[nm].candidate & rows for nm in holders]) if holders else None
+        attack = flagged | exact if held is None else flagged | exact | held.any(axis=0)
+        settled = counts[c] >= 0.5 * (rows & attack).sum()
         added = rows & exact & ~flagged
         dropped = rows & flagged & ~exact if settled else np.zeros_like(flagged)
         poison_score[added] = np.maximum(exact_score[added], 0.5)
@@ -477,13 +484,42 @@ def _settle_classes(
             reasons[i] = [nm for nm in settlers if results[nm].flagged[i]]
         _unflag(dropped, poison_score, reasons)
         flagged = (flagged | added) & ~dropped
+        grouped = np.zeros_like(flagged)
+        if held is not None and not settled:
+            grouped = held.any(axis=0) & ~flagged
+            score = np.max([results[nm].score for nm in holders], axis=0)
+            poison_score[grouped] = np.clip(score[grouped], 0.5, 0.999)
+            for i in np.flatnonzero(grouped):
+                reasons[i] = [f"stamp_group:{nm}" for j, nm in enumerate(holders) if held[j, i]]
+            flagged |= grouped
         per_class[str(c)] = {
             "settled": bool(settled),
             "kept": int(counts[c]),
             "added": int(added.sum()),
             "dropped": int(dropped.sum()),
+            "groups_holding": holders,
+            "grouped": int(grouped.sum()),
         }
     return flagged, {"by": settlers, "per_class": per_class}
+
+
+def _groups_holding(
+    results: dict[str, DetectorResult],
+    settlers: list[str],
+    rows: np.ndarray,
+    stamped: np.ndarray,
+) -> list[str]:
+    """The detectors (other than ``settlers``) whose candidate group in the class ``rows``
+    holds every ``stamped`` row there and at most half of the class (a group, not the
+    class)."""
+    holders = []
+    for nm, r in results.items():
+        if nm in settlers or r.candidate is None:
+            continue
+        group = r.candidate & rows
+        if not (stamped & rows & ~group).any() and group.sum() <= 0.5 * rows.sum():
+            holders.append(nm)
+    return holders
 
 
 def _detector_attr(name: str, attr: str, default: Any) -> Any:
