@@ -330,10 +330,10 @@ class DecisionConfig:
     refine_folds : int, default=5
         Cross-fitting folds.
     settle_groups : bool, default=True
-        In a class where the exact stamp (``stamp``) is under half of the flags, also flag
-        every other detector's candidate group there that holds all of the stamp's rows (and
-        at most half of the class):
-        they are a sample of a larger attack, and a group holding them is that attack. Rule:
+        In a class where ``stamp`` flags rows, another detector's candidate group there that
+        holds all of them (and at most half of the class) counts as part of the attack; where
+        the stamp is under half of the class's flags with those groups, the stamped rows are
+        a sample of a larger attack and the groups are flagged too. Rule:
         a Hello Kitty blend at alpha 0.20 into GTSRB's class 25 (3%) is exact in 10 of its
         150 poisons, where the images saturate; ``pixel_spectral``'s candidate group held
         all 10 and was the 150 poisons exactly, and the class's z among 43 classes (2.6)
