@@ -665,6 +665,16 @@ def test_a_group_holding_a_small_stamp_is_its_attack():
     # Off: only the stamped rows.
     off = decide(results, 600, dataclasses.replace(config, settle_groups=False), labels=labels)
     assert np.flatnonzero(off.flagged).tolist() == list(range(200, 212))
+    # A feature-space group holding every stamped row is what a learned patch gives with
+    # its clean neighbours (BadNets 1%: activation clustering's side of the class): it
+    # does not count.
+    feature_side = {
+        "stamp": results["stamp"],
+        "activation_clustering": _with_candidate(np.where(group, 0.45, 0.1), group),
+    }
+    patch = decide(feature_side, 600, config, labels=labels)
+    assert np.flatnonzero(patch.flagged).tolist() == list(range(200, 212))
+    assert patch.info["settled"]["per_class"]["1"]["groups_holding"] == []
     # A stamp that is most of the group holding it (a patch and a loose feature group):
     # the class is settled and the group's other rows stay.
     stamp[212:260] = True

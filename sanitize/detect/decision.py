@@ -462,10 +462,13 @@ def _settle_classes(
     are clean rows; where the stamp is a small part of the class's flags (a blend whose
     trigger is exact only where the images saturate) it is part of a larger attack, and
     its rows are only added to the flags. With ``config.settle_groups``, another
-    detector's candidate group that holds every stamped row of the class counts as part
-    of the attack too: where the stamp is under half of it, the stamped rows are a sample
-    of that attack's poisons and the group is flagged (reason ``stamp_group:<detector>``);
-    where the stamp is most of it, the group's other rows stay unflagged as before."""
+    input-space detector's (``Detector.feature_space`` False) candidate group that holds
+    every stamped row of the class counts as part of the attack too: where the stamp is
+    under half of it, the stamped rows are a sample of that attack's poisons and the group
+    is flagged (reason ``stamp_group:<detector>``); where the stamp is most of it, the
+    group's other rows stay unflagged as before. A feature-space group holding a stamp is
+    what a learned patch gives anyway (activation clustering's side of a class, the
+    patch's rows and clean neighbours): no sign of a larger attack."""
     exact = np.any([results[nm].flagged for nm in settlers], axis=0)
     exact_score = np.max([results[nm].score for nm in settlers], axis=0)
     flagged = flagged.copy()
@@ -509,12 +512,12 @@ def _groups_holding(
     rows: np.ndarray,
     stamped: np.ndarray,
 ) -> list[str]:
-    """The detectors (other than ``settlers``) whose candidate group in the class ``rows``
-    holds every ``stamped`` row there and at most half of the class (a group, not the
-    class)."""
+    """The input-space detectors (other than ``settlers``) whose candidate group in the
+    class ``rows`` holds every ``stamped`` row there and at most half of the class (a
+    group, not the class)."""
     holders = []
     for nm, r in results.items():
-        if nm in settlers or r.candidate is None:
+        if nm in settlers or r.candidate is None or _detector_attr(nm, "feature_space", True):
             continue
         group = r.candidate & rows
         if not (stamped & rows & ~group).any() and group.sum() <= 0.5 * rows.sum():
