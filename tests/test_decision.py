@@ -675,6 +675,21 @@ def test_a_group_holding_a_small_stamp_is_its_attack():
     patch = decide(feature_side, 600, config, labels=labels)
     assert np.flatnonzero(patch.flagged).tolist() == list(range(200, 212))
     assert patch.info["settled"]["per_class"]["1"]["groups_holding"] == []
+    # A stamp that is more than settle_group_share of the input-space group holding it (a
+    # patch in every poison, and clean neighbours in the group: MNIST's Trojan square)
+    # is no sample of it: the class settles on the stamp.
+    wide = np.zeros(600, dtype=bool)
+    wide[200:250] = True  # the 12 stamped rows are 24% of it
+    neighbours = {
+        "stamp": results["stamp"],
+        "pixel_spectral": _with_candidate(np.where(wide, 0.45, 0.1), wide),
+    }
+    near = decide(neighbours, 600, config, labels=labels)
+    assert np.flatnonzero(near.flagged).tolist() == list(range(200, 212))
+    assert near.info["settled"]["per_class"]["1"]["settled"] is True
+    loose_share = dataclasses.replace(config, settle_group_share=0.25)
+    sampled = decide(neighbours, 600, loose_share, labels=labels)
+    assert np.flatnonzero(sampled.flagged).tolist() == list(range(200, 250))
     # A stamp that is most of the group holding it (a patch and a loose feature group):
     # the class is settled and the group's other rows stay.
     stamp[212:260] = True

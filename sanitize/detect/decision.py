@@ -463,12 +463,13 @@ def _settle_classes(
     trigger is exact only where the images saturate) it is part of a larger attack, and
     its rows are only added to the flags. With ``config.settle_groups``, another
     input-space detector's (``Detector.feature_space`` False) candidate group that holds
-    every stamped row of the class counts as part of the attack too: where the stamp is
-    under half of it, the stamped rows are a sample of that attack's poisons and the group
-    is flagged (reason ``stamp_group:<detector>``); where the stamp is most of it, the
-    group's other rows stay unflagged as before. A feature-space group holding a stamp is
-    what a learned patch gives anyway (activation clustering's side of a class, the
-    patch's rows and clean neighbours): no sign of a larger attack."""
+    every stamped row of the class, the stamp at most ``config.settle_group_share`` of it,
+    counts as part of the attack too: the stamped rows are a sample of that attack's
+    poisons and the group is flagged (reason ``stamp_group:<detector>``). A group the
+    stamp is a larger share of is a patch's rows with clean neighbours, and a feature-space
+    group holding a stamp is what a learned patch gives anyway (activation clustering's
+    side of a class): no sign of a larger attack, and the group's other rows stay
+    unflagged."""
     exact = np.any([results[nm].flagged for nm in settlers], axis=0)
     exact_score = np.max([results[nm].score for nm in settlers], axis=0)
     flagged = flagged.copy()
@@ -476,7 +477,11 @@ def _settle_classes(
     counts = np.bincount(labels[exact], minlength=int(labels.max()) + 1)
     for c in np.flatnonzero(counts >= config.refine_min_rows):
         rows = labels == c
-        holders = _groups_holding(results, settlers, rows, exact) if config.settle_groups else []
+        holders = (
+            _groups_holding(results, settlers, rows, exact, config.settle_group_share)
+            if config.settle_groups
+            else []
+        )
         held = np.stack([results[nm].candidate & rows for nm in holders]) if holders else None
         attack = flagged | exact if held is None else flagged | exact | held.any(axis=0)
         settled = counts[c] >= 0.5 * (rows & attack).sum()
@@ -511,16 +516,22 @@ def _groups_holding(
     settlers: list[str],
     rows: np.ndarray,
     stamped: np.ndarray,
+    max_share: float,
 ) -> list[str]:
     """The input-space detectors (other than ``settlers``) whose candidate group in the
-    class ``rows`` holds every ``stamped`` row there and at most half of the class (a
-    group, not the class)."""
+    class ``rows`` holds every ``stamped`` row there, at most half of the class (a group,
+    not the class), and the stamped rows at most ``max_share`` of it (a sample)."""
+    n_stamped = int((stamped & rows).sum())
     holders = []
     for nm, r in results.items():
         if nm in settlers or r.candidate is None or _detector_attr(nm, "feature_space", True):
             continue
         group = r.candidate & rows
-        if not (stamped & rows & ~group).any() and group.sum() <= 0.5 * rows.sum():
+        if (
+            not (stamped & rows & ~group).any()
+            and group.sum() <= 0.5 * rows.sum()
+            and n_stamped <= max_share * group.sum()
+        ):
             holders.append(nm)
     return holders
 
