@@ -331,15 +331,15 @@ class DecisionConfig:
         Cross-fitting folds.
     settle_groups : bool, default=True
         In a class where ``stamp`` flags rows, another input-space detector's candidate
-        group there that holds all of them (and at most half of the class) counts as part
-        of the attack; where the stamp is under half of the class's flags with those
-        groups, the stamped rows are a sample of a larger attack and the groups are flagged
-        too. Rule: a Hello Kitty blend at alpha 0.20 into GTSRB's class 25 (3%) is exact in
-        10 of its 150 poisons, where the images saturate; ``pixel_spectral``'s candidate
-        group held all 10 and was the 150 poisons exactly, and the class's z among 43
-        classes (2.6) kept it from flagging them. Feature-space groups do not count: on
-        BadNets at 1% (CIFAR-10, 50 poisons, all stamped) activation clustering's group
-        held all 50 with 68 clean rows, which were removed when it counted.
+        group there that holds all of them (at most half of the class, the stamp at most
+        ``settle_group_share`` of it) is the larger attack the stamped rows are a sample
+        of, and is flagged too. Rule: a Hello Kitty blend at alpha 0.20 into GTSRB's
+        class 25 (3%) is exact in 10 of its 150 poisons, where the images saturate;
+        ``pixel_spectral``'s candidate group held all 10 and was the 150 poisons exactly,
+        and the class's z among 43 classes (2.6) kept it from flagging them. Feature-space
+        groups do not count: on BadNets at 1% (CIFAR-10, 50 poisons, all stamped)
+        activation clustering's group held all 50 with 68 clean rows, which were removed
+        when it counted.
     settle_group_share : float, default=0.2
         Largest share of a group holding a stamp (``settle_groups``) that the stamped rows
         may be, for the stamp to be taken as a sample of the group's attack. Rule: a blend
