@@ -483,8 +483,8 @@ def _settle_classes(
             else []
         )
         held = np.stack([results[nm].candidate & rows for nm in holders]) if holders else None
-        attack = flagged | exact if held is None else flagged | exact | held.any(axis=0)
-        settled = counts[c] >= 0.5 * (rows & attack).sum()
+        # A group holding the stamp as a sample is the attack: the class is not settled.
+        settled = held is None and counts[c] >= 0.5 * (rows & (flagged | exact)).sum()
         added = rows & exact & ~flagged
         dropped = rows & flagged & ~exact if settled else np.zeros_like(flagged)
         poison_score[added] = np.maximum(exact_score[added], 0.5)
