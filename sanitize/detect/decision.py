@@ -493,7 +493,7 @@ def _settle_classes(
         _unflag(dropped, poison_score, reasons)
         flagged = (flagged | added) & ~dropped
         grouped = np.zeros_like(flagged)
-        if held is not None and not settled:
+        if held is not None:  # never settled (above)
             grouped = held.any(axis=0) & ~flagged
             score = np.max([results[nm].score for nm in holders], axis=0)
             poison_score[grouped] = np.clip(score[grouped], 0.5, 0.999)
