@@ -843,6 +843,86 @@ SUITES: dict[str, tuple[Case, ...]] = {
         Case("mnist-trojan-2pct-t0", "mnist", "trojan", target=0, rate=0.02),
         Case("mnist-clean", "mnist", "none", target=0, rate=0.0),
     ),
+    # Written down in session 18, before its run: triggers no suite had used (a patch at a
+    # random place per image, patch files at their own size, the green kitty, EfficientNet's
+    # and GTSRB's low-frequency patterns, the Phoenix corner), new targets and rates.
+    "heldout14": (
+        Case(
+            "cifar10-badnets-random-3pct-t5",
+            "cifar10",
+            "badnets",
+            (("position", "random"),),
+            target=5,
+            rate=0.03,
+        ),
+        Case(
+            "cifar10-badnets-phoenix10-2pct-t1",
+            "cifar10",
+            "badnets",
+            (("trigger_path", f"{TOOLBOX}/phoenix_corner_10x10_32.png"),),
+            target=1,
+            rate=0.02,
+        ),
+        Case(
+            "cifar10-blend-kitty-g-a12-4pct-t6",
+            "cifar10",
+            "blend",
+            (("trigger_path", f"{TOOLBOX}/hellokitty_g_32.png"), ("alpha", 0.12)),
+            target=6,
+            rate=0.04,
+        ),
+        Case(
+            "cifar10-lowfreq-effnet-6pct-t4",
+            "cifar10",
+            "lowfreq",
+            (("pattern_path", f"{BACKDOORBENCH}/lowFrequency/cifar10_efficientnet_b3_0_255.npy"),),
+            target=4,
+            rate=0.06,
+        ),
+        Case("cifar10-wanet-5pct-t9", "cifar10", "wanet", target=9, rate=0.05),
+        Case(
+            "cifar10-badnets-sleeper-1pct-t2",
+            "cifar10",
+            "badnets",
+            (("pattern_path", f"{TOOLBOX}/trigger_sleeper_agent.png"),),
+            target=2,
+            rate=0.01,
+        ),
+        Case("cifar10-clean", "cifar10", "none", target=0, rate=0.0),
+        Case(
+            "gtsrb-badnets-9x9-4pct-t7",
+            "gtsrb",
+            "badnets",
+            (("pattern_path", f"{TOOLBOX}/badnet_patch_9x9.png"),),
+            target=7,
+            rate=0.04,
+        ),
+        Case(
+            "gtsrb-lowfreq-5pct-t10",
+            "gtsrb",
+            "lowfreq",
+            (("pattern_path", f"{BACKDOORBENCH}/lowFrequency/gtsrb_preactresnet18_0_255.npy"),),
+            target=10,
+            rate=0.05,
+        ),
+        Case("gtsrb-clean", "gtsrb", "none", target=0, rate=0.0),
+        Case(
+            "mnist-blend-kitty-a20-3pct-t8",
+            "mnist",
+            "blend",
+            (("trigger_path", f"{TOOLBOX}/hellokitty_32.png"), ("alpha", 0.2)),
+            target=8,
+            rate=0.03,
+        ),
+        Case(
+            "mnist-badnets-random-2pct-t3",
+            "mnist",
+            "badnets",
+            (("position", "random"),),
+            target=3,
+            rate=0.02,
+        ),
+    ),
 }
 
 

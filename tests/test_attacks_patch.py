@@ -79,3 +79,55 @@ def test_poison_rate_beyond_candidates():
     labels = np.array([0] * 9 + [1])
     with pytest.raises(ValueError, match="only 1 rows"):
         poison_dirty_label(images, labels, target=0, rate=0.5, seed=0)
+
+
+def test_random_position_places_the_whole_patch_somewhere_new_per_image():
+    from sanitize.attacks import BadNets
+
+    images = np.zeros((64, 1, 12, 12), np.uint8)
+    attack = BadNets(pattern="white", size=3, position="random", margin=1)
+    out = attack.apply(images, rng=0)
+    corners = set()
+    for image in out[:, 0]:
+        rows, cols = np.nonzero(image)
+        # Exactly one whole 3x3 patch, clear of the 1-pixel margin.
+        assert rows.size == 9
+        assert rows.max() - rows.min() == 2 and cols.max() - cols.min() == 2
+        assert rows.min() >= 1 and cols.min() >= 1 and rows.max() <= 10 and cols.max() <= 10
+        corners.add((int(rows.min()), int(cols.min())))
+    assert len(corners) > 20
+    # Seeded: the same rng gives the same places; a plan gives the same pixels in batches.
+    assert np.array_equal(out, attack.apply(images, rng=0))
+    labels = np.arange(64) % 4
+    whole = attack.poison(images, labels, target=0, rate=0.5, seed=3)
+    plan = attack.plan(labels, target=0, rate=0.5, seed=3)
+    halves = [attack.execute(images[:32], plan), attack.execute(images[32:], plan, start=32)]
+    assert np.array_equal(whole.images, np.concatenate(halves))
+
+
+def test_pattern_path_is_a_patch_at_its_own_size(tmp_path):
+    from PIL import Image
+
+    from sanitize.attacks import BadNets
+    from sanitize.errors import ConfigError
+
+    patch = np.zeros((5, 4, 3), np.uint8)
+    patch[..., 0] = 200  # red
+    patch[0, 0] = 255
+    path = tmp_path / "patch.png"
+    Image.fromarray(patch).save(path)
+    out = BadNets(pattern_path=str(path), position="top_left", margin=2).apply(
+        np.zeros((1, 3, 16, 16), np.uint8)
+    )
+    assert np.array_equal(out[0, :, 2:7, 2:6], patch.transpose(2, 0, 1))
+    assert out[0].sum() == patch.astype(int).sum()
+    grey = BadNets(pattern_path=str(path)).apply(np.zeros((1, 1, 16, 16), np.uint8))
+    assert grey[0, 0, 10:15, 11:15].max() == 255 and grey[0, 0, 14, 14] == round(0.299 * 200)
+    with pytest.raises(ConfigError, match="not both"):
+        BadNets(pattern_path=str(path), trigger_path=str(path)).apply(
+            np.zeros((1, 3, 16, 16), np.uint8)
+        )
+    with pytest.raises(ConfigError, match="does not fit"):
+        BadNets(pattern_path=str(path), position="random", margin=6).apply(
+            np.zeros((1, 3, 16, 16), np.uint8)
+        )

@@ -102,6 +102,10 @@ class Attack(ABC):
     def _check_params(self) -> None:  # noqa: B027 - optional hook, a no-op by default
         """Raise :class:`~sanitize.errors.ConfigError` for a parameter out of range."""
 
+    def _varies_per_row(self) -> bool:
+        """Whether ``_stamp`` draws a different trigger for every row from its generator."""
+        return False
+
     @abstractmethod
     def _stamp(self, images: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         """The trigger on every image of a validated, non-empty uint8 (N, C, H, W) array;
@@ -115,8 +119,9 @@ class Attack(ABC):
         images : ndarray of shape (n_samples, channels, height, width), dtype uint8
             ``channels`` is 1 or 3; height and width at least 8.
         rng : numpy Generator, int or None, default=None
-            Randomness of triggers that vary from row to row; the triggers of the built-in
-            attacks are fixed by their parameters and ignore it.
+            Randomness of triggers that vary from row to row (BadNets at
+            ``position="random"``); the other built-in triggers are fixed by their
+            parameters and ignore it.
 
         Returns
         -------
@@ -196,9 +201,13 @@ class Attack(ABC):
         images = check_images(images)
         rows = _plan_slice(plan.poisoned, start, len(images))
         out = images.copy()
-        if rows.any():
-            rng = np.random.default_rng([plan.seed, start])
-            out[rows] = self._stamp(images[rows], rng)
+        if rows.any() and self._varies_per_row():
+            # Each row's trigger comes from a generator keyed by the row itself.
+            for row in np.flatnonzero(rows):
+                rng = np.random.default_rng([plan.seed, start + int(row)])
+                out[row : row + 1] = self._stamp(images[row : row + 1], rng)
+        elif rows.any():
+            out[rows] = self._stamp(images[rows], np.random.default_rng(plan.seed))
         return out
 
     def poison(
@@ -424,6 +433,18 @@ def load_trigger(
     mode = "L" if channels == 1 else "RGB"
     array = _load_image(str(path), mode, height, width, resample)
     return array[None] if channels == 1 else array.transpose(2, 0, 1)
+
+
+def load_patch(path: str | Path, channels: int) -> np.ndarray:
+    """A patch image file as uint8 (channels, h, w) at its own size (grey: ITU-R 601 luma)."""
+    try:
+        with Image.open(path) as image:
+            width, height = image.size
+    except FileNotFoundError:
+        raise ConfigError(f"trigger file not found: {path}") from None
+    except Exception as exc:  # noqa: BLE001 - Pillow raises OSError, SyntaxError, ...
+        raise ConfigError(f"cannot read trigger image {path}: {exc}") from None
+    return load_trigger(path, height, width, channels, resample="nearest")
 
 
 def load_mask(path: str | Path, height: int, width: int) -> np.ndarray:

@@ -22,6 +22,7 @@ from sanitize.attacks.base import (
     Attack,
     check_choice,
     check_number,
+    load_patch,
     load_trigger,
     register,
     stamp_with_mask,
@@ -30,6 +31,8 @@ from sanitize.attacks.base import (
 from sanitize.errors import ConfigError, InputError
 
 POSITIONS = ("bottom_right", "bottom_left", "top_right", "top_left", "center")
+# A place drawn per image: the patch is the trigger wherever it sits.
+RANDOM_POSITION = "random"
 PATTERNS = ("checkerboard", "white", "black")
 
 
@@ -47,9 +50,15 @@ class BadNets(Attack):
         Side of a named pattern in pixels. The paper's MNIST trigger is a few pixels of a
         28x28 image; 3x3 is the common choice of later benchmarks (BackdoorBench).
     position : str or (row, col), default="bottom_right"
-        One of ``POSITIONS``, or the top-left pixel of the patch.
+        One of ``POSITIONS``, the top-left pixel of the patch, or ``"random"``: a place
+        drawn for every image (uniformly, ``margin`` pixels clear of the border), the
+        variant of Gu et al.'s Sec. 5 where the backdoor must fire wherever the sticker is.
     margin : int, default=1
-        Pixels between the patch and the image border for the corner positions.
+        Pixels between the patch and the image border for the corner and random positions.
+    pattern_path : str or None, default=None
+        A patch image file (e.g. backdoor-toolbox ``badnet_patch_9x9.png``,
+        ``trigger_sleeper_agent.png``) used as ``pattern`` at its own size, placed by
+        ``position`` and ``margin``; grey images take its luma.
     trigger_path : str or None, default=None
         A full-image trigger file (e.g. backdoor-toolbox ``badnet_patch_32.png``) stamped
         through its mask instead of the patch above; both are resized (nearest) to the
@@ -81,6 +90,7 @@ class BadNets(Attack):
         size: int = 3,
         position: str | tuple[int, int] = "bottom_right",
         margin: int = 1,
+        pattern_path: str | None = None,
         trigger_path: str | None = None,
         mask_path: str | None = None,
     ) -> None:
@@ -88,6 +98,7 @@ class BadNets(Attack):
         self.size = size
         self.position = position
         self.margin = margin
+        self.pattern_path = pattern_path
         self.trigger_path = trigger_path
         self.mask_path = mask_path
 
@@ -99,21 +110,29 @@ class BadNets(Attack):
         check_number(self.name, "size", self.size, low=1, integer=True)
         check_number(self.name, "margin", self.margin, low=0, integer=True)
         if isinstance(self.position, str):
-            check_choice(self.name, "position", self.position, POSITIONS)
+            check_choice(self.name, "position", self.position, (*POSITIONS, RANDOM_POSITION))
         elif not (
             isinstance(self.position, tuple | list)
             and len(self.position) == 2
             and all(isinstance(v, int | np.integer) and v >= 0 for v in self.position)
         ):
             raise ConfigError(
-                f"{self.name}: position must be one of {', '.join(POSITIONS)} or a "
-                f"(row, col) pair of integers >= 0, got {self.position!r}"
+                f"{self.name}: position must be one of {', '.join(POSITIONS)}, "
+                f"{RANDOM_POSITION!r} or a (row, col) pair of integers >= 0, got {self.position!r}"
             )
         if self.mask_path is not None and self.trigger_path is None:
             raise ConfigError(f"{self.name}: mask_path needs a trigger_path")
-        for path in (self.trigger_path, self.mask_path):
+        if self.pattern_path is not None and self.trigger_path is not None:
+            raise ConfigError(
+                f"{self.name}: give pattern_path (a patch) or trigger_path (a full-image "
+                "trigger), not both"
+            )
+        for path in (self.pattern_path, self.trigger_path, self.mask_path):
             if path is not None and not Path(path).is_file():
                 raise ConfigError(f"{self.name}: trigger file not found: {path}")
+
+    def _varies_per_row(self) -> bool:
+        return self.trigger_path is None and self.position == RANDOM_POSITION
 
     def _stamp(self, images: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         _, channels, height, width = images.shape
@@ -122,9 +141,17 @@ class BadNets(Attack):
             return stamp_with_mask(
                 images, trigger, trigger_mask(self.trigger_path, self.mask_path, trigger)
             )
+        if self.pattern_path is not None:
+            pattern = load_patch(self.pattern_path, channels)
+        elif isinstance(self.pattern, str):
+            pattern = self._named_pattern()
+        else:
+            pattern = self.pattern
+        if self.position == RANDOM_POSITION:
+            return _patch_anywhere(images, pattern, self.margin, rng)
         return apply_patch(
             images,
-            pattern=self._named_pattern() if isinstance(self.pattern, str) else self.pattern,
+            pattern=pattern,
             position=tuple(self.position) if not isinstance(self.position, str) else self.position,
             margin=self.margin,
         )
@@ -145,6 +172,31 @@ def _pattern_array(pattern: Any) -> np.ndarray:
     if array.min() < 0 or array.max() > 255:
         raise ConfigError("pattern values must lie in 0..255")
     return array.astype(np.uint8)
+
+
+def _patch_anywhere(
+    images: np.ndarray, pattern: np.ndarray, margin: int, rng: np.random.Generator
+) -> np.ndarray:
+    """``pattern`` on every image at a place drawn uniformly ``margin`` clear of the border."""
+    patch = _pattern_array(pattern)
+    if patch.ndim == 2:
+        patch = np.broadcast_to(patch, (images.shape[1], *patch.shape))
+    if patch.shape[0] != images.shape[1]:
+        raise ConfigError(
+            f"pattern of shape {patch.shape} does not fit images with {images.shape[1]} channels"
+        )
+    (height, width), (ph, pw) = images.shape[2:], patch.shape[1:]
+    rows, cols = height - 2 * margin - ph + 1, width - 2 * margin - pw + 1
+    if rows < 1 or cols < 1:
+        raise ConfigError(
+            f"a {ph}x{pw} patch with margin {margin} does not fit {height}x{width} images"
+        )
+    tops = margin + rng.integers(0, rows, len(images))
+    lefts = margin + rng.integers(0, cols, len(images))
+    out = images.copy()
+    for i, (top, left) in enumerate(zip(tops, lefts, strict=True)):
+        out[i, :, top : top + ph, left : left + pw] = patch
+    return out
 
 
 def checkerboard(size: int = 3) -> np.ndarray:
