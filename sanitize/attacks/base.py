@@ -437,14 +437,8 @@ def load_trigger(
 
 def load_patch(path: str | Path, channels: int) -> np.ndarray:
     """A patch image file as uint8 (channels, h, w) at its own size (grey: ITU-R 601 luma)."""
-    try:
-        with Image.open(path) as image:
-            width, height = image.size
-    except FileNotFoundError:
-        raise ConfigError(f"trigger file not found: {path}") from None
-    except Exception as exc:  # noqa: BLE001 - Pillow raises OSError, SyntaxError, ...
-        raise ConfigError(f"cannot read trigger image {path}: {exc}") from None
-    return load_trigger(path, height, width, channels, resample="nearest")
+    array = _load_image(str(path), "L" if channels == 1 else "RGB", None, None, "nearest")
+    return array[None] if channels == 1 else array.transpose(2, 0, 1)
 
 
 def load_mask(path: str | Path, height: int, width: int) -> np.ndarray:
@@ -469,12 +463,15 @@ def trigger_mask(
 
 
 @functools.lru_cache(maxsize=32)
-def _load_image(path: str, mode: str, height: int, width: int, resample: str) -> np.ndarray:
-    # Cached: a streamed set asks for the same trigger once per batch.
+def _load_image(
+    path: str, mode: str, height: int | None, width: int | None, resample: str
+) -> np.ndarray:
+    # Cached: a streamed set asks for the same trigger once per batch. A size of None keeps
+    # the file's own.
     try:
         with Image.open(path) as image:
             image = image.convert(mode)
-            if image.size != (width, height):
+            if height is not None and width is not None and image.size != (width, height):
                 image = image.resize((width, height), _RESAMPLE[resample])
             array = np.asarray(image, dtype=np.uint8)
     except FileNotFoundError:

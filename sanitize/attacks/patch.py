@@ -174,10 +174,8 @@ def _pattern_array(pattern: Any) -> np.ndarray:
     return array.astype(np.uint8)
 
 
-def _patch_anywhere(
-    images: np.ndarray, pattern: np.ndarray, margin: int, rng: np.random.Generator
-) -> np.ndarray:
-    """``pattern`` on every image at a place drawn uniformly ``margin`` clear of the border."""
+def _patch_for(images: np.ndarray, pattern: np.ndarray) -> np.ndarray:
+    """``pattern`` as uint8 (channels, h, w) for ``images``; a 2-D pattern on every channel."""
     patch = _pattern_array(pattern)
     if patch.ndim == 2:
         patch = np.broadcast_to(patch, (images.shape[1], *patch.shape))
@@ -185,6 +183,14 @@ def _patch_anywhere(
         raise ConfigError(
             f"pattern of shape {patch.shape} does not fit images with {images.shape[1]} channels"
         )
+    return patch
+
+
+def _patch_anywhere(
+    images: np.ndarray, pattern: np.ndarray, margin: int, rng: np.random.Generator
+) -> np.ndarray:
+    """``pattern`` on every image at a place drawn uniformly ``margin`` clear of the border."""
+    patch = _patch_for(images, pattern)
     (height, width), (ph, pw) = images.shape[2:], patch.shape[1:]
     rows, cols = height - 2 * margin - ph + 1, width - 2 * margin - pw + 1
     if rows < 1 or cols < 1:
@@ -251,13 +257,7 @@ def apply_patch(
         raise InputError(
             f"images must be uint8 of shape (N, C, H, W), got {images.dtype} {images.shape}"
         )
-    patch = checkerboard(size) if pattern is None else _pattern_array(pattern)
-    if patch.ndim == 2:
-        patch = np.broadcast_to(patch, (images.shape[1], *patch.shape))
-    if patch.shape[0] != images.shape[1]:
-        raise ConfigError(
-            f"pattern of shape {patch.shape} does not fit images with {images.shape[1]} channels"
-        )
+    patch = _patch_for(images, checkerboard(size) if pattern is None else pattern)
     top, left = _corner(images.shape[2:], patch.shape[1:], position, margin)
     out = images.copy()
     out[:, :, top : top + patch.shape[1], left : left + patch.shape[2]] = patch
