@@ -122,6 +122,28 @@ def test_consensus_bar_is_lower_in_an_inflated_class_only():
     assert np.array_equal(d.flagged, poison)
 
 
+def test_consensus_bar_is_lower_in_a_class_grown_less_than_twofold():
+    rng = np.random.default_rng(7)
+    # 300 poisons on top of about 430 clean rows: a size outlier at 1.8 times the others,
+    # short of inflated.
+    labels, poison = inflated_set(rng, clean_per_class=400, poisons=300)
+    evidence = np.array([1.0, 1.1, 0.9, 1.37, 1.0, 0.95, 1.37, 1.05, 1.0, 0.9])
+    candidate = poison.copy()
+    candidate[np.flatnonzero(labels == 6)[:40]] = True
+    results = {nm: _class_result(labels, evidence, candidate) for nm in ("spectral", "spectre")}
+    cfg = DecisionConfig(refine=False, max_removal_fraction=1.0)
+    d = decide(results, labels.size, cfg, labels=labels)
+    assert d.info["size_orient"]["inflated"] == {}
+    assert d.info["consensus"]["suspect_classes"] == [3]
+    assert np.array_equal(d.flagged, poison)
+    only_inflated = decide(
+        results, labels.size, replace(cfg, consensus_grown_gain=2.0), labels=labels
+    )
+    assert not only_inflated.flagged.any()
+    with pytest.raises(ConfigError, match="consensus_grown_gain"):
+        DecisionConfig(consensus_grown_gain=0.5).validate()
+
+
 def test_candidates_of_the_early_loss_back_a_minority_in_an_inflated_class():
     rng = np.random.default_rng(6)
     labels, poison = inflated_set(rng, poisons=900)

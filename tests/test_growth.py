@@ -9,6 +9,7 @@ import pytest
 
 from sanitize.config import DecisionConfig
 from sanitize.detect import DetectorResult, decide
+from sanitize.detect.class_size import keep_highest
 from sanitize.detect.growth import flags_without_growth
 from sanitize.errors import ConfigError
 
@@ -64,6 +65,31 @@ def test_a_group_within_the_size_noise_stays():
     assert not check(first_rows(labels, 4, 49), labels).withdrawn.any()
 
 
+def test_flags_beyond_the_gain_are_capped_at_the_gain_and_two_spreads():
+    sizes = list(BALANCED)
+    sizes[6] += 200  # 200 poisons; a detector flags them and 200 clean rows of the class
+    labels = sized_set(sizes)
+    out = check(first_rows(labels, 6, 400), labels)
+    entry = out.info["checked"]["6"]
+    assert not out.withdrawn.any()
+    gain = entry["rows"] - entry["rows_like_others"]
+    assert out.caps == {6: int(np.ceil(gain + 2.0 * entry["size_spread_rows"]))}
+    assert entry["cap"] == out.caps[6] and 200 <= out.caps[6] < 300
+    # Flags within the gain and its margin, or too few for the sizes to tell, are not capped.
+    assert check(first_rows(labels, 6, 220), labels).caps == {}
+    assert check(first_rows(labels, 6, 400), labels, min_spreads=100.0).caps == {}
+
+
+def test_keep_highest_keeps_the_top_scores_of_each_capped_class():
+    labels = np.array([0, 0, 0, 0, 1, 1, 1])
+    flagged = np.array([True, True, True, False, True, True, True])
+    score = np.array([0.6, 0.9, 0.6, 0.99, 0.7, 0.8, 0.9])
+    out = keep_highest(flagged, score, labels, {0: 2})
+    # Class 0 keeps its best flag and, of the tie, the first row; class 1 is not capped.
+    assert out.tolist() == [True, True, False, False, True, True, True]
+    assert keep_highest(flagged, score, labels, {0: 5}).tolist() == flagged.tolist()
+
+
 def test_oriented_groups_and_skipped_classes_keep_their_flags():
     labels = sized_set(BALANCED)
     flags = first_rows(labels, 1, 200)
@@ -111,6 +137,30 @@ def test_decide_withdraws_a_natural_mode_and_keeps_a_gained_group():
         labels=labels,
     )
     assert np.array_equal(off.flagged, poison | mode) and off.info["growth"] is None
+
+
+def test_decide_trims_a_gained_class_to_its_gain_by_score():
+    sizes = list(BALANCED)
+    sizes[6] += 200
+    labels = sized_set(sizes)
+    swept = first_rows(labels, 6, 400)
+    poison = first_rows(labels, 6, 200)  # scored above the clean rows swept in with them
+    score = np.where(poison, 0.9, np.where(swept, 0.6, 0.1))
+    results = {"activation_clustering": result(score)}
+    config = DecisionConfig(refine=False, consensus=False)
+    decision = decide(results, labels.size, config, labels=labels)
+    cap = decision.info["growth"]["checked"]["6"]["cap"]
+    assert decision.flagged.sum() == cap and (decision.flagged & poison).sum() == 200
+    assert decision.info["growth"]["n_trimmed"] == 400 - cap
+    assert np.array_equal(decision.poison_score >= 0.5, decision.flagged)
+    assert all(decision.reasons[i] == [] for i in np.flatnonzero(swept & ~decision.flagged))
+    untrimmed = decide(
+        results,
+        labels.size,
+        DecisionConfig(refine=False, consensus=False, growth_trim=False),
+        labels=labels,
+    )
+    assert np.array_equal(untrimmed.flagged, swept)
 
 
 @pytest.mark.parametrize(

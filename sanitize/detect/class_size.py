@@ -401,12 +401,24 @@ def cap_to_excess(
     flagged: np.ndarray, poison_score: np.ndarray, labels: np.ndarray, info: dict[str, Any]
 ) -> np.ndarray:
     """Flags with every class that :func:`orient_by_size` capped (``info["inflated"][c]
-    ["removal_cap"]``) cut to its cap, highest ``poison_score`` first (ties by row)."""
+    ["removal_cap"]``) cut to its cap (see :func:`keep_highest`)."""
+    caps = {
+        int(c): entry["removal_cap"]
+        for c, entry in info.get("inflated", {}).items()
+        if entry.get("removal_cap") is not None
+    }
+    return keep_highest(flagged, poison_score, labels, caps)
+
+
+def keep_highest(
+    flagged: np.ndarray, poison_score: np.ndarray, labels: np.ndarray, caps: dict[int, int]
+) -> np.ndarray:
+    """Flags with every class ``c`` of ``caps`` cut to its ``caps[c]`` flags of highest
+    ``poison_score`` (ties broken by row order, so the cut is deterministic)."""
     out = np.asarray(flagged, dtype=bool).copy()
-    for c, entry in info.get("inflated", {}).items():
-        cap = entry.get("removal_cap")
+    for c, cap in caps.items():
         members = np.flatnonzero(out & (np.asarray(labels) == int(c)))
-        if cap is None or members.size <= cap:
+        if members.size <= cap:
             continue
         order = members[np.lexsort((members, -poison_score[members].astype(np.float64)))]
         out[order[cap:]] = False

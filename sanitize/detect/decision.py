@@ -15,6 +15,7 @@ from sanitize.detect.class_size import (
     class_size_z,
     dominant_class,
     inflated_classes,
+    keep_highest,
     orient_by_size,
     size_suspects,
 )
@@ -83,8 +84,9 @@ def decide(
     ``k`` detectors voted for it. With ``labels`` and ``config.consensus``, the rows of
     :func:`sanitize.detect.consensus.class_consensus` are flagged too, with
     ``poison_score = 0.5 + 0.5 * s`` (``s`` the agreeing detectors' mean score) and
-    reasons ``consensus:<detector>``; in a class inflated far beyond the others' size
-    (:func:`sanitize.detect.class_size.inflated_classes`) the detectors' bar there is
+    reasons ``consensus:<detector>``; in a class whose size is a robust outlier above the
+    others' (:func:`sanitize.detect.class_size.inflated_classes` with
+    ``config.consensus_grown_gain``) the detectors' bar there is
     ``config.consensus_inflated_z``, and in a class under twice the rows it would have if
     it were like the others one detector at ``config.consensus_solo_z`` suffices. With
     ``labels`` and ``config.orient``, a class where the oriented detectors
@@ -107,7 +109,9 @@ def decide(
     ``refine``; a row it drops, a score just below 0.5. With ``labels`` and
     ``config.growth_check``, a class whose size does not account for its flags, none of
     them a group of the oriented detectors', loses them
-    (:func:`sanitize.detect.growth.flags_without_growth`; scores just below 0.5). When
+    (:func:`sanitize.detect.growth.flags_without_growth`; scores just below 0.5), and with
+    ``config.growth_trim`` a class that keeps flags beyond its growth keeps only its cap,
+    highest scores first. When
     more than ``floor(config.max_removal_fraction * n_rows)`` rows are flagged, only that
     many, those of highest poison score, stay flagged; the scores of the others are lowered
     to just below 0.5 so the contract holds.
@@ -208,7 +212,9 @@ def decide(
             relative_mad_floor=config.consensus_mad_floor,
             class_z_thresholds={
                 c: config.consensus_inflated_z
-                for c in inflated_classes(labels, config.size_z, expected_shares)
+                for c in inflated_classes(
+                    labels, config.size_z, expected_shares, min_gain=config.consensus_grown_gain
+                )
             },
             solo_z=config.consensus_solo_z,
             solo_classes=frozenset(
@@ -328,6 +334,10 @@ def decide(
         _unflag(growth.withdrawn, poison_score, reasons)
         flagged = flagged & ~growth.withdrawn
         growth_info = growth.info
+        if config.growth_trim:
+            trimmed = keep_highest(flagged, poison_score, np.asarray(labels), growth.caps)
+            growth_info["n_trimmed"] = _unflag(flagged & ~trimmed, poison_score, reasons)
+            flagged = trimmed
 
     settled_info = None
     settlers = [nm for nm in names if _detector_attr(nm, "settles_classes", False)]

@@ -6,6 +6,11 @@ the class would have if it were like the others. A group of the same size that a
 detector splits off a class that did not grow is a natural mode of the class (upright and
 slanted ones on MNIST), not a gained group. A clean-label attack (SIG) adds no rows either,
 but its poisons are learned first, and the oriented detectors (early loss) find them.
+
+The same count bounds a class that did grow: its poisons are about the rows it gained, so
+flags well beyond that gain (more than a couple of size spreads) are clean rows a detector
+swept in with the group, and the class keeps only as many as its gain allows, those the
+decision scores highest.
 """
 
 from __future__ import annotations
@@ -24,12 +29,16 @@ class GrowthCheck:
 
     withdrawn : ndarray of shape (n_rows,)
         bool; the flags to withdraw (all the flags of the classes that fail the check).
+    caps : dict of int to int
+        Per class that keeps more flags than its growth accounts for, the most flags it
+        may keep (see :func:`sanitize.detect.class_size.keep_highest`).
     info : dict
         JSON-able: per class checked, its rows, the rows it would have, the spread of the
-        class sizes in rows, its flags and whether they were withdrawn.
+        class sizes in rows, its flags, whether they were withdrawn and its cap.
     """
 
     withdrawn: np.ndarray
+    caps: dict[int, int] = field(default_factory=dict)
     info: dict[str, Any] = field(default_factory=dict)
 
 
@@ -54,7 +63,10 @@ def flags_without_growth(
     :func:`sanitize.detect.class_size.class_size_z`, against ``expected`` when given), its
     ``f`` flags are withdrawn when the sizes could tell (``f >= min_spreads * s``) and the
     class grew by less than ``min_share`` of them (``n - m < min_share * f``): the growth
-    lies nearer to no gain than to a gain of ``f`` rows.
+    lies nearer to no gain than to a gain of ``f`` rows. When the sizes could tell and
+    the class keeps its flags, it may keep at most ``ceil(n - m + min_spreads * s)`` of
+    them (``caps``): its gain, and the same margin of spreads for the natural spread of
+    its size.
 
     Parameters
     ----------
@@ -81,6 +93,7 @@ def flags_without_growth(
     withdrawn = np.zeros(flagged.shape[0], dtype=bool)
     sizes = class_size_z(labels, expected)
     checked: dict[str, dict[str, Any]] = {}
+    caps: dict[int, int] = {}
     for c, size in sizes.items():
         rows = labels == c
         n_flags = int((flagged & rows).sum())
@@ -89,15 +102,20 @@ def flags_without_growth(
             continue
         spread_rows = size.like_others * size.log_spread
         growth = size.rows - size.like_others
-        withdraw = n_flags >= min_spreads * spread_rows and growth < min_share * n_flags
+        can_tell = n_flags >= min_spreads * spread_rows
+        withdraw = can_tell and growth < min_share * n_flags
+        cap = int(np.ceil(growth + min_spreads * spread_rows))
         if withdraw:
             withdrawn |= flagged & rows
+        elif can_tell and n_flags > cap:
+            caps[int(c)] = cap
         checked[str(c)] = {
             "rows": size.rows,
             "rows_like_others": size.like_others,
             "size_spread_rows": spread_rows,
             "flagged": n_flags,
             "withdrawn": bool(withdraw),
+            "cap": caps.get(int(c)),
         }
     info = {
         "min_share": min_share,
@@ -106,4 +124,4 @@ def flags_without_growth(
         "checked": checked,
         "n_withdrawn": int(withdrawn.sum()),
     }
-    return GrowthCheck(withdrawn=withdrawn, info=info)
+    return GrowthCheck(withdrawn=withdrawn, caps=caps, info=info)
