@@ -318,11 +318,13 @@ def test_lowfreq_adds_a_smooth_pattern(channels):
     assert bright.max() == 255 and bright.min() == 0
 
 
-@pytest.mark.parametrize("layout", ["hwc", "chw", "hw"])
+@pytest.mark.parametrize("layout", ["hwc", "chw", "hw", "1hwc"])
 def test_lowfreq_reads_npy_patterns(tmp_path, layout):
     rng = np.random.default_rng(0)
     hwc = rng.uniform(-20, 40, (8, 8, 3)).astype(np.float32)
-    array = {"hwc": hwc, "chw": hwc.transpose(2, 0, 1), "hw": hwc[..., 0]}[layout]
+    array = {"hwc": hwc, "chw": hwc.transpose(2, 0, 1), "hw": hwc[..., 0], "1hwc": hwc[None]}[
+        layout
+    ]
     path = tmp_path / f"p_{layout}.npy"
     np.save(path, array)
     images = np.full((2, 3, 8, 8), 100, np.uint8)
@@ -331,6 +333,17 @@ def test_lowfreq_reads_npy_patterns(tmp_path, layout):
     assert np.abs(out - np.rint(100 + 0.5 * expected)[None]).max() <= 1
     grey = LowFrequency(pattern_path=str(path)).apply(np.full((1, 1, 16, 12), 100, np.uint8))
     assert grey.shape == (1, 1, 16, 12)
+
+
+def test_lowfreq_reads_a_pattern_on_the_unit_scale_in_grey_levels(tmp_path):
+    rng = np.random.default_rng(1)
+    levels = rng.uniform(0, 51, (1, 8, 8, 3)).astype(np.float32)  # as BackdoorBench's ConvNeXt
+    np.save(unit := tmp_path / "unit.npy", levels / 255)
+    np.save(grey := tmp_path / "grey.npy", levels)
+    images = np.full((2, 3, 8, 8), 100, np.uint8)
+    from_unit = LowFrequency(pattern_path=str(unit)).apply(images).astype(int)
+    from_grey = LowFrequency(pattern_path=str(grey)).apply(images).astype(int)
+    assert np.abs(from_unit - from_grey).max() <= 1 and from_grey.max() > 140
 
 
 def test_lowfreq_rejects_bad_patterns(tmp_path):

@@ -37,12 +37,15 @@ class LowFrequency(Attack):
     ----------
     pattern_path : str or None, default=None
         The pattern ``p`` in grey levels: a ``.npy`` array of shape (h, w), (h, w, c) or
-        (c, h, w) with c in {1, 3} (BackdoorBench's ``lowFrequency/*.npy``), or an image
-        file read as 0..255. Resized (bilinear) to the images; a colour pattern on grey
-        images is converted to luma, a grey one on colour images repeated. None: a
-        pattern synthesised from ``pattern_seed``: uniform noise in [-1, 1] on a
-        ``grid`` x ``grid`` control grid a channel, upsampled bicubically to the image
-        and scaled to a peak of 32 grey levels.
+        (c, h, w) with c in {1, 3}, optionally with a leading batch axis of 1
+        (BackdoorBench's ``lowFrequency/*.npy``), or an image file read as 0..255. An
+        array whose values all lie in [-1, 1] is on the 0..1 scale (BackdoorBench's
+        ConvNeXt, ViT and VGG-BN patterns: float, 0..0.2) and is multiplied by 255; in
+        grey levels it would move no pixel by more than one level. Resized (bilinear) to
+        the images; a colour pattern on grey images is converted to luma, a grey one on
+        colour images repeated. None: a pattern synthesised from ``pattern_seed``:
+        uniform noise in [-1, 1] on a ``grid`` x ``grid`` control grid a channel,
+        upsampled bicubically to the image and scaled to a peak of 32 grey levels.
     strength : float, default=1.0
         Factor on ``p`` (> 0).
     grid : int, default=4
@@ -112,6 +115,11 @@ def _synthetic_pattern(channels: int, height: int, width: int, grid: int, seed: 
 
 def _npy_pattern(path: str, channels: int, height: int, width: int) -> np.ndarray:
     array = _load_npy(path)
+    if array.ndim == 4 and array.shape[0] == 1:
+        # A batch of one pattern, as BackdoorBench saves its ConvNeXt one: (1, h, w, c).
+        array = array[0]
+    if np.abs(array).max() <= 1.0:
+        array = array * np.float32(255.0)
     if array.ndim == 2:
         array = array[None]
     elif array.ndim == 3 and array.shape[-1] in (1, 3) and array.shape[0] not in (1, 3):
@@ -119,7 +127,7 @@ def _npy_pattern(path: str, channels: int, height: int, width: int) -> np.ndarra
     elif not (array.ndim == 3 and array.shape[0] in (1, 3)):
         raise ConfigError(
             f"lowfreq: pattern {path} has shape {array.shape}; expected (h, w), (h, w, c) "
-            "or (c, h, w) with c = 1 or 3"
+            "or (c, h, w) with c = 1 or 3, optionally with a leading batch axis of 1"
         )
     if array.shape[0] == 3 and channels == 1:
         array = np.tensordot(_LUMA, array, axes=1)[None]
