@@ -64,6 +64,9 @@ def test_packed_pixels_read_in_blocks_equal_the_whole(channels):
     per_row = whole.holding(pixels, values, per_row=True)
     assert np.array_equal(per_row, blocks.holding(pixels, values, per_row=True))
     assert per_row[::3].min() >= 0.4  # the 7s at (2-3, 2-3) are pixels 18, 19 and 26
+    # Counts off the sorted pixels: a background value (a pixel's mode) and any other.
+    for asked in (values, values ^ 1, whole.column_modes(np.arange(images.shape[0]))[0][pixels]):
+        assert np.array_equal(whole.holding(pixels, asked), blocks.holding(pixels, asked))
 
 
 def test_stamp_on_large_images_reads_them_in_blocks(monkeypatch):
