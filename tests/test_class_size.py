@@ -18,6 +18,7 @@ from sanitize.detect.class_size import (
     orient_by_size,
     size_suspects,
 )
+from sanitize.detect.decision import REFERENCE_ROWS, size_rule_agreement
 from sanitize.errors import ConfigError
 
 
@@ -142,6 +143,71 @@ def test_consensus_bar_is_lower_in_a_class_grown_less_than_twofold():
     assert not only_inflated.flagged.any()
     with pytest.raises(ConfigError, match="consensus_grown_gain"):
         DecisionConfig(consensus_grown_gain=0.5).validate()
+
+
+def _one_detector_singles_out_a_grown_class(rng):
+    """A target grown to about 1.4 times the others by 150 dirty-label rows; one detector
+    singles it out at z about 2.5 with the poisons as its candidate group, another does
+    not single it out."""
+    labels, poison = inflated_set(rng, clean_per_class=450, poisons=150)
+    lone = np.array([1.0, 1.1, 0.9, 1.37, 1.0, 0.95, 1.05, 1.05, 1.0, 0.9])
+    other = np.array([1.0, 1.1, 0.9, 1.0, 1.0, 0.95, 1.37, 1.05, 1.0, 0.9])
+    results = {
+        "spectral": _class_result(labels, lone, poison.copy()),
+        "spectre": _class_result(labels, other, np.zeros(labels.size, dtype=bool)),
+    }
+    return labels, poison, results
+
+
+def test_a_lone_detector_acts_in_a_grown_class_where_its_group_looks_like_other_classes():
+    rng = np.random.default_rng(8)
+    labels, poison, results = _one_detector_singles_out_a_grown_class(rng)
+    cfg = DecisionConfig(refine=False, max_removal_fraction=1.0)
+    target = labels == 3
+    # The poisons' nearest images carry other labels; the target's clean rows, its own.
+    agreement = np.full(labels.size, np.nan)
+    agreement[target] = np.where(poison[target], 0.1, 0.9) + rng.uniform(0, 0.1, target.sum())
+    d = decide(results, labels.size, cfg, labels=labels, label_agreement=agreement)
+    assert np.array_equal(d.flagged, poison)
+    assert d.reasons[int(np.flatnonzero(poison)[0])] == ["consensus:spectral"]
+    info = d.info["consensus"]
+    assert info["per_suspect"]["3"]["confirmed"] == ["spectral"]
+    assert info["pixel_auc"]["3"]["spectral"] > 0.99
+
+    # Without the pixels, or with the check off, one detector is no consensus.
+    assert not decide(results, labels.size, cfg, labels=labels).flagged.any()
+    off = replace(cfg, consensus_pixel_auc=None)
+    assert not decide(
+        results, labels.size, off, labels=labels, label_agreement=agreement
+    ).flagged.any()
+
+
+def test_a_lone_detector_leaves_a_natural_subgroup_of_a_grown_class():
+    rng = np.random.default_rng(9)
+    labels, poison, results = _one_detector_singles_out_a_grown_class(rng)
+    cfg = DecisionConfig(refine=False, max_removal_fraction=1.0)
+    target = labels == 3
+    # The group's nearest images carry its label as often as the rest's do.
+    agreement = np.full(labels.size, np.nan)
+    agreement[target] = rng.uniform(0.7, 1.0, target.sum())
+    d = decide(results, labels.size, cfg, labels=labels, label_agreement=agreement)
+    assert not d.flagged.any()
+    assert 0.35 < d.info["consensus"]["pixel_auc"]["3"]["spectral"] < 0.65
+    with pytest.raises(ConfigError, match="consensus_pixel_auc"):
+        DecisionConfig(consensus_pixel_auc=0.5).validate()
+
+
+def test_size_rule_agreement_scores_the_grown_classes_and_leaves_them_out_of_the_reference():
+    rng = np.random.default_rng(10)
+    labels, _ = inflated_set(rng, clean_per_class=450, poisons=150)
+    images = rng.integers(0, 256, size=(labels.size, 1, 8, 8), dtype=np.uint8)
+    cfg = DecisionConfig()
+    agreement = size_rule_agreement(images, labels, cfg, seed=0)
+    assert agreement is not None
+    assert not np.isnan(agreement[labels == 3]).any()  # the grown class: every row
+    scored_elsewhere = ~np.isnan(agreement) & (labels != 3)
+    assert scored_elsewhere.sum() == min(REFERENCE_ROWS, int((labels != 3).sum()))
+    assert size_rule_agreement(images, labels, replace(cfg, consensus_pixel_auc=None)) is None
 
 
 def test_candidates_of_the_early_loss_back_a_minority_in_an_inflated_class():

@@ -149,6 +149,14 @@ def inflated_classes(
     }
 
 
+def grown_classes(
+    labels: np.ndarray, z_threshold: float, expected: np.ndarray | None = None
+) -> dict[int, ClassSize]:
+    """The size outliers above the other classes (:func:`inflated_classes` at any gain):
+    the classes that are not a reference of what a class like the others looks like."""
+    return inflated_classes(labels, z_threshold, expected, min_gain=1.0)
+
+
 def size_suspects(
     labels: np.ndarray,
     z_threshold: float,
@@ -270,7 +278,8 @@ def orient_by_size(
     if label_agreement is not None:
         # A dominant class is judged only by its pixels: its size alone proves nothing.
         suspects = dict(sorted((dominant_class(labels, expected) | suspects).items()))
-        reference = ~np.isnan(label_agreement) & ~np.isin(labels, list(suspects))
+        not_grown = ~np.isin(labels, list(suspects | grown_classes(labels, z_threshold, expected)))
+        reference = ~np.isnan(label_agreement) & not_grown
     by_size = size_suspects(labels, z_threshold, expected, min_gain)
     for c, (size, like_others, z, _) in suspects.items():
         rows = labels == c

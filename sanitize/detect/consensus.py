@@ -23,11 +23,18 @@ as no clean class is seen (z 6.7 for a Hello Kitty JPEG at alpha 0.10) while its
 separation stays under the absolute bar, and no feature detector agrees. In a class that
 is mostly poison the candidate group is the clean rest, so the exception stays out of
 classes the poison could have doubled.
+
+A second exception: in a class whose size already says it gained rows, but under twice
+what it would hold (the poison, if any, a minority), a detector at a lower bar
+(``confirm_z``) flags its candidate group alone when an independent check
+(``confirm``) backs the group: the decision asks whether the group's images look like
+other classes' in pixel space, as a dirty-label poison's do (Gu et al. 2017) and a
+natural subgroup's do not (:mod:`sanitize.detect.pixel_neighbours`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Container
+from collections.abc import Callable, Container
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -68,6 +75,9 @@ def class_consensus(
     class_z_thresholds: dict[int, float] | None = None,
     solo_z: float | None = None,
     solo_classes: Container[int] = frozenset(),
+    confirm: Callable[[str, int, np.ndarray], bool] | None = None,
+    confirm_z: float | None = None,
+    confirm_classes: Container[int] = frozenset(),
 ) -> Consensus:
     """Flag the candidate rows of classes that ``votes`` detectors single out.
 
@@ -95,6 +105,15 @@ def class_consensus(
         its candidate group there is flagged without a second detector's. None: never.
     solo_classes : container of int, default=frozenset()
         The classes where a lone detector may act.
+    confirm : callable or None, default=None
+        ``confirm(name, c, group)`` (``group`` a bool mask over all rows: the detector's
+        candidate rows of class ``c``) says whether an independent signal backs the group.
+        None: never asked.
+    confirm_z : float or None, default=None
+        Robust z at which a detector's group in a class of ``confirm_classes`` is put to
+        ``confirm``; a group it backs is flagged without a second detector's.
+    confirm_classes : container of int, default=frozenset()
+        The classes where ``confirm`` may stand in for a second detector.
     """
     n = labels.shape[0]
     z_by_detector: dict[str, dict[int, float]] = {}
@@ -107,9 +126,20 @@ def class_consensus(
 
     class_voters: dict[int, list[str]] = {}
     solo_voters: dict[int, list[str]] = {}
+    confirmed: dict[int, list[str]] = {}
     for name, zs in z_by_detector.items():
         for c, zc in zs.items():
             solo = solo_z is not None and zc >= solo_z and c in solo_classes
+            if (
+                not solo
+                and confirm is not None
+                and confirm_z is not None
+                and zc >= confirm_z
+                and c in confirm_classes
+                and confirm(name, c, results[name].candidate & (labels == c))
+            ):
+                confirmed.setdefault(c, []).append(name)
+                solo = True
             if solo:
                 solo_voters.setdefault(c, []).append(name)
             if solo or zc >= (class_z_thresholds or {}).get(c, z_threshold):
@@ -143,6 +173,7 @@ def class_consensus(
         per_suspect[str(c)] = {
             "voters": names,
             "solo": solo_voters.get(c, []),
+            "confirmed": confirmed.get(c, []),
             "z": {nm: z_by_detector[nm][c] for nm in names},
             "n_flagged": int(agreeing.sum()),
             "n": int(rows.size),
@@ -152,6 +183,7 @@ def class_consensus(
         "votes": votes,
         "agree": agree,
         "solo_z": solo_z,
+        "confirm_z": confirm_z if confirm is not None else None,
         "detectors": sorted(z_by_detector),
         "class_z": {nm: {str(c): z for c, z in zs.items()} for nm, zs in z_by_detector.items()},
         "suspect_classes": suspects,

@@ -14,6 +14,7 @@ from sanitize.detect.class_size import (
     cap_to_excess,
     class_size_z,
     dominant_class,
+    grown_classes,
     inflated_classes,
     keep_highest,
     orient_by_size,
@@ -203,6 +204,9 @@ def decide(
 
     consensus_info = None
     if labels is not None and config.consensus:
+        pixel_check = _PixelCheck.for_decision(
+            np.asarray(labels), config, expected_shares, label_agreement
+        )
         consensus = class_consensus(
             results,
             np.asarray(labels),
@@ -222,6 +226,9 @@ def decide(
                 for c, size in class_size_z(np.asarray(labels), expected_shares).items()
                 if size.rows < 2 * size.like_others
             ),
+            confirm=pixel_check,
+            confirm_z=config.consensus_inflated_z,
+            confirm_classes=pixel_check.classes if pixel_check is not None else frozenset(),
         )
         extra = consensus.flagged & ~flagged
         poison_score[extra] = (0.5 + 0.5 * consensus.strength[extra]).astype(np.float32)
@@ -229,6 +236,8 @@ def decide(
         for i in np.flatnonzero(extra):
             reasons[i] = [f"consensus:{nm}" for nm in consensus.voters[i]]
         consensus_info = consensus.info | {"n_added": int(extra.sum())}
+        if pixel_check is not None:
+            consensus_info["pixel_auc"] = pixel_check.measured
 
     orient_info = None
     oriented = [nm for nm in names if _detector_attr(nm, "oriented", False)]
@@ -567,6 +576,65 @@ def _oriented_side(
     return np.any(side, axis=0) if side else None
 
 
+@dataclass
+class _PixelCheck:
+    """``confirm`` of :func:`sanitize.detect.consensus.class_consensus`: does a detector's
+    group in a grown class look like other classes' images (``config.consensus_pixel_auc``)?
+
+    ``classes`` are those it may judge: grown (``config.consensus_grown_gain``) but under
+    twice the rows they would have, their every row scored in ``agreement``.
+    ``measured`` holds every AUROC it computed, by class then detector.
+    """
+
+    agreement: np.ndarray
+    labels: np.ndarray
+    bar: float
+    min_rows: int
+    classes: frozenset[int]
+    measured: dict[str, dict[str, float]] = field(default_factory=dict)
+
+    @classmethod
+    def for_decision(
+        cls,
+        labels: np.ndarray,
+        config: DecisionConfig,
+        expected_shares: np.ndarray | None,
+        agreement: np.ndarray | None,
+    ) -> _PixelCheck | None:
+        if agreement is None or config.consensus_pixel_auc is None:
+            return None
+        classes = frozenset(
+            c
+            for c in pixel_vote_classes(labels, config, expected_shares)
+            if not np.isnan(agreement[labels == c]).any()
+        )
+        if not classes:
+            return None
+        return cls(agreement, labels, config.consensus_pixel_auc, config.refine_min_rows, classes)
+
+    def __call__(self, name: str, c: int, group: np.ndarray) -> bool:
+        if int(group.sum()) < self.min_rows:
+            return False
+        rows = self.labels == c
+        # Lower agreement ranks higher: the group should be the class's least label-like.
+        auc = _rank_auc(group[rows], -self.agreement[rows])
+        self.measured.setdefault(str(c), {})[name] = auc
+        return bool(auc >= self.bar)
+
+
+def pixel_vote_classes(
+    labels: np.ndarray, config: DecisionConfig, expected_shares: np.ndarray | None = None
+) -> list[int]:
+    """The classes where ``config.consensus_pixel_auc`` may stand in for a second
+    detector: size outliers above the others (``config.size_z``) holding more than
+    ``config.consensus_grown_gain`` but under twice the rows they would have; empty when
+    the check is off."""
+    if not config.consensus or config.consensus_pixel_auc is None:
+        return []
+    grown = inflated_classes(labels, config.size_z, expected_shares, config.consensus_grown_gain)
+    return [c for c, size in grown.items() if size.rows < 2 * size.like_others]
+
+
 # Rows of the other classes whose label agreement is the reference of a suspect class's:
 # enough for its 10th percentile to be known within a point or two.
 REFERENCE_ROWS = 2000
@@ -582,20 +650,25 @@ def size_rule_agreement(
     seed: int = 0,
 ) -> np.ndarray | None:
     """The ``label_agreement`` argument of :func:`decide`: computed on the rows of the
-    classes the size rules will judge and on a seeded sample of the other classes' rows
-    (their reference), None when there are none (or the rules are off)."""
-    if not config.size_orient:
+    classes the size rules will judge and those of :func:`pixel_vote_classes`, and on a
+    seeded sample of the rows of the classes no size outlier above the others (their
+    reference); None when there are none (or the rules are off)."""
+    scored: set[int] = set(pixel_vote_classes(labels, config, expected_shares))
+    if config.size_orient:
+        scored |= set(size_suspects(labels, config.size_z, expected_shares, config.size_gain))
+        scored |= set(dominant_class(labels, expected_shares))
+    if not scored:
         return None
-    suspects = size_suspects(labels, config.size_z, expected_shares, config.size_gain)
-    suspects |= dominant_class(labels, expected_shares)
-    if not suspects:
-        return None
-    others = np.flatnonzero(~np.isin(labels, list(suspects)))
+    others = np.flatnonzero(
+        ~np.isin(
+            labels, sorted(scored | set(grown_classes(labels, config.size_z, expected_shares)))
+        )
+    )
     if others.size > REFERENCE_ROWS:
         rng = np.random.default_rng(seed)
         others = rng.choice(others, size=REFERENCE_ROWS, replace=False)
     return label_agreement(
-        images, labels, list(suspects), seed=seed, image_rows=image_rows, also=others
+        images, labels, sorted(scored), seed=seed, image_rows=image_rows, also=others
     )
 
 
