@@ -975,6 +975,42 @@ SUITES: dict[str, tuple[Case, ...]] = {
         ),
         Case("mnist-wanet-3pct-t9", "mnist", "wanet", target=9, rate=0.03),
     ),
+    # Written down in session 20, before its run, after a lone detector was let act in a
+    # grown class whose group looks like other classes in pixel space: WaNet at low rates
+    # on each dataset, MNIST triggers no suite used, VGG-BN's batched low-frequency pattern,
+    # a corner patch, and clean sets.
+    "heldout16": (
+        Case("mnist-wanet-4pct-t2", "mnist", "wanet", target=2, rate=0.04),
+        Case(
+            "mnist-trojan-wm-4pct-t5",
+            "mnist",
+            "trojan",
+            (("trigger_path", f"{TOOLBOX}/trojan_watermark_32.png"),),
+            target=5,
+            rate=0.04,
+        ),
+        Case("mnist-lowfreq-5pct-t6", "mnist", "lowfreq", target=6, rate=0.05),
+        Case("mnist-clean", "mnist", "none", target=0, rate=0.0),
+        Case("gtsrb-wanet-6pct-t12", "gtsrb", "wanet", target=12, rate=0.06),
+        Case("cifar10-wanet-4pct-t2", "cifar10", "wanet", target=2, rate=0.04),
+        Case(
+            "cifar10-lowfreq-vggbn-5pct-t1",
+            "cifar10",
+            "lowfreq",
+            (("pattern_path", f"{BACKDOORBENCH}/lowFrequency/cifar10_vgg19_bn_0_255.npy"),),
+            target=1,
+            rate=0.05,
+        ),
+        Case(
+            "cifar10-badnets-phoenix2-3pct-t9",
+            "cifar10",
+            "badnets",
+            (("trigger_path", f"{TOOLBOX}/phoenix_corner2_32.png"),),
+            target=9,
+            rate=0.03,
+        ),
+        Case("cifar10-clean", "cifar10", "none", target=0, rate=0.0),
+    ),
 }
 
 
