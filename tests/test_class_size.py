@@ -11,6 +11,7 @@ import pytest
 from sanitize.config import DecisionConfig
 from sanitize.detect import DetectorResult, decide
 from sanitize.detect.class_size import (
+    above_reference,
     class_size_z,
     dominant_class,
     expected_shares,
@@ -204,10 +205,13 @@ def test_size_rule_agreement_scores_the_grown_classes_and_leaves_them_out_of_the
     cfg = DecisionConfig()
     agreement = size_rule_agreement(images, labels, cfg, seed=0)
     assert agreement is not None
-    assert not np.isnan(agreement[labels == 3]).any()  # the grown class: every row
-    scored_elsewhere = ~np.isnan(agreement) & (labels != 3)
-    assert scored_elsewhere.sum() == min(REFERENCE_ROWS, int((labels != 3).sum()))
-    assert size_rule_agreement(images, labels, replace(cfg, consensus_pixel_auc=None)) is None
+    above = above_reference(labels)
+    assert 3 in above
+    assert not np.isnan(agreement[np.isin(labels, list(above))]).any()  # every row
+    reference = ~np.isin(labels, list(above))
+    assert (~np.isnan(agreement) & reference).sum() == min(REFERENCE_ROWS, reference.sum())
+    off = replace(cfg, consensus_pixel_auc=None, growth_pixel_auc=None)
+    assert size_rule_agreement(images, labels, off) is None
 
 
 def test_candidates_of_the_early_loss_back_a_minority_in_an_inflated_class():

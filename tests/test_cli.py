@@ -213,9 +213,13 @@ def test_every_config_field_is_reachable_from_toml(tmp_path):
         for f in dataclasses.fields(getattr(default, section)):
             value = _non_default(getattr(getattr(default, section), f.name))
             # Halving these would make them invalid.
-            value = {"size_gain": 1.5, "consensus_grown_gain": 1.5, "consensus_pixel_auc": 0.9}.get(
-                f.name, value
-            )
+            halving_invalid = {
+                "size_gain": 1.5,
+                "consensus_grown_gain": 1.5,
+                "consensus_pixel_auc": 0.9,
+                "growth_pixel_auc": 0.9,
+            }
+            value = halving_invalid.get(f.name, value)
             values[f.name] = value if value is not None else _value_for_none(section, f.name)
         raw[section] = values
     expected = SanitizeConfig.from_dict(raw)

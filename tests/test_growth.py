@@ -65,6 +65,49 @@ def test_a_group_within_the_size_noise_stays():
     assert not check(first_rows(labels, 4, 49), labels).withdrawn.any()
 
 
+def _naturally_large_class(rng, informative: float):
+    """Class 1 naturally 1.2 times the others (no poison); a detector flags 150 of its
+    rows. Pixel label agreement: ``informative`` on the reference rows, and the same
+    for the flagged rows as for the rest of class 1 (a natural mode)."""
+    sizes = list(BALANCED)
+    sizes[1] = 560
+    labels = sized_set(sizes)
+    flags = first_rows(labels, 1, 150)
+    agreement = np.clip(informative + rng.normal(0, 0.05, labels.size), 0, 1)
+    return labels, flags, agreement
+
+
+def test_a_grown_class_whose_flags_look_like_its_own_images_loses_them():
+    rng = np.random.default_rng(0)
+    labels, flags, agreement = _naturally_large_class(rng, informative=0.87)
+    reference = labels != 1
+    pixels = {"label_agreement": agreement, "reference": reference, "pixel_auc": 0.75}
+    assert not check(flags, labels).withdrawn.any()  # the sizes alone keep them
+    out = check(flags, labels, **pixels)
+    assert np.array_equal(out.withdrawn, flags)
+    entry = out.info["checked"]["1"]
+    assert entry["withdrawn"] and 0.35 < entry["pixel_auc"] < 0.65
+    assert out.info["pixels_tell"] is True
+
+    # Poisons are images of other classes: fewer of their neighbours carry the label.
+    gained = agreement.copy()
+    gained[flags] -= 0.5
+    out = check(flags, labels, **(pixels | {"label_agreement": gained}))
+    assert not out.withdrawn.any() and out.info["checked"]["1"]["pixel_auc"] > 0.99
+
+
+def test_the_pixel_test_waits_for_pixels_that_tell_classes_apart():
+    rng = np.random.default_rng(1)
+    labels, flags, agreement = _naturally_large_class(rng, informative=0.27)  # CIFAR-10
+    out = check(flags, labels, label_agreement=agreement, reference=labels != 1, pixel_auc=0.75)
+    assert not out.withdrawn.any() and out.info["pixels_tell"] is False
+    assert out.info["checked"]["1"]["pixel_auc"] is None
+    # A class not scored (NaN agreement) is judged by its size alone.
+    agreement = np.where(labels == 1, np.nan, 0.87)
+    out = check(flags, labels, label_agreement=agreement, reference=labels != 1, pixel_auc=0.75)
+    assert not out.withdrawn.any() and out.info["pixels_tell"] is True
+
+
 def test_flags_beyond_the_gain_are_capped_at_the_gain_and_two_spreads():
     sizes = list(BALANCED)
     sizes[6] += 200  # 200 poisons; a detector flags them and 200 clean rows of the class
@@ -137,6 +180,26 @@ def test_decide_withdraws_a_natural_mode_and_keeps_a_gained_group():
         labels=labels,
     )
     assert np.array_equal(off.flagged, poison | mode) and off.info["growth"] is None
+
+
+def test_decide_withdraws_a_naturally_large_class_mode_that_looks_like_its_class():
+    rng = np.random.default_rng(2)
+    labels, mode, agreement = _naturally_large_class(rng, informative=0.87)
+    results = {"activation_clustering": result(np.where(mode, 0.8, 0.1))}
+    config = DecisionConfig(refine=False, consensus=False)
+    kept = decide(results, labels.size, config, labels=labels)
+    assert np.array_equal(kept.flagged, mode)  # without the pixels, the size keeps it
+    decision = decide(results, labels.size, config, labels=labels, label_agreement=agreement)
+    assert not decision.flagged.any()
+    assert decision.info["growth"]["checked"]["1"]["pixel_auc"] < 0.75
+    off = decide(
+        results,
+        labels.size,
+        DecisionConfig(refine=False, consensus=False, growth_pixel_auc=None),
+        labels=labels,
+        label_agreement=agreement,
+    )
+    assert np.array_equal(off.flagged, mode)
 
 
 def test_decide_trims_a_gained_class_to_its_gain_by_score():

@@ -60,6 +60,9 @@ SIDE_OF_EXCESS_MAX = 1.5
 # A row disagrees with its label, by its nearest images, at or below this quantile of the
 # other classes' agreement; fewer reference rows than the minimum make no reference.
 DISAGREE_QUANTILE = 0.10
+# Robust spreads above the others' size from which a class is left out of the reference
+# classes whose rows' label agreement says what a class like the others looks like.
+REFERENCE_MAX_Z = 1.0
 REFERENCE_MIN_ROWS = 100
 
 
@@ -149,12 +152,15 @@ def inflated_classes(
     }
 
 
-def grown_classes(
-    labels: np.ndarray, z_threshold: float, expected: np.ndarray | None = None
-) -> dict[int, ClassSize]:
-    """The size outliers above the other classes (:func:`inflated_classes` at any gain):
-    the classes that are not a reference of what a class like the others looks like."""
-    return inflated_classes(labels, z_threshold, expected, min_gain=1.0)
+def above_reference(labels: np.ndarray, expected: np.ndarray | None = None) -> dict[int, ClassSize]:
+    """The entries of :func:`class_size_z` at least ``REFERENCE_MAX_Z`` robust spreads
+    above the other classes' size: the classes that may have gained rows, and so no
+    reference of what a class like the others looks like."""
+    return {
+        c: entry
+        for c, entry in class_size_z(labels, expected).items()
+        if entry.z >= REFERENCE_MAX_Z and entry.rows > entry.like_others
+    }
 
 
 def size_suspects(
@@ -278,7 +284,7 @@ def orient_by_size(
     if label_agreement is not None:
         # A dominant class is judged only by its pixels: its size alone proves nothing.
         suspects = dict(sorted((dominant_class(labels, expected) | suspects).items()))
-        not_grown = ~np.isin(labels, list(suspects | grown_classes(labels, z_threshold, expected)))
+        not_grown = ~np.isin(labels, list(suspects | above_reference(labels, expected)))
         reference = ~np.isnan(label_agreement) & not_grown
     by_size = size_suspects(labels, z_threshold, expected, min_gain)
     for c, (size, like_others, z, _) in suspects.items():

@@ -6,22 +6,21 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-import scipy.stats
 
 from sanitize.config import DecisionConfig
 from sanitize.detect.base import DetectorResult, available_detectors, get_detector
 from sanitize.detect.class_size import (
+    above_reference,
     cap_to_excess,
     class_size_z,
     dominant_class,
-    grown_classes,
     inflated_classes,
     keep_highest,
     orient_by_size,
     size_suspects,
 )
 from sanitize.detect.consensus import class_consensus
-from sanitize.detect.growth import flags_without_growth
+from sanitize.detect.growth import flags_without_growth, rank_auc
 from sanitize.detect.mixture import class_evidence_z
 from sanitize.detect.orient import orient_by_shortcut
 from sanitize.detect.pixel_neighbours import label_agreement
@@ -339,6 +338,10 @@ def decide(
             min_spreads=config.growth_spreads,
             expected=expected_shares,
             skip=frozenset(int(c) for c in (size_info or {}).get("inflated", {})),
+            label_agreement=label_agreement,
+            reference=~np.isin(labels, list(above_reference(np.asarray(labels), expected_shares))),
+            pixel_auc=config.growth_pixel_auc,
+            pixel_reference=config.growth_pixel_reference,
         )
         _unflag(growth.withdrawn, poison_score, reasons)
         flagged = flagged & ~growth.withdrawn
@@ -434,7 +437,7 @@ def _sample_weights(
         weight_agreement = {}
         for c in np.flatnonzero(suspect):
             rows = labels == c
-            agreement = _rank_auc(flagged[rows], -raw[rows])
+            agreement = rank_auc(flagged[rows], -raw[rows])
             weight_agreement[str(c)] = None if np.isnan(agreement) else agreement
             suspect[c] = agreement >= config.weight_min_agreement
         w = np.where(suspect[labels], w, hi)
@@ -617,7 +620,7 @@ class _PixelCheck:
             return False
         rows = self.labels == c
         # Lower agreement ranks higher: the group should be the class's least label-like.
-        auc = _rank_auc(group[rows], -self.agreement[rows])
+        auc = rank_auc(group[rows], -self.agreement[rows])
         self.measured.setdefault(str(c), {})[name] = auc
         return bool(auc >= self.bar)
 
@@ -657,13 +660,12 @@ def size_rule_agreement(
     if config.size_orient:
         scored |= set(size_suspects(labels, config.size_z, expected_shares, config.size_gain))
         scored |= set(dominant_class(labels, expected_shares))
+    above = set(above_reference(labels, expected_shares))
+    if config.growth_check and config.growth_pixel_auc is not None:
+        scored |= above
     if not scored:
         return None
-    others = np.flatnonzero(
-        ~np.isin(
-            labels, sorted(scored | set(grown_classes(labels, config.size_z, expected_shares)))
-        )
-    )
+    others = np.flatnonzero(~np.isin(labels, sorted(scored | above)))
     if others.size > REFERENCE_ROWS:
         rng = np.random.default_rng(seed)
         others = rng.choice(others, size=REFERENCE_ROWS, replace=False)
@@ -698,14 +700,3 @@ def _in_groups(flagged: np.ndarray, labels: np.ndarray, config: DecisionConfig) 
     """The flags in classes where at least ``config.group_vote_min_rows`` rows are flagged."""
     counts = np.bincount(labels[flagged], minlength=int(labels.max()) + 1)
     return flagged & (counts >= config.group_vote_min_rows)[labels]
-
-
-def _rank_auc(positive: np.ndarray, score: np.ndarray) -> float:
-    """AUROC of ``score`` for the ``positive`` rows against the others (ties count half);
-    NaN when either side is empty."""
-    n_pos = int(positive.sum())
-    n_neg = positive.size - n_pos
-    if n_pos == 0 or n_neg == 0:
-        return float("nan")
-    ranks = scipy.stats.rankdata(score)
-    return float((ranks[positive].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
