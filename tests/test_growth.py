@@ -227,7 +227,15 @@ def test_decide_trims_a_gained_class_to_its_gain_by_score():
 
 
 @pytest.mark.parametrize(
-    "bad", [{"growth_share": 0.0}, {"growth_share": 1.5}, {"growth_spreads": -1}]
+    "bad",
+    [
+        {"growth_share": 0.0},
+        {"growth_share": 1.5},
+        {"growth_spreads": -1},
+        {"growth_pixel_auc": 0.5},
+        {"growth_pixel_auc": 1.2},
+        {"growth_pixel_reference": 0.0},
+    ],
 )
 def test_growth_settings_are_checked(bad):
     with pytest.raises(ConfigError, match="growth_"):
