@@ -160,14 +160,21 @@ def _one_detector_singles_out_a_grown_class(rng):
     return labels, poison, results
 
 
+def _target_agreement(labels: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """Pixel label agreement ``values`` on the target's rows (class 3), NaN elsewhere."""
+    agreement = np.full(labels.size, np.nan)
+    agreement[labels == 3] = values
+    return agreement
+
+
 def test_a_lone_detector_acts_in_a_grown_class_where_its_group_looks_like_other_classes():
     rng = np.random.default_rng(8)
     labels, poison, results = _one_detector_singles_out_a_grown_class(rng)
     cfg = DecisionConfig(refine=False, max_removal_fraction=1.0)
     target = labels == 3
     # The poisons' nearest images carry other labels; the target's clean rows, its own.
-    agreement = np.full(labels.size, np.nan)
-    agreement[target] = np.where(poison[target], 0.1, 0.9) + rng.uniform(0, 0.1, target.sum())
+    own = np.where(poison[target], 0.1, 0.9) + rng.uniform(0, 0.1, target.sum())
+    agreement = _target_agreement(labels, own)
     d = decide(results, labels.size, cfg, labels=labels, label_agreement=agreement)
     assert np.array_equal(d.flagged, poison)
     assert d.reasons[int(np.flatnonzero(poison)[0])] == ["consensus:spectral"]
@@ -185,12 +192,10 @@ def test_a_lone_detector_acts_in_a_grown_class_where_its_group_looks_like_other_
 
 def test_a_lone_detector_leaves_a_natural_subgroup_of_a_grown_class():
     rng = np.random.default_rng(9)
-    labels, poison, results = _one_detector_singles_out_a_grown_class(rng)
+    labels, _, results = _one_detector_singles_out_a_grown_class(rng)
     cfg = DecisionConfig(refine=False, max_removal_fraction=1.0)
-    target = labels == 3
     # The group's nearest images carry its label as often as the rest's do.
-    agreement = np.full(labels.size, np.nan)
-    agreement[target] = rng.uniform(0.7, 1.0, target.sum())
+    agreement = _target_agreement(labels, rng.uniform(0.7, 1.0, int((labels == 3).sum())))
     d = decide(results, labels.size, cfg, labels=labels, label_agreement=agreement)
     assert not d.flagged.any()
     assert 0.35 < d.info["consensus"]["pixel_auc"]["3"]["spectral"] < 0.65
