@@ -107,6 +107,27 @@ def test_contrast_spectral_splits_a_class_without_a_group_that_spreads_like_seve
     assert result.info["classes_flagged"] == [PLANT_CLASS]
 
 
+def test_contrast_spectral_splits_rather_than_turns_over_a_few_far_outliers():
+    """As above, plus four clean rows pushed far from the poison along the class's top
+    direction: they are flagged as outliers (no group), a tail rather than a side of the
+    class. Turning them over would flag 596 of 600 rows; the class is split instead."""
+    x, y, poison = _poison_from_other_classes(300)
+    in_class = y == PLANT_CLASS
+    away = x[in_class & ~poison].mean(axis=0) - x[poison].mean(axis=0)
+    far = np.random.default_rng(5).choice(np.flatnonzero(in_class & ~poison), 4, replace=False)
+    x[far] += 48.0 * away / np.linalg.norm(away)
+    # Left as the group test drew them, the class's flags are those outliers.
+    drawn = ContrastSpectral(spread_z_threshold=1e6).score(x, y, CTX)
+    assert drawn.flagged[far].all() and not drawn.flagged[poison].any()
+    assert drawn.info["per_class"][str(PLANT_CLASS)]["rule"] == "robust_outlier"
+
+    result = ContrastSpectral().score(x, y, CTX)
+    tpr, fpr = rates(result, poison)
+    assert tpr >= 0.95 and fpr <= 0.01
+    assert result.info["per_class"][str(PLANT_CLASS)]["rule"] == "split_by_spread"
+    assert not result.flagged[far].any()
+
+
 def test_contrast_spectral_keeps_a_minority_group_that_spreads_like_several_classes():
     """60 such poisons: the group is the poison and it is the side that spreads, so it
     stays as the group test drew it."""

@@ -173,7 +173,8 @@ class_z_threshold, class_mad_floor
         A class with a group has it turned over when the rest, not the group, spreads at
         least ``spread_z_threshold``, and ``spread_margin`` more than the group (the group
         is then the clean rest of a class the poison is most of). A class without a group
-        that spreads at least that much is split at the 2-means cut of its projections,
+        (its flags, if any, are far outliers: a tail, not a side) that spreads at least
+        that much is split at the 2-means cut of its projections,
         and the side that spreads at least that much, and ``spread_margin`` more than the
         other, is flagged. Either way the new flags are marked ``oriented``.
         """
@@ -192,7 +193,9 @@ class_z_threshold, class_mad_floor
             figures = per_class[str(c)]
             figures["spread_z"] = (spread - median) / scale
             group = result.flagged[idx]
-            found = group.any()
+            # Rows flagged as far outliers, with no separated group, are a tail of the
+            # class, not a side of it: turning them over would flag nearly the whole class.
+            found = group.any() and figures.get("rule") == "separated_group"
             if not found:
                 if figures["spread_z"] < self.spread_z_threshold:
                     continue
