@@ -17,6 +17,7 @@ from sanitize.detect.class_size import (
     expected_shares,
     inflated_classes,
     orient_by_size,
+    pixel_excess,
     size_suspects,
 )
 from sanitize.detect.decision import REFERENCE_ROWS, size_rule_agreement
@@ -474,6 +475,26 @@ def test_without_a_distribution_pixels_say_whether_a_large_class_gained_other_im
     assert not clean.flagged.any()
     for out in (found, clean):  # report.json stays strict JSON: no NaN
         json.dumps(out.info, allow_nan=False)
+
+
+def test_pixel_excess_weighs_a_class_against_the_spread_between_classes():
+    # Some classes are harder to tell by pixels: here 5-35% of each clean class's rows have
+    # no neighbour with their label. A class as hard as the hardest of them is far above
+    # the pooled share in binomial errors, but not among the classes; one that is 80%
+    # images of other classes is both.
+    rng = np.random.default_rng(15)
+    labels = np.repeat(np.arange(10), 200)
+    hard = np.r_[np.linspace(0.05, 0.35, 9)[:3], 0.35, np.linspace(0.05, 0.35, 9)[3:]]
+    agreement = np.where(rng.random(labels.size) < hard[labels], 0.0, rng.uniform(0.2, 1.0))
+    rows, reference = labels == 3, labels != 3
+    pooled = pixel_excess(agreement, rows, reference, 3.5, 10)
+    assert pooled["suspect"] and pooled["z"] > 3.5 and "class_z" not in pooled
+    by_class = pixel_excess(agreement, rows, reference, 3.5, 10, labels=labels)
+    assert by_class["z"] == pooled["z"] and by_class["class_z"] < 3.5
+    assert not by_class["suspect"]
+    agreement[rows] = np.where(rng.random(rows.sum()) < 0.8, 0.0, 0.5)
+    foreign = pixel_excess(agreement, rows, reference, 3.5, 10, labels=labels)
+    assert foreign["suspect"] and foreign["class_z"] > 3.5
 
 
 def test_a_class_twice_the_largest_other_is_judged_in_an_imbalanced_set():

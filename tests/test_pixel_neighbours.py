@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from sanitize.detect.pixel_neighbours import block_means, label_agreement
+from sanitize.detect.pixel_neighbours import balanced_pool, block_means, label_agreement
 
 
 def test_block_means_average_each_block_of_each_channel():
@@ -40,3 +40,25 @@ def test_images_of_another_class_under_a_label_disagree_with_it():
     # A pool smaller than the set still scores every row of the asked classes.
     small = label_agreement(images, labels, [1], k=10, side=8, max_pool=300)  # 65% of rows
     assert not np.isnan(small[200:]).any() and small[400:].mean() < 0.3
+
+
+def test_balanced_pool_takes_the_median_class_size_of_every_class():
+    labels = np.repeat([0, 1, 2, 3], [50, 100, 100, 400])
+    pool = balanced_pool(labels, max_rows=10_000, seed=0)
+    assert np.array_equal(np.bincount(labels[pool]), [50, 100, 100, 100])
+    assert np.array_equal(pool, np.unique(pool))  # sorted, no row twice
+    assert np.array_equal(pool, balanced_pool(labels, max_rows=10_000, seed=0))
+    small = balanced_pool(labels, max_rows=200, seed=0)
+    assert small.size <= 200 and len(set(np.bincount(labels[small]))) == 1
+
+
+def test_a_large_class_of_images_alike_agrees_with_its_label_as_the_others_do():
+    # Pixels that say nothing of the class (noise): from the whole set, a row of a class
+    # four times the others' size would find its label among its neighbours about half the
+    # time, the others' rows an eighth; from a balanced pool, all about a quarter.
+    rng = np.random.default_rng(1)
+    labels = np.repeat([0, 1, 2, 3], [150, 150, 150, 600])
+    images = rng.integers(0, 256, (labels.size, 1, 16, 16), dtype=np.uint8)
+    agreement = label_agreement(images, labels, [0, 1, 2, 3], k=10, side=8)
+    per_class = np.array([agreement[labels == c].mean() for c in range(4)])
+    assert np.all(np.abs(per_class - 0.25) < 0.05), per_class

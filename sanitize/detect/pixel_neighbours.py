@@ -13,6 +13,15 @@ is also learned first, and the early loss orients those classes (see
 
 Images are reduced to ``side x side`` block means per channel, centred and scaled to unit
 length (so a global brightness or contrast change moves no row), and compared by cosine.
+
+Neighbours are drawn from a pool with the same number of rows of every class (the median
+class size, or all of a smaller class): where pixels barely tell classes apart (CIFAR-10:
+a row's ten nearest images carry its label a quarter of the time), a row's chance of a
+neighbour with its label grows with its class's share of the pool. With neighbours from
+the whole set, the CIFAR-10 class that a 10% WaNet poison doubled had fewer rows without
+a single agreeing neighbour than the other classes (0.12 against 0.18), as had every
+naturally large class (0.06-0.16, at 1.3-2.2 times the others' size); from a balanced
+pool it had 0.31 against 0.16, the naturally large classes 0.14-0.22.
 """
 
 from __future__ import annotations
@@ -66,8 +75,8 @@ def label_agreement(
     side : int, default=8
         Block means a side (8 x 8 per channel: the layout of an object, not its texture).
     max_pool : int, default=50000
-        Rows the neighbours are drawn from: a seeded uniform sample when the set is
-        larger, so that every class keeps its share.
+        Most rows the neighbours are drawn from: a seeded sample of the same number of
+        rows of every class (at most the median class size; all of a smaller class).
     seed : int, default=0
     image_rows : ndarray of shape (n_rows,), optional
         The row of ``images`` each label belongs to (the usable rows of a larger set);
@@ -87,10 +96,7 @@ def label_agreement(
         scored = np.union1d(scored, np.asarray(also, dtype=np.int64))
     if scored.size == 0:
         return out
-    # Neighbours come from a uniform sample of the set, so that every class keeps its share.
-    pool = np.arange(labels.shape[0])
-    if pool.size > max_pool:
-        pool = np.sort(np.random.default_rng(seed).choice(pool, size=max_pool, replace=False))
+    pool = balanced_pool(labels, max_pool, seed)
     image_of = np.arange(labels.shape[0]) if image_rows is None else np.asarray(image_rows)
     pool_x = _features(images, image_of[pool], side)
     pool_labels = labels[pool]
@@ -104,6 +110,22 @@ def label_agreement(
         nearest = np.argpartition(-similarity, k - 1, axis=1)[:, :k]
         out[query] = (pool_labels[nearest] == labels[query][:, None]).mean(axis=1)
     return out
+
+
+def balanced_pool(labels: np.ndarray, max_rows: int, seed: int = 0) -> np.ndarray:
+    """Sorted row indices: a seeded sample of the same number of rows of every class (all
+    of a smaller class), the median class size or fewer, so that the pool holds at most
+    ``max_rows`` rows."""
+    classes, counts = np.unique(labels, return_counts=True)
+    per_class = int(np.median(counts))
+    while per_class > 1 and np.minimum(counts, per_class).sum() > max_rows:
+        per_class = int(per_class * max_rows / np.minimum(counts, per_class).sum())
+    rng = np.random.default_rng(seed)
+    picked = []
+    for c, n in zip(classes, counts, strict=True):
+        rows = np.flatnonzero(labels == c)
+        picked.append(rows if n <= per_class else rng.choice(rows, per_class, replace=False))
+    return np.sort(np.concatenate(picked))
 
 
 def _features(images: np.ndarray, rows: np.ndarray, side: int) -> np.ndarray:
