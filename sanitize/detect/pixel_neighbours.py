@@ -21,7 +21,7 @@ neighbour with its label grows with its class's share of the pool. With neighbou
 the whole set, the CIFAR-10 class that a 10% WaNet poison doubled had fewer rows without
 a single agreeing neighbour than the other classes (0.12 against 0.18), as had every
 naturally large class (0.06-0.16, at 1.3-2.2 times the others' size); from a balanced
-pool it had 0.31 against 0.16, the naturally large classes 0.14-0.22.
+pool it had 0.31 against 0.16, the naturally large classes 0.10-0.22.
 """
 
 from __future__ import annotations
