@@ -47,7 +47,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from sanitize.detect.base import MAD_TO_SD
+from sanitize.detect.base import MAD_TO_SD, robust_z
 from sanitize.errors import ConfigError
 
 # Share of the rows a class would have (``rows_like_others``) below which its clean part is
@@ -431,7 +431,7 @@ def _share_z(share: float, n_rows: int, below: np.ndarray, labels: np.ndarray) -
     shares = np.array([below[labels == c].mean() for c in classes])
     median = float(np.median(shares))
     binomial = np.sqrt(max(median * (1.0 - median), 1e-12) / n_rows)
-    scale = max(MAD_TO_SD * float(np.median(np.abs(shares - median))), binomial)
+    _, median, scale = robust_z(shares, mad_floor=binomial / MAD_TO_SD)
     return float((share - median) / scale)
 
 
