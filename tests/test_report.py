@@ -9,7 +9,7 @@ from sanitize.data.schema import FLAGGED, LABEL, REASONS
 from sanitize.report import build_report
 
 
-def _report(labels, flagged, reasons, config=None):
+def _report(labels, flagged, reasons, config=None, decision_info=None):
     table = pa.table(
         {
             LABEL: pa.array(labels, type=pa.int64()),
@@ -22,7 +22,7 @@ def _report(labels, flagged, reasons, config=None):
         config=config or SanitizeConfig(),
         decision=table,
         detector_info={"spectral": {}, "spectre": {}},
-        decision_info={},
+        decision_info=decision_info or {},
         classes={"values": [0, 1, 2, 3], "names": ["zero", "one", "two", "three"]},
         stage_results={},
     )
@@ -70,3 +70,22 @@ def test_a_class_is_a_suspect_only_when_it_lost_a_group():
     assert verdict["text"] == (
         "no poisoning found: 2 outlier row(s) removed, no class lost 10 or more"
     )
+
+
+def test_a_class_lost_mostly_to_the_size_rules_without_expected_counts_is_named():
+    # Class 0 lost 14 rows, 12 of them to the size rules; class 1 lost 12 to a detector.
+    labels = [0] * 20 + [1] * 20
+    reasons = [["class_size"]] * 12 + [["refine"]] * 2 + [[]] * 6
+    reasons += [["spectral"]] * 12 + [[]] * 8
+    flagged = [bool(r) for r in reasons]
+    by_sizes = {"size_orient": {"expected_shares": False}}
+    verdict = _report(labels, flagged, reasons, decision_info=by_sizes)["verdict"]
+    assert verdict["judged_by_size"] == ["0"]
+    assert verdict["text"].endswith(
+        "; zero judged mostly by size against the other classes: if naturally that large, "
+        "give the class counts to expect (--expected-classes)"
+    )
+    # Measured against a distribution the user gave, the size is evidence: no caveat.
+    by_shares = {"size_orient": {"expected_shares": True}}
+    verdict = _report(labels, flagged, reasons, decision_info=by_shares)["verdict"]
+    assert verdict["judged_by_size"] == [] and "expected-classes" not in verdict["text"]

@@ -28,6 +28,8 @@ from sanitize.detect.refine import refine_by_class
 from sanitize.errors import ConfigError
 
 _BELOW_HALF = np.nextafter(np.float32(0.5), np.float32(0.0))
+# The reason of a row the size rules flagged (:mod:`sanitize.detect.class_size`).
+SIZE_REASON = "class_size"
 
 
 @dataclass
@@ -293,7 +295,7 @@ def decide(
         poison_score[added] = (0.5 + 0.5 * (1.0 - poison_score[added])).astype(np.float32)
         poison_score[dropped] = np.minimum(0.5 * (1.0 - poison_score[dropped]), _BELOW_HALF)
         for i in np.flatnonzero(added):
-            reasons[i] = ["class_size"]
+            reasons[i] = [SIZE_REASON]
         for i in np.flatnonzero(dropped):
             reasons[i] = []
         flagged = sized.flagged
