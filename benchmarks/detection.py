@@ -1011,6 +1011,88 @@ SUITES: dict[str, tuple[Case, ...]] = {
         ),
         Case("cifar10-clean", "cifar10", "none", target=0, rate=0.0),
     ),
+    # Written down in session 23, before its run, on the code of session 22: triggers and
+    # options no suite used (a quarter of the kitty blended, a half-strength filter,
+    # WaNet's noise mode, a 9x9 patch at 0.8%, ViT's low-frequency pattern, a faint noise
+    # blend at 9%, a stronger and slower SIG), a large MNIST patch, GTSRB's Trojan square
+    # and vignette, and clean sets; run at a seed no earlier suite used.
+    "heldout17": (
+        Case(
+            "cifar10-blend-kitty-q3-a20-4pct-t5",
+            "cifar10",
+            "blend",
+            (("trigger_path", f"{TOOLBOX}/hellokitty_split_3_32.png"), ("alpha", 0.2)),
+            target=5,
+            rate=0.04,
+        ),
+        Case(
+            "cifar10-filter-nashville-s60-6pct-t4",
+            "cifar10",
+            "filter",
+            (("kind", "nashville"), ("strength", 0.6)),
+            target=4,
+            rate=0.06,
+        ),
+        Case(
+            "cifar10-wanet-noise-10pct-t6",
+            "cifar10",
+            "wanet",
+            (("noise", True),),
+            target=6,
+            rate=0.10,
+        ),
+        Case(
+            "cifar10-badnets-9x9-0.8pct-t3",
+            "cifar10",
+            "badnets",
+            (("pattern_path", f"{TOOLBOX}/badnet_patch_9x9.png"),),
+            target=3,
+            rate=0.008,
+        ),
+        Case(
+            "cifar10-lowfreq-vit-7pct-t0",
+            "cifar10",
+            "lowfreq",
+            (("pattern_path", f"{BACKDOORBENCH}/lowFrequency/cifar10_vit_b_16_0_255.npy"),),
+            target=0,
+            rate=0.07,
+        ),
+        Case(
+            "cifar10-blend-noise-a08-9pct-t8",
+            "cifar10",
+            "blend",
+            (("pattern", "noise"), ("alpha", 0.08), ("noise_seed", 7)),
+            target=8,
+            rate=0.09,
+        ),
+        Case(
+            "cifar10-sig-d30-f4-5pct-t2",
+            "cifar10",
+            "sig",
+            (("delta", 30.0), ("frequency", 4.0)),
+            target=2,
+            rate=0.05,
+        ),
+        Case("cifar10-clean", "cifar10", "none", target=0, rate=0.0),
+        Case(
+            "mnist-badnets-12x12-1.5pct-t4",
+            "mnist",
+            "badnets",
+            (("pattern_path", f"{TOOLBOX}/badnet_patch_12x12.png"),),
+            target=4,
+            rate=0.015,
+        ),
+        Case("mnist-clean", "mnist", "none", target=0, rate=0.0),
+        Case("gtsrb-trojan-sq-3pct-t1", "gtsrb", "trojan", target=1, rate=0.03),
+        Case(
+            "gtsrb-filter-vignette-5pct-t14",
+            "gtsrb",
+            "filter",
+            (("kind", "vignette"),),
+            target=14,
+            rate=0.05,
+        ),
+    ),
 }
 
 
