@@ -1760,6 +1760,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.art and not args.report_only:
         import_art(args.art_lib)  # fail now, not after the first case
     args.out.mkdir(parents=True, exist_ok=True)
+    if args.work_dir is not None:  # every case would fail on a missing parent folder
+        args.work_dir.mkdir(parents=True, exist_ok=True)
     command = "python " + " ".join(shlex.quote(a) for a in [sys.argv[0], *(argv or sys.argv[1:])])
 
     start = time.perf_counter()
