@@ -93,7 +93,8 @@ def ingest_flow(
     """Sanitize every partition of ``landing`` not done yet and publish it under ``dest``.
 
     Returns the partition names by outcome: ``{"published": [...], "skipped": [...],
-    "failed": [...]}``; when a partition failed, a Failed state carrying that dict.
+    "failed": [...]}``; when a partition failed, a Failed state whose result is a
+    :class:`PartitionsFailed` carrying that dict as ``outcomes``.
     """
     logger = get_run_logger()
     cfg = SanitizeConfig.from_dict(config or {})
@@ -130,11 +131,21 @@ def ingest_flow(
     failed = [o for o in outcomes if o["status"] == "failed"]
     if failed:
         reasons = "; ".join(f"{o['partition']}: {o['reason']}" for o in failed)
-        return Failed(
-            message=f"{len(failed)} of {len(outcomes)} partition(s) failed: {reasons}",
-            data=by_status,
-        )
+        message = f"{len(failed)} of {len(outcomes)} partition(s) failed: {reasons}"
+        # A Failed state's data must be an exception: Prefect's engine raises it at the end.
+        return Failed(message=message, data=PartitionsFailed(message, by_status))
     return by_status
+
+
+class PartitionsFailed(Exception):
+    """Some partitions of an ingest run failed; ``outcomes`` holds the names by outcome."""
+
+    def __init__(self, message: str, outcomes: dict[str, list[str]]):
+        super().__init__(message)
+        self.outcomes = outcomes
+
+    def __reduce__(self):
+        return (type(self), (str(self), self.outcomes))
 
 
 def _outcome(part: Partition, status: str, reason: str | None = None, **extra: Any) -> dict:

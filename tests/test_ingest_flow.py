@@ -21,7 +21,13 @@ import pyarrow.parquet as pq
 import pytest
 
 from flows.deploy import build_deployment
-from flows.ingest_flow import OUTCOMES_KEY, PROGRESS_KEY, PUBLISHED_EVENT, ingest_flow
+from flows.ingest_flow import (
+    OUTCOMES_KEY,
+    PROGRESS_KEY,
+    PUBLISHED_EVENT,
+    PartitionsFailed,
+    ingest_flow,
+)
 from flows.landing import LEDGER_DIR, Destination, discover_partitions
 from sanitize.config import DataConfig
 from sanitize.data.source import open_source
@@ -266,7 +272,10 @@ def test_ingest_runs_each_new_partition_once(prefect_harness, tmp_path, fast_con
 
     state = ingest_flow(str(landing), str(dest), config, return_state=True)
     assert state.is_failed()
-    assert state.result(raise_on_failure=False) == {
+    # The engine raises a failed run's result at its end: it must be an exception.
+    with pytest.raises(PartitionsFailed, match="2 of 6 partition"):
+        state.result()
+    assert state.result(raise_on_failure=False).outcomes == {
         "published": ["b", "c"],
         "skipped": ["a", "a-copy"],
         "failed": ["broken", "one"],
