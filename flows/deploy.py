@@ -26,7 +26,7 @@ from prefect.schedules import Cron
 from pydantic import ValidationError
 
 from flows.ingest_flow import ingest_flow
-from sanitize.config import SanitizeConfig
+from sanitize.config import read_toml_options
 from sanitize.errors import SanitizeError
 
 DEFAULT_NAME = "nightly"
@@ -99,7 +99,7 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
-        config = SanitizeConfig.from_toml(args.config).to_dict() if args.config else {}
+        config = read_toml_options(args.config) if args.config else {}
         deployment = build_deployment(
             landing=args.landing,
             dest=args.dest,

@@ -25,7 +25,7 @@ import json
 import re
 import shutil
 from datetime import UTC, datetime
-from typing import Annotated, Any
+from typing import Any
 
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import (
@@ -37,7 +37,6 @@ from prefect.artifacts import (
 from prefect.cache_policies import NO_CACHE
 from prefect.events import emit_event
 from prefect.states import Failed, State
-from pydantic import Field
 
 from flows.landing import (
     Destination,
@@ -72,29 +71,25 @@ publish_task = task(
 
 @flow(name="sanitize-ingest", log_prints=False, persist_result=False)
 def ingest_flow(
-    landing: Annotated[
-        str,
-        Field(
-            description="Landing directory or fsspec URI; each .parquet file or dir is a partition"
-        ),
-    ],
-    dest: Annotated[
-        str, Field(description="Destination directory or fsspec URI; one subdirectory a partition")
-    ],
-    config: Annotated[
-        dict[str, Any] | None,
-        Field(description="SanitizeConfig as nested dict (see sanitize.config)"),
-    ] = None,
-    work_dir: Annotated[
-        str | None,
-        Field(description="Local directory for runs in progress; default DEST/.staging or /tmp"),
-    ] = None,
+    landing: str,
+    dest: str,
+    config: dict[str, Any] | None = None,
+    work_dir: str | None = None,
 ) -> dict[str, list[str]] | State:
     """Sanitize every partition of ``landing`` not done yet and publish it under ``dest``.
 
     Returns the partition names by outcome: ``{"published": [...], "skipped": [...],
     "failed": [...]}``; when a partition failed, a Failed state whose result is a
     :class:`PartitionsFailed` carrying that dict as ``outcomes``.
+
+    Args:
+        landing: Landing directory or fsspec URI; each .parquet file or directory in it is
+            a partition.
+        dest: Destination directory or fsspec URI; one subdirectory a partition.
+        config: Sanitize options as nested sections, as in a run.toml
+            ({"seed": 0, "bootstrap": {"epochs": 8}}); unset options keep their defaults.
+        work_dir: Local directory for runs in progress; default DEST/.staging, or the
+            system's temporary directory for a remote DEST.
     """
     logger = get_run_logger()
     cfg = SanitizeConfig.from_dict(config or {})

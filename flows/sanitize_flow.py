@@ -10,11 +10,10 @@ on disk; resume is content-keyed instead (``sanitize.resume``), the same as in-p
 from __future__ import annotations
 
 import shutil
-from typing import Annotated, Any
+from typing import Any
 
 from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
-from pydantic import Field
 
 from sanitize.api import SanitizeResult
 from sanitize.config import SanitizeConfig
@@ -28,26 +27,24 @@ stage_task = task(run_stage, cache_policy=NO_CACHE, persist_result=False)
 
 @flow(name="sanitize", log_prints=False, persist_result=False)
 def sanitize_flow(
-    source: Annotated[
-        str, Field(description="HF Parquet file/dir, image folder or .npz; path or fsspec URI")
-    ],
-    out: Annotated[
-        str,
-        Field(
-            description="Output directory for clean/quarantine/scores/report; shared storage "
-            "that every worker can reach under a distributed task runner"
-        ),
-    ],
-    config: Annotated[
-        dict[str, Any] | None,
-        Field(description="SanitizeConfig as nested dict (see sanitize.config)"),
-    ] = None,
-    keep_work: Annotated[bool, Field(description="Keep stage files under OUT/.work")] = False,
+    source: str,
+    out: str,
+    config: dict[str, Any] | None = None,
+    keep_work: bool = False,
 ) -> dict[str, Any]:
     """Find likely poisons in ``source`` and write the filtered dataset to ``out``.
 
     Returns the run's ``counts`` (rows, kept, removed, ...) and ``verdict`` from
     ``report.json``. Raises ``RunLockedError`` when another run holds ``out``.
+
+    Args:
+        source: Hugging Face Parquet file or directory, image folder or .npz; a path or an
+            fsspec URI.
+        out: Output directory for clean, quarantine, scores and report; under a distributed
+            task runner, shared storage that every worker reaches.
+        config: Sanitize options as nested sections, as in a run.toml
+            ({"seed": 0, "bootstrap": {"epochs": 8}}); unset options keep their defaults.
+        keep_work: Keep the stage files under OUT/.work after the run.
     """
     cfg = SanitizeConfig.from_dict(config or {})
     paths = RunPaths.at(out)

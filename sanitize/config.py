@@ -649,14 +649,7 @@ class SanitizeConfig:
 
     @classmethod
     def from_toml(cls, path: str | Path) -> SanitizeConfig:
-        try:
-            with open(path, "rb") as fh:
-                raw = tomllib.load(fh)
-        except FileNotFoundError:
-            raise ConfigError(f"config file not found: {path}") from None
-        except tomllib.TOMLDecodeError as exc:
-            raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
-        return cls.from_dict(raw)
+        return cls.from_dict(read_toml_options(path))
 
     def replace(self, **sections: Any) -> SanitizeConfig:
         """A copy with top-level fields replaced (``cfg.replace(seed=1)``)."""
@@ -669,3 +662,18 @@ class SanitizeConfig:
             payload = {k: payload[k] for k in sections}
         text = json.dumps(payload, sort_keys=True, default=str)
         return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def read_toml_options(path: str | Path) -> dict[str, Any]:
+    """The options a run.toml sets, as nested plain data, checked to build a valid config."""
+    try:
+        with open(path, "rb") as fh:
+            raw = tomllib.load(fh)
+    except FileNotFoundError:
+        raise ConfigError(f"config file not found: {path}") from None
+    except IsADirectoryError:
+        raise ConfigError(f"config file {path} is a directory") from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
+    SanitizeConfig.from_dict(raw)
+    return raw
