@@ -10,6 +10,7 @@ storage), and a reachable Prefect API (they report task states to it).
 from __future__ import annotations
 
 import logging
+import socket
 from typing import Any
 
 from prefect.settings import get_current_settings
@@ -21,6 +22,7 @@ from sanitize.errors import ConfigError
 log = logging.getLogger("sanitize")
 
 RUNNER_SCHEMES = ("local", "dask://HOST:PORT", "ray://HOST:PORT")
+CONNECT_TIMEOUT_S = 5.0
 
 
 def task_runner_for(spec: str) -> TaskRunner:
@@ -56,6 +58,26 @@ def task_runner_for(spec: str) -> TaskRunner:
     return RayTaskRunner(address=spec)
 
 
+def check_reachable(spec: str) -> None:
+    """Fail at once on a runner address nobody listens at, not after the client's 30 s retry.
+
+    Raises
+    ------
+    ConfigError
+        Nothing accepts a connection at the address of a ``dask://`` or ``ray://`` spec.
+    """
+    scheme, sep, address = spec.partition("://")
+    if not sep:
+        return
+    host, _, port = address.rpartition(":")
+    try:
+        with socket.create_connection((host.strip("[]"), int(port)), timeout=CONNECT_TIMEOUT_S):
+            pass
+    except OSError as exc:
+        reason = exc.strerror or type(exc).__name__
+        raise ConfigError(f"--runner {scheme}://{host}:{port}: cannot connect ({reason})") from None
+
+
 def run_sanitize_flow(
     source: str,
     out: str,
@@ -66,6 +88,7 @@ def run_sanitize_flow(
 ) -> dict[str, Any]:
     """Run :func:`~flows.sanitize_flow.sanitize_flow` under the task runner ``runner`` names."""
     task_runner = task_runner_for(runner)
+    check_reachable(runner)
     if runner not in ("", "local") and not get_current_settings().api.url:
         log.warning(
             "no PREFECT_API_URL: each worker starts a temporary Prefect server of its own, and "

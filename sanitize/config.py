@@ -13,9 +13,12 @@ import hashlib
 import json
 import math
 import tomllib
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+import pydantic
 
 from sanitize.errors import ConfigError
 
@@ -580,6 +583,8 @@ class SanitizeConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
+        if self.seed < 0:
+            raise ConfigError(f"seed must be >= 0, got {self.seed}")
         self.data.validate()
         self.bootstrap.validate()
         self.decision.validate()
@@ -629,11 +634,9 @@ class SanitizeConfig:
                 known_list = ", ".join(sorted(known))
                 message = f"unknown option(s) {sorted(unknown)} in [{key}]; known: {known_list}"
                 raise ConfigError(message)
-            if "weight_clip" in values:
-                values["weight_clip"] = tuple(values["weight_clip"])
             if "expected_class_counts" in values:
                 values["expected_class_counts"] = expected_counts(values["expected_class_counts"])
-            kwargs[key] = section_cls(**values)
+            kwargs[key] = section_cls(**_typed(key, section_cls, values))
         if "detectors" in raw:
             kwargs["detectors"] = tuple(raw.pop("detectors"))
         if "detector_params" in raw:
@@ -642,7 +645,7 @@ class SanitizeConfig:
                 (name, tuple(sorted(dict(p).items()))) for name, p in params.items()
             )
         if "seed" in raw:
-            kwargs["seed"] = int(raw.pop("seed"))
+            kwargs["seed"] = _typed("config", cls, {"seed": raw.pop("seed")})["seed"]
         if raw:
             raise ConfigError(f"unknown config key(s) {sorted(raw)}")
         return cls(**kwargs)
@@ -662,6 +665,22 @@ class SanitizeConfig:
             payload = {k: payload[k] for k in sections}
         text = json.dumps(payload, sort_keys=True, default=str)
         return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _typed(section: str, section_cls: type, values: dict[str, Any]) -> dict[str, Any]:
+    """``values`` checked and converted to the field types of ``section_cls`` (lax, as pydantic)."""
+    hints = typing.get_type_hints(section_cls)
+    typed = {}
+    for name, value in values.items():
+        try:
+            typed[name] = pydantic.TypeAdapter(hints[name]).validate_python(value)
+        except pydantic.ValidationError as exc:
+            wanted = getattr(hints[name], "__name__", str(hints[name]).replace("typing.", ""))
+            raise ConfigError(
+                f"{section}.{name} must be {wanted}, got {value!r} "
+                f"({exc.errors()[0]['msg'].lower()})"
+            ) from None
+    return typed
 
 
 def read_toml_options(path: str | Path) -> dict[str, Any]:

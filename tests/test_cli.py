@@ -285,6 +285,11 @@ def test_set_and_flags_override_the_toml(tmp_path, capsys):
     for bad, message in [
         ("bootstrap.nope=1", "unknown option(s) ['nope'] in [bootstrap]"),
         ("lr", "--set expects section.key=value"),
+        ("bootstrap.lr=fast", "bootstrap.lr must be float, got 'fast'"),
+        ("bootstrap.train_steps=abc", "bootstrap.train_steps must be int, got 'abc'"),
+        ('seed="abc"', "seed must be int"),
+        ("seed=-1", "seed must be >= 0, got -1"),
+        ("decision.min_votes=1.5", "decision.min_votes must be int | None, got 1.5"),
     ]:
         code = main(["run", str(SAMPLE_SOURCE), "--out", str(tmp_path / "o"), "--set", bad])
         assert code == EXIT_BAD_INPUT

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import socket
+import time
+
 import pytest
 from distributed import Client, LocalCluster, get_task_stream
 
-from flows.runners import run_sanitize_flow, task_runner_for
+from flows.runners import check_reachable, run_sanitize_flow, task_runner_for
 from sanitize import sanitize_dataset
 from sanitize.config import BootstrapConfig, SanitizeConfig
 from sanitize.errors import ConfigError
@@ -52,6 +55,17 @@ def test_dask_runner_matches_the_local_runner(prefect_harness, tmp_path, monkeyp
 def test_bad_runner_is_a_config_error(spec):
     with pytest.raises(ConfigError, match="--runner"):
         task_runner_for(spec)
+
+
+def test_unreachable_runner_is_a_config_error_at_once():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # closed again below: nothing listens there
+    started = time.monotonic()
+    with pytest.raises(ConfigError, match=f"dask://127.0.0.1:{port}: cannot connect"):
+        check_reachable(f"dask://127.0.0.1:{port}")
+    assert time.monotonic() - started < 10
+    check_reachable("local")
 
 
 def test_runner_addresses():
