@@ -19,7 +19,7 @@ from pydantic import Field
 from sanitize.api import SanitizeResult
 from sanitize.config import SanitizeConfig
 from sanitize.lock import run_lock
-from sanitize.paths import RunPaths
+from sanitize.paths import RunPaths, check_locations
 from sanitize.resume import plan_run, run_stage
 from sanitize.threads import stage_threads
 
@@ -50,6 +50,7 @@ def sanitize_flow(
     ``report.json``. Raises ``RunLockedError`` when another run holds ``out``.
     """
     cfg = SanitizeConfig.from_dict(config or {})
+    check_locations(source, out)
     paths = RunPaths.at(out)
     with run_lock(paths.out):
         threads = stage_threads()

@@ -30,6 +30,7 @@ from sanitize.config import (
 )
 from sanitize.errors import ConfigError, InputError, OutputError, SanitizeError
 from sanitize.lock import RunLockedError, run_lock
+from sanitize.paths import check_locations
 from sanitize.progress import TerminalProgress, listening
 
 EXIT_OK, EXIT_FAILURE, EXIT_BAD_INPUT, EXIT_OUTPUT = 0, 1, 2, 3
@@ -137,6 +138,7 @@ def _check_out(out: Path) -> None:
 
 def cmd_run(args: argparse.Namespace) -> int:
     config = _config_from_args(args)
+    check_locations(args.source, args.out)
     out = Path(args.out)
     _check_out(out)
     if args.local and args.runner != "local":

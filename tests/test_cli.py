@@ -62,6 +62,38 @@ def test_bad_option(tmp_path, capsys):
     assert "unknown detector 'magic'" in _one_line_error(capsys)
 
 
+@pytest.mark.parametrize(
+    "source, out, message",
+    [
+        ("data", "data", "is the source directory"),
+        ("data", "data/out", "is inside the source directory"),
+        ("file://{root}/data", "data/sub/out", "is inside the source directory"),
+        ("data", "", "empty output directory"),
+        ("", "out", "empty source"),
+    ],
+)
+def test_out_in_the_source_or_empty_paths_exit_2(
+    tmp_path, monkeypatch, capsys, source, out, message
+):
+    """The outputs never land in a directory source (the next run would read them), and an
+    empty path never means the current directory."""
+    (tmp_path / "data").mkdir()
+    pq.write_table(pq.read_table(SAMPLE_SOURCE).slice(0, 10), tmp_path / "data" / "a.parquet")
+    monkeypatch.chdir(tmp_path)
+    source = source.format(root=tmp_path)
+    code = main(["run", source, "--out", out, "--local", "--config", _fast_toml(tmp_path)])
+    assert code == EXIT_BAD_INPUT
+    assert message in _one_line_error(capsys)
+    assert sorted(p.name for p in (tmp_path / "data").iterdir()) == ["a.parquet"]
+    assert not (tmp_path / "out").exists()
+
+
+def _fast_toml(root) -> str:
+    path = root / "fast.toml"
+    path.write_text(FAST_TOML)
+    return str(path)
+
+
 def test_run_through_prefect_then_metrics(tmp_path):
     """`sanitize run` as a user types it: a new process, the flow on an embedded server."""
     config = tmp_path / "fast.toml"
