@@ -257,7 +257,7 @@ def _add_data_options(parser: argparse.ArgumentParser) -> None:
     data.add_argument("--label-column", help="label column (default: label)")
     data.add_argument(
         "--id-column",
-        help="row identity column, kept as sample_id "
+        help="row identity column, the sample_id of every output; it must exist "
         "(default: sample_id; the row ordinal when absent)",
     )
     data.add_argument(

@@ -42,7 +42,8 @@ class DataConfig:
     label_column : str, default="label"
         Column holding the class label (integers, or strings mapped to sorted class indices).
     id_column : str, default="sample_id"
-        Column used as the row identity when present; otherwise the row ordinal is the id.
+        Column whose values are every output's ``sample_id``; another name than the default
+        must exist (and then no ``sample_id`` column may); no ``sample_id``: the row ordinal.
     image_size : int or None, default=None
         Side in pixels that every image is resized to; None takes the first readable image's size.
     channels : int or None, default=None

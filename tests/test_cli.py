@@ -50,6 +50,12 @@ def test_structural_problems_exit_2_with_one_line(tmp_path, capsys, table, messa
     assert message in _one_line_error(capsys)
 
 
+def test_misspelled_id_column_exits_2(capsys):
+    code = main(["inspect", str(SAMPLE_SOURCE), "--id-column", "sample_idd"])
+    assert code == EXIT_BAD_INPUT
+    assert "missing id column 'sample_idd'" in _one_line_error(capsys)
+
+
 def test_unknown_uri_scheme(tmp_path, capsys):
     code = main(["run", "nosuch://bucket/data.parquet", "--out", str(tmp_path / "o"), "--local"])
     assert code == EXIT_BAD_INPUT

@@ -382,6 +382,28 @@ def test_duplicated_sample_id(tmp_path):
         read(path, tmp_path, batch_rows=2)
 
 
+def test_missing_id_column_names_it_and_the_columns(tmp_path):
+    path = write(hf_table([0, 1, 0, 1]), tmp_path / "a.parquet")
+    with pytest.raises(InputError, match=r"missing id column 'uid'.*columns: image, label"):
+        read(path, tmp_path, id_column="uid")
+
+
+def test_chosen_id_column_is_the_sample_id_and_must_be_unique(tmp_path):
+    table = hf_table([0, 1, 0, 1]).append_column("uid", pa.array(["a", "b", "c", "d"]))
+    _, rows, _ = read(write(table, tmp_path / "a.parquet"), tmp_path, id_column="uid")
+    assert rows["sample_id"].to_pylist() == ["a", "b", "c", "d"]
+    table = hf_table([0, 1, 0, 1]).append_column("uid", pa.array(["a", "b", "a", "d"]))
+    with pytest.raises(InputError, match=r"duplicated uid 'a' at rows 0 and 2"):
+        read(write(table, tmp_path / "b.parquet"), tmp_path, id_column="uid")
+
+
+def test_chosen_id_column_beside_a_sample_id_column_is_refused(tmp_path):
+    """Every output names the id sample_id; the source's own would be overwritten."""
+    table = hf_table([0, 1, 0, 1], ids=[1, 2, 3, 4]).append_column("uid", pa.array(list("abcd")))
+    with pytest.raises(InputError, match=r"both a 'sample_id' column and id column 'uid'"):
+        read(write(table, tmp_path / "a.parquet"), tmp_path, id_column="uid")
+
+
 def test_null_sample_id(tmp_path):
     path = write(hf_table([0, 1, 0], ids=["a", None, "c"]), tmp_path / "a.parquet")
     with pytest.raises(InputError, match="null sample_id at row 1"):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 
@@ -166,3 +167,21 @@ def test_given_checkpoint_skips_training_and_says_why_early_loss_is_skipped(tmp_
     assert early["flagged"] == 0
     assert early["info"]["skipped"].startswith("skipped: no loss_history")
     assert result.report["stage_timings"]["bootstrap"]["rows"] == result.counts["rows"]
+
+
+def test_chosen_id_column_is_the_sample_id_of_every_output(tmp_path, fast_config):
+    table = pq.read_table(SAMPLE_SOURCE).slice(0, 300).drop_columns(["sample_id"])
+    table = table.append_column("uid", pa.array([f"u{i}" for i in range(300)]))
+    pq.write_table(table, tmp_path / "src.parquet")
+    data = dataclasses.replace(fast_config.data, id_column="uid")
+    result = sanitize_dataset(
+        tmp_path / "src.parquet", tmp_path / "out", fast_config.replace(data=data)
+    )
+    ids = {}
+    for name in (CLEAN_FILE, QUARANTINE_FILE, SCORES_FILE):
+        part = pq.read_table(result.out / name)
+        ids[name] = part.column("sample_id").to_pylist()
+        if name != SCORES_FILE:
+            assert part.column("sample_id").to_pylist() == part.column("uid").to_pylist()
+    assert sorted(ids[CLEAN_FILE] + ids[QUARANTINE_FILE]) == sorted(ids[SCORES_FILE])
+    assert sorted(ids[SCORES_FILE]) == sorted(f"u{i}" for i in range(300))

@@ -23,7 +23,7 @@ from PIL import Image
 from sanitize.config import DataConfig
 from sanitize.data.decode import image_bytes, probe_image
 from sanitize.data.observed import ObservedSource
-from sanitize.data.read import read_source
+from sanitize.data.read import id_column, read_source
 from sanitize.data.schema import REASON_MISSING_LABEL, REASON_UNREADABLE, ROWS_FILE
 from sanitize.data.source import Source, open_source
 from sanitize.progress import track
@@ -147,7 +147,6 @@ def describe_source(uri: str, data: DataConfig, *, sample: int = 64) -> SourceDe
     ids = rows.column("sample_id").to_pylist()
     unreadable = [i for i, r in zip(ids, reasons, strict=True) if r == REASON_UNREADABLE]
     missing = [i for i, r in zip(ids, reasons, strict=True) if r == REASON_MISSING_LABEL]
-    has_id = data.id_column in source.schema.names
     return SourceDescription(
         uri=str(uri),
         kind=source.kind,
@@ -155,7 +154,7 @@ def describe_source(uri: str, data: DataConfig, *, sample: int = 64) -> SourceDe
         columns={f.name: str(f.type) for f in source.schema},
         image_column=data.image_column,
         label_column=data.label_column,
-        id_column=data.id_column if has_id else None,
+        id_column=id_column(source.schema, data),
         classes=[
             {"index": i, "label": value, "name": name, "rows": summary.label_counts[name]}
             for i, (value, name) in enumerate(

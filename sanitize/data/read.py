@@ -122,7 +122,8 @@ def read_source(source: Source, data: DataConfig, workdir: str | os.PathLike[str
     ------
     InputError
         The image or label column is missing or of an unusable type, the source has no
-        rows, a label is not integral, the id column has a null or duplicated value, or
+        rows, a label is not integral, the id column is missing (see :func:`id_column`) or
+        has a null or duplicated value, or
         fewer than two classes remain among usable rows. Rows are 0-based ordinals.
     """
     workdir = Path(workdir)
@@ -132,7 +133,7 @@ def read_source(source: Source, data: DataConfig, workdir: str | os.PathLike[str
     _check_image_type(data.image_column, schema.field(data.image_column).type)
     label_type = schema.field(data.label_column).type
     _check_label_type(data.label_column, label_type)
-    has_id = data.id_column in schema.names
+    has_id = id_column(schema, data) is not None
     if has_id:
         _check_id_type(data.id_column, schema.field(data.id_column).type)
     if source.num_rows == 0:
@@ -313,6 +314,36 @@ def _require_column(schema: pa.Schema, name: str, option: str) -> None:
         raise InputError(
             f"missing column {name!r} in source; columns: {', '.join(schema.names)} (use {option})"
         )
+
+
+def id_column(schema: pa.Schema, data: DataConfig) -> str | None:
+    """The column that holds each row's id, or None when the row ordinal is the id.
+
+    ``data.id_column`` must be a column of ``schema`` unless it is the default
+    ``sample_id``. Its values are the ``sample_id`` of every output; a source ``sample_id``
+    column beside another id column is refused, since clean and quarantine carry it
+    unchanged under the name the id takes.
+
+    Raises
+    ------
+    InputError
+        The id column is missing, or a ``sample_id`` column is there beside it.
+    """
+    name = data.id_column
+    if name not in schema.names:
+        if name == SAMPLE_ID:
+            return None
+        raise InputError(
+            f"missing id column {name!r} in source; columns: {', '.join(schema.names)} "
+            "(use --id-column)"
+        )
+    if name != SAMPLE_ID and SAMPLE_ID in schema.names:
+        raise InputError(
+            f"source has both a {SAMPLE_ID!r} column and id column {name!r}; every output "
+            f"names the id {SAMPLE_ID!r}: rename or drop that column, or use --id-column "
+            f"{SAMPLE_ID}"
+        )
+    return name
 
 
 def _check_image_type(column: str, dtype: pa.DataType) -> None:
