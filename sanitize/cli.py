@@ -45,6 +45,7 @@ _CONFIG_FLAGS = (
     ("data", "image_size", "image_size"),
     ("data", "channels", "channels"),
     ("data", "batch_rows", "batch_rows"),
+    ("data", "allow_external_paths", "allow_external_paths"),
     ("bootstrap", "checkpoint", "checkpoint"),
     ("bootstrap", "epochs", "epochs"),
     ("bootstrap", "clean_epochs", "clean_epochs"),
@@ -268,6 +269,14 @@ def _add_data_options(parser: argparse.ArgumentParser) -> None:
     )
     data.add_argument(
         "--batch-rows", type=int, help="rows read and decoded at a time (default: 2048)"
+    )
+    data.add_argument(
+        "--allow-external-paths",
+        action="store_const",
+        const=True,
+        help="read image path cells outside the source's directory: absolute paths, '..', "
+        "links out of an image folder, URLs (network fetches) (default: off, such rows are "
+        "quarantined as unreadable)",
     )
 
 

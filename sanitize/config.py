@@ -50,6 +50,9 @@ class DataConfig:
         1 (grey) or 3 (RGB); None takes the first readable image's mode.
     batch_rows : int, default=2048
         Rows read and decoded at a time (bounds memory of the read stage).
+    allow_external_paths : bool, default=False
+        Read image paths outside the source's directory: absolute, ``..``, links out of an
+        image folder, URLs (network fetches). Off: such rows are quarantined as unreadable.
     """
 
     image_column: str = "image"
@@ -58,6 +61,7 @@ class DataConfig:
     image_size: int | None = None
     channels: int | None = None
     batch_rows: int = 2048
+    allow_external_paths: bool = False
 
     def validate(self) -> None:
         if self.image_size is not None and not 4 <= self.image_size <= 512:

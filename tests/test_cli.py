@@ -7,6 +7,7 @@ import io
 import json
 import os
 import pty
+import socket
 import subprocess
 import sys
 
@@ -223,6 +224,35 @@ def test_inspect_refuses_a_bad_config_with_exit_2(tmp_path, capsys):
 
 
 # --- config ---------------------------------------------------------------------------------
+
+
+def test_inspect_never_connects_to_an_image_path_url(tmp_path, capsys):
+    """A path cell naming ftp://127.0.0.1:PORT must not reach a listener there."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(8)
+    port = listener.getsockname()[1]
+    cells = [{"bytes": _png((8, 8)), "path": None} for _ in range(4)]
+    cells.append({"bytes": None, "path": f"ftp://127.0.0.1:{port}/x.png"})
+    image_type = pa.struct([("bytes", pa.binary()), ("path", pa.string())])
+    table = pa.table({"image": pa.array(cells, image_type), "label": [0, 1, 0, 1, 1]})
+    pq.write_table(table, tmp_path / "a.parquet")
+    try:
+        code = main(["inspect", str(tmp_path / "a.parquet"), "--json"])
+        listener.setblocking(False)
+        with pytest.raises(BlockingIOError):
+            listener.accept()[0].close()  # a connection attempt would be waiting here
+    finally:
+        listener.close()
+    assert code == EXIT_OK
+    assert json.loads(capsys.readouterr().out)["unreadable"] == 1
+
+
+def test_allow_external_paths_flag_sets_the_config():
+    args = build_parser().parse_args(["run", "src", "--out", "o", "--allow-external-paths"])
+    assert _config_from_args(args).data.allow_external_paths is True
+    args = build_parser().parse_args(["inspect", "src"])
+    assert _config_from_args(args).data.allow_external_paths is False
 
 
 def _non_default(value):

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import multiprocessing
 import os
 from collections.abc import Callable, Iterator
@@ -31,7 +32,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from sanitize.config import DataConfig
-from sanitize.data.decode import decode_many, image_bytes, probe_image
+from sanitize.data.decode import PathRefused, decode_many, image_bytes, probe_image
 from sanitize.data.npyfile import NpyWriter
 from sanitize.data.schema import (
     CLASSES_FILE,
@@ -43,6 +44,8 @@ from sanitize.data.schema import (
 )
 from sanitize.data.source import Source
 from sanitize.errors import ConfigError, InputError
+
+log = logging.getLogger("sanitize")
 
 _LABEL_TYPES = "integers, integral floats, bools or strings"
 _DECODE_THREADS = min(8, os.cpu_count() or 1)
@@ -174,6 +177,7 @@ def _read_rows(source: Source, data: DataConfig, has_id: bool, images_path: Path
     seen_ids: dict[Any, int] = {}
     size, channels = data.image_size, data.channels
     images: NpyWriter | None = None
+    refused: list[tuple[int, str]] = []  # (row, why), appended by the fetch threads
     start = 0
     n_workers = decode_workers(n)
     with (
@@ -194,7 +198,8 @@ def _read_rows(source: Source, data: DataConfig, has_id: bool, images_path: Path
                 id_chunks.append(ids)
 
             cells = _cells(batch.column(data.image_column))
-            payloads = list(pool.map(_fetcher(source, base_dir), cells))
+            fetch = _fetcher(source, base_dir, data.allow_external_paths, refused)
+            payloads = list(pool.map(fetch, range(start, start + rows), cells))
             if images is None and (size is None or channels is None):
                 probed = _first_probe(payloads)
                 if probed is not None:
@@ -214,6 +219,14 @@ def _read_rows(source: Source, data: DataConfig, has_id: bool, images_path: Path
             start += rows
     if start != n:
         raise InputError(f"source {source.uri} yielded {start} rows, expected {n}")
+    if refused:
+        row, why = min(refused)
+        log.warning(
+            "%d image path(s) refused, rows quarantined as unreadable; first: row %d: %s",
+            len(refused),
+            row,
+            why,
+        )
     if images is None:
         raise InputError(
             f"no usable rows in source {source.uri}: none of its {n} images in column "
@@ -469,10 +482,22 @@ def _cells(column: pa.Array) -> list[Any]:
     return [{"bytes": b, "path": p} for b, p in zip(raw, paths, strict=True)]
 
 
-def _fetcher(source: Source, base_dir: str) -> Callable[[Any], bytes | None]:
-    def fetch(cell: Any) -> bytes | None:
+def _fetcher(
+    source: Source, base_dir: str, allow_external: bool, refused: list[tuple[int, str]]
+) -> Callable[[int, Any], bytes | None]:
+    """fetch(row, cell): a cell's bytes, None when unreadable; refused paths go to ``refused``."""
+
+    def fetch(row: int, cell: Any) -> bytes | None:
         try:
-            return image_bytes(cell, filesystem=source.filesystem, base_dir=base_dir)
+            return image_bytes(
+                cell,
+                filesystem=source.filesystem,
+                base_dir=base_dir,
+                allow_external=allow_external,
+            )
+        except PathRefused as exc:
+            refused.append((row, str(exc)))
+            return None
         except ValueError:
             return None
 
