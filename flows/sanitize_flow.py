@@ -18,7 +18,7 @@ from prefect.cache_policies import NO_CACHE
 from sanitize.api import SanitizeResult
 from sanitize.config import SanitizeConfig
 from sanitize.lock import run_lock
-from sanitize.paths import RunPaths
+from sanitize.paths import RunPaths, check_locations
 from sanitize.resume import plan_run, run_stage
 from sanitize.threads import stage_threads
 
@@ -47,6 +47,7 @@ def sanitize_flow(
         keep_work: Keep the stage files under OUT/.work after the run.
     """
     cfg = SanitizeConfig.from_dict(config or {})
+    check_locations(source, out)
     paths = RunPaths.at(out)
     with run_lock(paths.out):
         threads = stage_threads()

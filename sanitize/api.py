@@ -17,6 +17,7 @@ from sanitize.paths import (
     REPORT_JSON,
     SCORES_FILE,
     RunPaths,
+    check_locations,
 )
 from sanitize.resume import plan_run, run_stage
 from sanitize.threads import stage_threads
@@ -118,6 +119,8 @@ def sanitize_dataset(
 
     Raises
     ------
+    ConfigError
+        ``source`` or ``out`` is empty, or ``out`` is, or lies inside, a directory source.
     RunLockedError
         Another run is writing into ``out`` (``out/.sanitize.lock``).
 
@@ -131,6 +134,7 @@ def sanitize_dataset(
     >>> result.counts["removed"]  # doctest: +SKIP
     """
     config = config or SanitizeConfig()
+    check_locations(source, out)
     paths = RunPaths.at(out)
     with run_lock(paths.out):
         run_stages(str(source), config, paths)

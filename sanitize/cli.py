@@ -30,6 +30,7 @@ from sanitize.config import (
 )
 from sanitize.errors import ConfigError, InputError, OutputError, SanitizeError
 from sanitize.lock import RunLockedError, run_lock
+from sanitize.paths import check_locations
 from sanitize.progress import TerminalProgress, listening
 
 EXIT_OK, EXIT_FAILURE, EXIT_BAD_INPUT, EXIT_OUTPUT = 0, 1, 2, 3
@@ -44,6 +45,7 @@ _CONFIG_FLAGS = (
     ("data", "image_size", "image_size"),
     ("data", "channels", "channels"),
     ("data", "batch_rows", "batch_rows"),
+    ("data", "allow_external_paths", "allow_external_paths"),
     ("bootstrap", "checkpoint", "checkpoint"),
     ("bootstrap", "epochs", "epochs"),
     ("bootstrap", "clean_epochs", "clean_epochs"),
@@ -137,6 +139,7 @@ def _check_out(out: Path) -> None:
 
 def cmd_run(args: argparse.Namespace) -> int:
     config = _config_from_args(args)
+    check_locations(args.source, args.out)
     out = Path(args.out)
     _check_out(out)
     if args.local and args.runner != "local":
@@ -255,7 +258,7 @@ def _add_data_options(parser: argparse.ArgumentParser) -> None:
     data.add_argument("--label-column", help="label column (default: label)")
     data.add_argument(
         "--id-column",
-        help="row identity column, kept as sample_id "
+        help="row identity column, the sample_id of every output; it must exist "
         "(default: sample_id; the row ordinal when absent)",
     )
     data.add_argument(
@@ -266,6 +269,14 @@ def _add_data_options(parser: argparse.ArgumentParser) -> None:
     )
     data.add_argument(
         "--batch-rows", type=int, help="rows read and decoded at a time (default: 2048)"
+    )
+    data.add_argument(
+        "--allow-external-paths",
+        action="store_const",
+        const=True,
+        help="read image path cells outside the source's directory: absolute paths, '..', "
+        "links out of an image folder, URLs (network fetches) (default: off, such rows are "
+        "quarantined as unreadable)",
     )
 
 

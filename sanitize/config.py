@@ -45,13 +45,17 @@ class DataConfig:
     label_column : str, default="label"
         Column holding the class label (integers, or strings mapped to sorted class indices).
     id_column : str, default="sample_id"
-        Column used as the row identity when present; otherwise the row ordinal is the id.
+        Column whose values are every output's ``sample_id``; another name than the default
+        must exist (and then no ``sample_id`` column may); no ``sample_id``: the row ordinal.
     image_size : int or None, default=None
         Side in pixels that every image is resized to; None takes the first readable image's size.
     channels : int or None, default=None
         1 (grey) or 3 (RGB); None takes the first readable image's mode.
     batch_rows : int, default=2048
         Rows read and decoded at a time (bounds memory of the read stage).
+    allow_external_paths : bool, default=False
+        Read image paths outside the source's directory: absolute, ``..``, links out of an
+        image folder, URLs (network fetches). Off: such rows are quarantined as unreadable.
     """
 
     image_column: str = "image"
@@ -60,6 +64,7 @@ class DataConfig:
     image_size: int | None = None
     channels: int | None = None
     batch_rows: int = 2048
+    allow_external_paths: bool = False
 
     def validate(self) -> None:
         if self.image_size is not None and not 4 <= self.image_size <= 512:

@@ -9,6 +9,10 @@ class InputError(SanitizeError, ValueError):
     """The source cannot be used as it is: missing column, empty, one class, bad labels..."""
 
 
+class SourceChangedError(InputError):
+    """The source changed during the run; no output was written under a final name."""
+
+
 class ConfigError(SanitizeError, ValueError):
     """An option is out of range, unknown, or inconsistent with another option."""
 

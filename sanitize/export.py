@@ -19,6 +19,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from sanitize.data.schema import FLAGGED, POISON_SCORE, REASONS, SAMPLE_ID, SAMPLE_WEIGHT
+from sanitize.errors import SourceChangedError
 from sanitize.paths import CLEAN_FILE, QUARANTINE_FILE, SCORES_FILE
 
 HF_METADATA_KEY = b"huggingface"
@@ -120,12 +121,33 @@ def _set_columns(
     return pa.record_batch([columns[name] for name in schema.names], schema=schema)
 
 
+def _check_same_rows(
+    batch: pa.RecordBatch, part: pa.Table, id_column: str | None, offset: int, total: int
+) -> None:
+    """SourceChangedError unless ``batch`` holds the rows ``part`` decided on (same ids)."""
+    if batch.num_rows != part.num_rows:
+        raise SourceChangedError(
+            f"source changed during the run: it has more than the {total} rows it had when "
+            "it was read; no output written"
+        )
+    if id_column is None:
+        return
+    now, then = batch.column(id_column).to_pylist(), part.column(SAMPLE_ID).to_pylist()
+    for row, (new, old) in enumerate(zip(now, then, strict=True), offset):
+        if new != old:
+            raise SourceChangedError(
+                f"source changed during the run: row {row} has {id_column} {new!r}, it had "
+                f"{old!r} when it was read; no output written"
+            )
+
+
 def write_tables(
     source_batches,
     source_schema: pa.Schema,
     decision: pa.Table,
     staged: StagedOutputs,
     provenance: dict[str, Any],
+    id_column: str | None = None,
 ) -> dict[str, int]:
     """Split the source rows into clean and quarantine files; write the scores file.
 
@@ -136,10 +158,18 @@ def write_tables(
     decision : pyarrow.Table
         One row a source row, in source order: ``sample_id``, ``poison_score``,
         ``sample_weight``, ``flagged``, ``reasons`` and the per-detector scores.
+    id_column : str or None, default=None
+        Source column whose values must equal ``decision``'s ``sample_id`` row by row;
+        None when the ids are row ordinals.
 
     Returns
     -------
     dict with ``kept`` and ``removed`` row counts.
+
+    Raises
+    ------
+    SourceChangedError
+        The batches hold other rows or another row count than ``decision``.
     """
     # A source sample_id column is the identity and stays exactly as it is.
     id_fields = [] if SAMPLE_ID in source_schema.names else [decision.schema.field(SAMPLE_ID)]
@@ -168,6 +198,7 @@ def write_tables(
         for batch in source_batches:
             n = batch.num_rows
             part = decision.slice(offset, n)
+            _check_same_rows(batch, part, id_column, offset, decision.num_rows)
             flagged = flagged_all[offset : offset + n]
             offset += n
             keep_idx = pa.array(np.flatnonzero(~flagged))
@@ -183,9 +214,9 @@ def write_tables(
             kept += len(keep_idx)
             removed += len(drop_idx)
     if offset != decision.num_rows:
-        raise RuntimeError(
-            f"source has {offset} rows now but {decision.num_rows} when it was read; "
-            "was it modified during the run?"
+        raise SourceChangedError(
+            f"source changed during the run: it has {offset} rows, {decision.num_rows} when "
+            "it was read; no output written"
         )
     scores = decision.replace_schema_metadata({PROVENANCE_KEY: json.dumps(provenance).encode()})
     pq.write_table(scores, staged.path(SCORES_FILE), compression="zstd")

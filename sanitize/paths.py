@@ -6,10 +6,12 @@ or machine, and a later stage only needs the paths below.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
 from sanitize.data.schema import CLASSES_FILE, IMAGES_FILE, ROWS_FILE
+from sanitize.errors import ConfigError
 
 CLEAN_FILE = "clean.parquet"
 QUARANTINE_FILE = "quarantine.parquet"
@@ -17,6 +19,36 @@ SCORES_FILE = "scores.parquet"
 REPORT_JSON = "report.json"
 REPORT_HTML = "report.html"
 OUTPUT_FILES = (CLEAN_FILE, QUARANTINE_FILE, SCORES_FILE, REPORT_HTML, REPORT_JSON)
+
+
+def check_locations(source: str | os.PathLike[str], out: str | os.PathLike[str]) -> None:
+    """Refuse an empty source or output path, and an output directory that is, or lies
+    inside, a directory source (its outputs would become part of the source).
+
+    Raises
+    ------
+    ConfigError
+        With a one-line message naming the path.
+    """
+    source, out = os.fspath(source), os.fspath(out)
+    if not source.strip():
+        raise ConfigError(
+            "empty source path: name the dataset (it would mean the current directory)"
+        )
+    if not out.strip():
+        raise ConfigError("empty output directory: name one (it would mean the current directory)")
+    local = source.removeprefix("file://") if "::" not in source else source
+    if "://" in local or not Path(local).is_dir():
+        return  # a remote source or a file: the outputs cannot land in it
+    root, target = Path(local).resolve(), Path(out).resolve()
+    if target == root:
+        raise ConfigError(
+            f"output directory {out} is the source directory {source}; choose another"
+        )
+    if root in target.parents:
+        raise ConfigError(
+            f"output directory {out} is inside the source directory {source}; choose one outside it"
+        )
 
 
 @dataclass(frozen=True)

@@ -18,8 +18,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from sanitize.config import SanitizeConfig
-from sanitize.data import open_source, read_source
+from sanitize.data import Source, open_source, read_source
 from sanitize.data.observed import ObservedSource
+from sanitize.data.read import id_column
 from sanitize.data.schema import (
     FLAGGED,
     LABEL,
@@ -35,6 +36,7 @@ from sanitize.detect.class_size import expected_shares
 from sanitize.detect.class_stats import ClassStatistics
 from sanitize.detect.decision import size_rule_agreement
 from sanitize.detect.pixel_spectral import block_means
+from sanitize.errors import SourceChangedError
 from sanitize.export import StagedOutputs, write_tables
 from sanitize.model import (
     NetSpec,
@@ -96,9 +98,12 @@ def read_stage(source: str, config: SanitizeConfig, paths: RunPaths) -> dict[str
     start = time.perf_counter()
     paths.prepare()
     src = open_source(source, config.data)
+    fingerprint = src.fingerprint()
     with track("read", total=src.num_rows) as bar:
         counted = ObservedSource(src, lambda batch, _dir, _start: bar.advance(batch.num_rows))
         summary = read_source(counted, config.data, paths.work)
+    # Fingerprinted on both sides of the read, so the one recorded is the one decoded.
+    _check_unchanged(src, fingerprint, "while it was read")
     _expected_shares(config, paths)  # a class without an expected count fails here, not later
     seconds = time.perf_counter() - start
     log.info(
@@ -119,8 +124,18 @@ def read_stage(source: str, config: SanitizeConfig, paths: RunPaths) -> dict[str
         "n_missing_label": summary.n_missing_label,
         "n_classes": summary.n_classes,
         "source_kind": src.kind,
-        "source_fingerprint": src.fingerprint(),
+        "source_fingerprint": fingerprint,
     }
+
+
+def _check_unchanged(src: Source, fingerprint: str, when: str) -> None:
+    """SourceChangedError unless ``src`` still has the content ``fingerprint`` digests."""
+    now = src.fingerprint()
+    if now != fingerprint:
+        raise SourceChangedError(
+            f"source {src.uri} changed {when} (fingerprint {fingerprint} -> {now}); no output "
+            "written: run again once it stays unchanged"
+        )
 
 
 def bootstrap_stage(config: SanitizeConfig, paths: RunPaths) -> dict[str, Any]:
@@ -482,8 +497,15 @@ def export_stage(
     provenance = provenance_of(source, config, stage_results)
     with StagedOutputs(paths.out) as staged:
         counts = write_tables(
-            src.iter_batches(config.data.batch_rows), src.schema, decision, staged, provenance
+            src.iter_batches(config.data.batch_rows),
+            src.schema,
+            decision,
+            staged,
+            provenance,
+            id_column(src.schema, config.data),
         )
+        # The rows streamed are the ones decided on: same ids above, same content here.
+        _check_unchanged(src, stage_results["read"]["source_fingerprint"], "during the run")
         seconds = time.perf_counter() - start
         export_result = {"seconds": seconds, "rows": decision.num_rows, **counts}
         report = build_report(

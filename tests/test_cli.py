@@ -7,6 +7,7 @@ import io
 import json
 import os
 import pty
+import socket
 import subprocess
 import sys
 
@@ -50,6 +51,12 @@ def test_structural_problems_exit_2_with_one_line(tmp_path, capsys, table, messa
     assert message in _one_line_error(capsys)
 
 
+def test_misspelled_id_column_exits_2(capsys):
+    code = main(["inspect", str(SAMPLE_SOURCE), "--id-column", "sample_idd"])
+    assert code == EXIT_BAD_INPUT
+    assert "missing id column 'sample_idd'" in _one_line_error(capsys)
+
+
 def test_unknown_uri_scheme(tmp_path, capsys):
     code = main(["run", "nosuch://bucket/data.parquet", "--out", str(tmp_path / "o"), "--local"])
     assert code == EXIT_BAD_INPUT
@@ -60,6 +67,38 @@ def test_bad_option(tmp_path, capsys):
     code = main(["run", str(SAMPLE_SOURCE), "--out", str(tmp_path), "--detectors", "magic"])
     assert code == EXIT_BAD_INPUT
     assert "unknown detector 'magic'" in _one_line_error(capsys)
+
+
+@pytest.mark.parametrize(
+    "source, out, message",
+    [
+        ("data", "data", "is the source directory"),
+        ("data", "data/out", "is inside the source directory"),
+        ("file://{root}/data", "data/sub/out", "is inside the source directory"),
+        ("data", "", "empty output directory"),
+        ("", "out", "empty source"),
+    ],
+)
+def test_out_in_the_source_or_empty_paths_exit_2(
+    tmp_path, monkeypatch, capsys, source, out, message
+):
+    """The outputs never land in a directory source (the next run would read them), and an
+    empty path never means the current directory."""
+    (tmp_path / "data").mkdir()
+    pq.write_table(pq.read_table(SAMPLE_SOURCE).slice(0, 10), tmp_path / "data" / "a.parquet")
+    monkeypatch.chdir(tmp_path)
+    source = source.format(root=tmp_path)
+    code = main(["run", source, "--out", out, "--local", "--config", _fast_toml(tmp_path)])
+    assert code == EXIT_BAD_INPUT
+    assert message in _one_line_error(capsys)
+    assert sorted(p.name for p in (tmp_path / "data").iterdir()) == ["a.parquet"]
+    assert not (tmp_path / "out").exists()
+
+
+def _fast_toml(root) -> str:
+    path = root / "fast.toml"
+    path.write_text(FAST_TOML)
+    return str(path)
 
 
 def test_run_through_prefect_then_metrics(tmp_path):
@@ -185,6 +224,35 @@ def test_inspect_refuses_a_bad_config_with_exit_2(tmp_path, capsys):
 
 
 # --- config ---------------------------------------------------------------------------------
+
+
+def test_inspect_never_connects_to_an_image_path_url(tmp_path, capsys):
+    """A path cell naming ftp://127.0.0.1:PORT must not reach a listener there."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(8)
+    port = listener.getsockname()[1]
+    cells = [{"bytes": _png((8, 8)), "path": None} for _ in range(4)]
+    cells.append({"bytes": None, "path": f"ftp://127.0.0.1:{port}/x.png"})
+    image_type = pa.struct([("bytes", pa.binary()), ("path", pa.string())])
+    table = pa.table({"image": pa.array(cells, image_type), "label": [0, 1, 0, 1, 1]})
+    pq.write_table(table, tmp_path / "a.parquet")
+    try:
+        code = main(["inspect", str(tmp_path / "a.parquet"), "--json"])
+        listener.setblocking(False)
+        with pytest.raises(BlockingIOError):
+            listener.accept()[0].close()  # a connection attempt would be waiting here
+    finally:
+        listener.close()
+    assert code == EXIT_OK
+    assert json.loads(capsys.readouterr().out)["unreadable"] == 1
+
+
+def test_allow_external_paths_flag_sets_the_config():
+    args = build_parser().parse_args(["run", "src", "--out", "o", "--allow-external-paths"])
+    assert _config_from_args(args).data.allow_external_paths is True
+    args = build_parser().parse_args(["inspect", "src"])
+    assert _config_from_args(args).data.allow_external_paths is False
 
 
 def _non_default(value):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import logging
 import uuid
 from pathlib import Path
 
@@ -208,6 +209,62 @@ def test_relative_image_paths_resolve_against_the_parquet_directory(tmp_path):
     assert np.array_equal(images[1], decode_image(png(1), 8, 1))
 
 
+def _outside_png(tmp_path: Path) -> Path:
+    """A readable image outside the source directory: read, it would decode fine."""
+    outside = tmp_path / "outside.png"
+    outside.write_bytes(png(9))
+    (tmp_path / "src" / "img").mkdir(parents=True)
+    return outside
+
+
+@pytest.mark.parametrize(
+    ("cell_path", "detail"),
+    [
+        ("{outside}", "is absolute"),
+        ("file://{outside}", "names a protocol"),
+        ("../outside.png", "leaves the source's directory"),
+        ("img/../../outside.png", "leaves the source's directory"),
+    ],
+)
+def test_image_paths_outside_the_source_are_refused(tmp_path, caplog, cell_path, detail):
+    outside = _outside_png(tmp_path)
+    cells = [{"bytes": png(i), "path": None} for i in range(4)]
+    cells.append({"bytes": None, "path": cell_path.format(outside=outside)})
+    table = pa.table({"image": pa.array(cells, IMAGE_TYPE), "label": [0, 1, 0, 1, 0]})
+    path = write(table, tmp_path / "src" / "a.parquet")
+    logging.getLogger("sanitize").addHandler(caplog.handler)
+    try:
+        summary, rows, _ = read(path, tmp_path)
+    finally:
+        logging.getLogger("sanitize").removeHandler(caplog.handler)
+    assert rows["ok"].to_pylist() == [True] * 4 + [False]
+    assert rows["reason"].to_pylist()[4] == REASON_UNREADABLE
+    assert summary.n_unreadable == 1
+    assert "row 4" in caplog.text and detail in caplog.text, caplog.text
+
+    _, rows, _ = read(path, tmp_path, allow_external_paths=True)
+    assert rows["ok"].to_pylist() == [True] * 5
+
+
+def test_image_folder_link_out_of_the_root_is_refused(tmp_path):
+    outside = _outside_png(tmp_path)
+    root = tmp_path / "src"
+    (root / "img").rmdir()
+    for cls in ("a", "b"):
+        (root / cls).mkdir()
+        for i in range(2):
+            (root / cls / f"{i}.png").write_bytes(png(i))
+    (root / "b" / "2.png").symlink_to(outside)
+    (root / "a" / "2.png").symlink_to(root / "b" / "0.png")  # a link inside the root is fine
+    source = open_source(root, DataConfig())
+    table = pa.Table.from_batches(list(source.iter_batches(8)))
+    assert table["image"].combine_chunks().field("bytes").to_pylist()[5] is None
+    _, rows, _ = read(root, tmp_path)
+    assert rows["ok"].to_pylist() == [True, True, True, True, True, False]
+    _, rows, _ = read(root, tmp_path, allow_external_paths=True)
+    assert all(rows["ok"].to_pylist())
+
+
 def test_image_folder(tmp_path):
     root = tmp_path / "folder"
     for cls, count in (("cat", 2), ("ant", 3)):
@@ -380,6 +437,28 @@ def test_duplicated_sample_id(tmp_path):
     path = write(table, tmp_path / "a.parquet")
     with pytest.raises(InputError, match=r"duplicated sample_id 'b' at rows 1 and 3"):
         read(path, tmp_path, batch_rows=2)
+
+
+def test_missing_id_column_names_it_and_the_columns(tmp_path):
+    path = write(hf_table([0, 1, 0, 1]), tmp_path / "a.parquet")
+    with pytest.raises(InputError, match=r"missing id column 'uid'.*columns: image, label"):
+        read(path, tmp_path, id_column="uid")
+
+
+def test_chosen_id_column_is_the_sample_id_and_must_be_unique(tmp_path):
+    table = hf_table([0, 1, 0, 1]).append_column("uid", pa.array(["a", "b", "c", "d"]))
+    _, rows, _ = read(write(table, tmp_path / "a.parquet"), tmp_path, id_column="uid")
+    assert rows["sample_id"].to_pylist() == ["a", "b", "c", "d"]
+    table = hf_table([0, 1, 0, 1]).append_column("uid", pa.array(["a", "b", "a", "d"]))
+    with pytest.raises(InputError, match=r"duplicated uid 'a' at rows 0 and 2"):
+        read(write(table, tmp_path / "b.parquet"), tmp_path, id_column="uid")
+
+
+def test_chosen_id_column_beside_a_sample_id_column_is_refused(tmp_path):
+    """Every output names the id sample_id; the source's own would be overwritten."""
+    table = hf_table([0, 1, 0, 1], ids=[1, 2, 3, 4]).append_column("uid", pa.array(list("abcd")))
+    with pytest.raises(InputError, match=r"both a 'sample_id' column and id column 'uid'"):
+        read(write(table, tmp_path / "a.parquet"), tmp_path, id_column="uid")
 
 
 def test_null_sample_id(tmp_path):

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
+import os
 
 import numpy as np
 import pyarrow as pa
@@ -11,8 +13,10 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
-from sanitize import sanitize_dataset
+from sanitize import sanitize_dataset, stages
+from sanitize.cli import EXIT_BAD_INPUT, main
 from sanitize.config import DEFAULT_DETECTORS
+from sanitize.errors import SourceChangedError
 from sanitize.paths import CLEAN_FILE, QUARANTINE_FILE, REPORT_HTML, REPORT_JSON, SCORES_FILE
 from tests.conftest import SAMPLE_SOURCE
 
@@ -166,3 +170,79 @@ def test_given_checkpoint_skips_training_and_says_why_early_loss_is_skipped(tmp_
     assert early["flagged"] == 0
     assert early["info"]["skipped"].startswith("skipped: no loss_history")
     assert result.report["stage_timings"]["bootstrap"]["rows"] == result.counts["rows"]
+
+
+def test_chosen_id_column_is_the_sample_id_of_every_output(tmp_path, fast_config):
+    table = pq.read_table(SAMPLE_SOURCE).slice(0, 300).drop_columns(["sample_id"])
+    table = table.append_column("uid", pa.array([f"u{i}" for i in range(300)]))
+    pq.write_table(table, tmp_path / "src.parquet")
+    data = dataclasses.replace(fast_config.data, id_column="uid")
+    result = sanitize_dataset(
+        tmp_path / "src.parquet", tmp_path / "out", fast_config.replace(data=data)
+    )
+    ids = {}
+    for name in (CLEAN_FILE, QUARANTINE_FILE, SCORES_FILE):
+        part = pq.read_table(result.out / name)
+        ids[name] = part.column("sample_id").to_pylist()
+        if name != SCORES_FILE:
+            assert part.column("sample_id").to_pylist() == part.column("uid").to_pylist()
+    assert sorted(ids[CLEAN_FILE] + ids[QUARANTINE_FILE]) == sorted(ids[SCORES_FILE])
+    assert sorted(ids[SCORES_FILE]) == sorted(f"u{i}" for i in range(300))
+
+
+@pytest.mark.parametrize(
+    "change",
+    ["reversed", "reversed_without_ids", "fewer_rows"],
+)
+def test_source_replaced_during_the_run_stops_it_with_exit_2(
+    tmp_path, monkeypatch, capsys, fast_config, change
+):
+    """The source is swapped after the read stage, as `mv copy.parquet in.parquet` would;
+    export must not pair the new rows with the old decisions."""
+    table = pq.read_table(SAMPLE_SOURCE).slice(0, 300)
+    if change == "reversed_without_ids":
+        table = table.drop_columns(["sample_id"])
+    source = tmp_path / "in.parquet"
+    pq.write_table(table, source)
+    changed = table.take(np.arange(299, -1, -1)) if change.startswith("reversed") else table[:200]
+    pq.write_table(changed, tmp_path / "copy.parquet")
+    bootstrap = stages.bootstrap_stage
+
+    def swap_then_bootstrap(*args, **kwargs):
+        os.replace(tmp_path / "copy.parquet", source)
+        return bootstrap(*args, **kwargs)
+
+    monkeypatch.setattr(stages, "bootstrap_stage", swap_then_bootstrap)
+    (tmp_path / "fast.toml").write_text("[bootstrap]\nepochs = 2\nclean_epochs = 2\nwidth = 8\n")
+    out = tmp_path / "out"
+    argv = [
+        "run",
+        str(source),
+        "--out",
+        str(out),
+        "--local",
+        "--config",
+        str(tmp_path / "fast.toml"),
+    ]
+    assert main(argv) == EXIT_BAD_INPUT
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "changed during the run" in err[0], err
+    assert not any((out / name).exists() for name in (CLEAN_FILE, QUARANTINE_FILE, SCORES_FILE))
+    assert not list(out.glob(".*.tmp"))
+
+
+def test_source_replaced_while_it_is_read_stops_the_read_stage(tmp_path, monkeypatch, fast_config):
+    table = pq.read_table(SAMPLE_SOURCE).slice(0, 100)
+    source = tmp_path / "in.parquet"
+    pq.write_table(table, source)
+    pq.write_table(table.take(np.arange(99, -1, -1)), tmp_path / "copy.parquet")
+    read = stages.read_source
+
+    def read_then_swap(*args, **kwargs):
+        summary = read(*args, **kwargs)
+        os.replace(tmp_path / "copy.parquet", source)
+        return summary
+
+    monkeypatch.setattr(stages, "read_source", read_then_swap)
+    with pytest.raises(SourceChangedError, match="changed while it was read"):
+        sanitize_dataset(source, tmp_path / "out", fast_config)

@@ -7,12 +7,14 @@ an image raises ``ValueError`` and the read stage sets the row aside as unreadab
 from __future__ import annotations
 
 import io
+import os
 import posixpath
 import warnings
 from typing import Any
 
 import fsspec
 import numpy as np
+from fsspec.implementations.local import LocalFileSystem
 from PIL import Image
 
 # Modes Pillow uses for single-band images; everything else is treated as colour.
@@ -94,11 +96,16 @@ def probe_image(data: bytes) -> tuple[int, int]:
     return (1 if image.mode in GREY_MODES else 3), max(image.size)
 
 
+class PathRefused(ValueError):
+    """An image path that would leave the source's location; it is never opened."""
+
+
 def image_bytes(
     cell: Any,
     *,
     filesystem: fsspec.AbstractFileSystem | None = None,
     base_dir: str | None = None,
+    allow_external: bool = False,
 ) -> bytes:
     """Encoded bytes of one cell of an image column.
 
@@ -108,13 +115,18 @@ def image_bytes(
         A Hugging Face image struct ``{"bytes": ..., "path": ...}`` (the path is read only
         when bytes are null), raw bytes, or a path string.
     filesystem : fsspec.AbstractFileSystem, optional
-        Filesystem of the source; relative paths resolve on it against ``base_dir``.
-        Paths with a URI scheme open through fsspec; without a filesystem, the local one.
+        Filesystem of the source; paths resolve on it (without one, on the local one).
     base_dir : str, optional
-        Directory relative paths are resolved against (the Parquet file's directory).
+        The source's directory: paths resolve against it and must stay inside it (see
+        :func:`confined_path`). None: a path is read as it is written.
+    allow_external : bool, default=False
+        Read paths as they are written even with a ``base_dir``: absolute, outside it, or
+        a URL that fsspec opens (a network fetch).
 
     Raises
     ------
+    PathRefused
+        The path leaves ``base_dir``; it was not opened.
     ValueError
         The cell is null, holds neither bytes nor a path, or its path cannot be read.
     """
@@ -125,19 +137,59 @@ def image_bytes(
     if isinstance(cell, (bytes, bytearray, memoryview)):
         return bytes(cell)
     if isinstance(cell, str) and cell:
-        return _read_path(cell, filesystem, base_dir)
+        fs = filesystem or fsspec.filesystem("file")
+        if base_dir is not None and not allow_external:
+            return _read(fs, confined_path(cell, fs, base_dir), cell)
+        return _read_anywhere(cell, fs, base_dir)
     raise ValueError("image cell holds neither bytes nor a path")
 
 
-def _read_path(path: str, fs: fsspec.AbstractFileSystem | None, base_dir: str | None) -> bytes:
-    try:
-        if "://" in path:
+def confined_path(path: str, fs: fsspec.AbstractFileSystem, root: str) -> str:
+    """``path`` resolved against the directory ``root`` on ``fs``, never leaving it.
+
+    Raises
+    ------
+    PathRefused
+        ``path`` names a protocol (``ftp://``, ``file://``, ...), is absolute, climbs out of
+        ``root`` with ``..``, or, on a local filesystem, is a link to a file outside it.
+    """
+    if "://" in path or "::" in path:
+        raise PathRefused(f"image path {path!r} names a protocol; {_RULE}")
+    if posixpath.isabs(path):
+        raise PathRefused(f"image path {path!r} is absolute; {_RULE}")
+    root = posixpath.normpath(root)
+    joined = posixpath.normpath(posixpath.join(root, path))
+    if not _inside(joined, root):
+        raise PathRefused(f"image path {path!r} leaves the source's directory; {_RULE}")
+    if isinstance(fs, LocalFileSystem) and not _inside(
+        os.path.realpath(joined), os.path.realpath(root)
+    ):
+        raise PathRefused(f"image path {path!r} links out of the source's directory; {_RULE}")
+    return joined
+
+
+_RULE = "paths resolve inside the source (--allow-external-paths reads it)"
+
+
+def _inside(path: str, root: str) -> bool:
+    return path == root or path.startswith(root.rstrip("/") + "/")
+
+
+def _read_anywhere(path: str, fs: fsspec.AbstractFileSystem, base_dir: str | None) -> bytes:
+    if "://" in path:
+        try:
             with fsspec.open(path, "rb") as fh:
                 return fh.read()
-        fs = fs or fsspec.filesystem("file")
-        if not posixpath.isabs(path) and base_dir is not None:
-            path = posixpath.join(base_dir, path)
-        return fs.cat_file(path)
+        except Exception as exc:  # noqa: BLE001 - any filesystem error makes the row unreadable
+            raise ValueError(f"cannot read image path {path!r}: {exc}") from None
+    if not posixpath.isabs(path) and base_dir is not None:
+        return _read(fs, posixpath.join(base_dir, path), path)
+    return _read(fs, path, path)
+
+
+def _read(fs: fsspec.AbstractFileSystem, resolved: str, path: str) -> bytes:
+    try:
+        return fs.cat_file(resolved)
     except Exception as exc:  # noqa: BLE001 - any filesystem error makes the row unreadable
         raise ValueError(f"cannot read image path {path!r}: {exc}") from None
 

@@ -23,7 +23,7 @@ from PIL import Image
 from sanitize.config import DataConfig
 from sanitize.data.decode import image_bytes, probe_image
 from sanitize.data.observed import ObservedSource
-from sanitize.data.read import read_source
+from sanitize.data.read import id_column, read_source
 from sanitize.data.schema import REASON_MISSING_LABEL, REASON_UNREADABLE, ROWS_FILE
 from sanitize.data.source import Source, open_source
 from sanitize.progress import track
@@ -130,7 +130,7 @@ def describe_source(uri: str, data: DataConfig, *, sample: int = 64) -> SourceDe
         Whatever the read stage would refuse (missing column, no rows, one class, ...).
     """
     source = open_source(uri, data)
-    sampler = _Sample(source, data.image_column, sample)
+    sampler = _Sample(source, data, sample)
     checked = dataclasses.replace(data, image_size=data.image_size or _CHECK_SIZE)
     with (
         tempfile.TemporaryDirectory(prefix="sanitize-inspect-") as work,
@@ -147,7 +147,6 @@ def describe_source(uri: str, data: DataConfig, *, sample: int = 64) -> SourceDe
     ids = rows.column("sample_id").to_pylist()
     unreadable = [i for i, r in zip(ids, reasons, strict=True) if r == REASON_UNREADABLE]
     missing = [i for i, r in zip(ids, reasons, strict=True) if r == REASON_MISSING_LABEL]
-    has_id = data.id_column in source.schema.names
     return SourceDescription(
         uri=str(uri),
         kind=source.kind,
@@ -155,7 +154,7 @@ def describe_source(uri: str, data: DataConfig, *, sample: int = 64) -> SourceDe
         columns={f.name: str(f.type) for f in source.schema},
         image_column=data.image_column,
         label_column=data.label_column,
-        id_column=data.id_column if has_id else None,
+        id_column=id_column(source.schema, data),
         classes=[
             {"index": i, "label": value, "name": name, "rows": summary.label_counts[name]}
             for i, (value, name) in enumerate(
@@ -180,9 +179,10 @@ class _Sample:
     finds the first readable image, from the batches the read stage streams (so inspect
     reads the data once, plus once more for the fingerprint)."""
 
-    def __init__(self, source: Source, image_column: str, sample: int) -> None:
+    def __init__(self, source: Source, data: DataConfig, sample: int) -> None:
         self._filesystem = source.filesystem
-        self._column = image_column
+        self._column = data.image_column
+        self._allow_external = data.allow_external_paths
         step = max(1, source.num_rows // max(1, sample))
         self._rows = set(range(0, source.num_rows, step)[:sample])
         self.sizes: Counter[str] = Counter()
@@ -205,14 +205,22 @@ class _Sample:
     def _probe(self, cell: Any, base_dir: str) -> int | None:
         """max(width, height) of a cell's image, as the run probes it; None if unreadable."""
         try:
-            return probe_image(image_bytes(cell, filesystem=self._filesystem, base_dir=base_dir))[1]
+            return probe_image(self._bytes(cell, base_dir))[1]
         except ValueError:
             return None
+
+    def _bytes(self, cell: Any, base_dir: str) -> bytes:
+        return image_bytes(
+            cell,
+            filesystem=self._filesystem,
+            base_dir=base_dir,
+            allow_external=self._allow_external,
+        )
 
     def _tally(self, cell: Any, base_dir: str) -> None:
         self.sampled += 1
         try:
-            data = image_bytes(cell, filesystem=self._filesystem, base_dir=base_dir)
+            data = self._bytes(cell, base_dir)
             with Image.open(io.BytesIO(data)) as image:
                 width, height = image.size
                 mode = image.mode

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import multiprocessing
 import os
 from collections.abc import Callable, Iterator
@@ -31,7 +32,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from sanitize.config import DataConfig
-from sanitize.data.decode import decode_many, image_bytes, probe_image
+from sanitize.data.decode import PathRefused, decode_many, image_bytes, probe_image
 from sanitize.data.npyfile import NpyWriter
 from sanitize.data.schema import (
     CLASSES_FILE,
@@ -43,6 +44,8 @@ from sanitize.data.schema import (
 )
 from sanitize.data.source import Source
 from sanitize.errors import ConfigError, InputError
+
+log = logging.getLogger("sanitize")
 
 _LABEL_TYPES = "integers, integral floats, bools or strings"
 _DECODE_THREADS = min(8, os.cpu_count() or 1)
@@ -122,7 +125,8 @@ def read_source(source: Source, data: DataConfig, workdir: str | os.PathLike[str
     ------
     InputError
         The image or label column is missing or of an unusable type, the source has no
-        rows, a label is not integral, the id column has a null or duplicated value, or
+        rows, a label is not integral, the id column is missing (see :func:`id_column`) or
+        has a null or duplicated value, or
         fewer than two classes remain among usable rows. Rows are 0-based ordinals.
     """
     workdir = Path(workdir)
@@ -132,7 +136,7 @@ def read_source(source: Source, data: DataConfig, workdir: str | os.PathLike[str
     _check_image_type(data.image_column, schema.field(data.image_column).type)
     label_type = schema.field(data.label_column).type
     _check_label_type(data.label_column, label_type)
-    has_id = data.id_column in schema.names
+    has_id = id_column(schema, data) is not None
     if has_id:
         _check_id_type(data.id_column, schema.field(data.id_column).type)
     if source.num_rows == 0:
@@ -173,6 +177,7 @@ def _read_rows(source: Source, data: DataConfig, has_id: bool, images_path: Path
     seen_ids: dict[Any, int] = {}
     size, channels = data.image_size, data.channels
     images: NpyWriter | None = None
+    refused: list[tuple[int, str]] = []  # (row, why), appended by the fetch threads
     start = 0
     n_workers = decode_workers(n)
     with (
@@ -193,7 +198,8 @@ def _read_rows(source: Source, data: DataConfig, has_id: bool, images_path: Path
                 id_chunks.append(ids)
 
             cells = _cells(batch.column(data.image_column))
-            payloads = list(pool.map(_fetcher(source, base_dir), cells))
+            fetch = _fetcher(source, base_dir, data.allow_external_paths, refused)
+            payloads = list(pool.map(fetch, range(start, start + rows), cells))
             if images is None and (size is None or channels is None):
                 probed = _first_probe(payloads)
                 if probed is not None:
@@ -213,6 +219,14 @@ def _read_rows(source: Source, data: DataConfig, has_id: bool, images_path: Path
             start += rows
     if start != n:
         raise InputError(f"source {source.uri} yielded {start} rows, expected {n}")
+    if refused:
+        row, why = min(refused)
+        log.warning(
+            "%d image path(s) refused, rows quarantined as unreadable; first: row %d: %s",
+            len(refused),
+            row,
+            why,
+        )
     if images is None:
         raise InputError(
             f"no usable rows in source {source.uri}: none of its {n} images in column "
@@ -313,6 +327,36 @@ def _require_column(schema: pa.Schema, name: str, option: str) -> None:
         raise InputError(
             f"missing column {name!r} in source; columns: {', '.join(schema.names)} (use {option})"
         )
+
+
+def id_column(schema: pa.Schema, data: DataConfig) -> str | None:
+    """The column that holds each row's id, or None when the row ordinal is the id.
+
+    ``data.id_column`` must be a column of ``schema`` unless it is the default
+    ``sample_id``. Its values are the ``sample_id`` of every output; a source ``sample_id``
+    column beside another id column is refused, since clean and quarantine carry it
+    unchanged under the name the id takes.
+
+    Raises
+    ------
+    InputError
+        The id column is missing, or a ``sample_id`` column is there beside it.
+    """
+    name = data.id_column
+    if name not in schema.names:
+        if name == SAMPLE_ID:
+            return None
+        raise InputError(
+            f"missing id column {name!r} in source; columns: {', '.join(schema.names)} "
+            "(use --id-column)"
+        )
+    if name != SAMPLE_ID and SAMPLE_ID in schema.names:
+        raise InputError(
+            f"source has both a {SAMPLE_ID!r} column and id column {name!r}; every output "
+            f"names the id {SAMPLE_ID!r}: rename or drop that column, or use --id-column "
+            f"{SAMPLE_ID}"
+        )
+    return name
 
 
 def _check_image_type(column: str, dtype: pa.DataType) -> None:
@@ -438,10 +482,22 @@ def _cells(column: pa.Array) -> list[Any]:
     return [{"bytes": b, "path": p} for b, p in zip(raw, paths, strict=True)]
 
 
-def _fetcher(source: Source, base_dir: str) -> Callable[[Any], bytes | None]:
-    def fetch(cell: Any) -> bytes | None:
+def _fetcher(
+    source: Source, base_dir: str, allow_external: bool, refused: list[tuple[int, str]]
+) -> Callable[[int, Any], bytes | None]:
+    """fetch(row, cell): a cell's bytes, None when unreadable; refused paths go to ``refused``."""
+
+    def fetch(row: int, cell: Any) -> bytes | None:
         try:
-            return image_bytes(cell, filesystem=source.filesystem, base_dir=base_dir)
+            return image_bytes(
+                cell,
+                filesystem=source.filesystem,
+                base_dir=base_dir,
+                allow_external=allow_external,
+            )
+        except PathRefused as exc:
+            refused.append((row, str(exc)))
+            return None
         except ValueError:
             return None
 

@@ -108,8 +108,9 @@ class Source(ABC):
         image paths in the batch resolve against."""
 
     @abstractmethod
-    def _files(self) -> list[tuple[str, str]]:
-        """(name, path) of every file the source is made of, in a stable order."""
+    def _files(self) -> list[tuple[str, str | None]]:
+        """(name, path) of every file the source is made of, in a stable order; path None
+        for one that is never read (a link out of an image folder)."""
 
     def fingerprint(self) -> str:
         """Stable digest of the source's content: first 16 hex chars of a sha256.
@@ -122,6 +123,9 @@ class Source(ABC):
         for name, path in files:
             if len(files) > 1 or self.kind == "image_folder":
                 digest.update(name.encode() + b"\0")
+            if path is None:
+                digest.update(b"\0refused\0")
+                continue
             with self.filesystem.open(path, "rb") as fh:
                 while chunk := fh.read(_CHUNK_BYTES):
                     digest.update(chunk)
@@ -330,7 +334,11 @@ def _schema_difference(expected: pa.Schema, got: pa.Schema) -> str:
 
 
 class ImageFolderSource(Source):
-    """Images under ``root/<class>/...``; the label is the index of the sorted class name."""
+    """Images under ``root/<class>/...``; the label is the index of the sorted class name.
+
+    A link to a file outside the root is never read unless ``data.allow_external_paths``:
+    its row has null bytes, and the read stage refuses its path (quarantined, unreadable).
+    """
 
     kind = "image_folder"
 
@@ -359,6 +367,11 @@ class ImageFolderSource(Source):
                 f"source {uri} has no rows: no .parquet files and no images under root/<class>/"
             )
         self._entries = files
+        self._outside = {
+            rel
+            for rel, _ in files
+            if not data.allow_external_paths and _links_out(fs, self._root, rel)
+        }
         super().__init__(
             uri=uri,
             num_rows=len(files),
@@ -371,7 +384,10 @@ class ImageFolderSource(Source):
         for start in range(0, len(self._entries), batch_rows):
             chunk = self._entries[start : start + batch_rows]
             payload = [
-                self.filesystem.cat_file(posixpath.join(self._root, rel)) for rel, _ in chunk
+                None
+                if rel in self._outside
+                else self.filesystem.cat_file(posixpath.join(self._root, rel))
+                for rel, _ in chunk
             ]
             image = pa.StructArray.from_arrays(
                 [pa.array(payload, pa.binary()), pa.array([rel for rel, _ in chunk], pa.string())],
@@ -380,8 +396,20 @@ class ImageFolderSource(Source):
             label = pa.array([index for _, index in chunk], pa.int64())
             yield pa.RecordBatch.from_arrays([image, label], schema=self.schema), self._root
 
-    def _files(self) -> list[tuple[str, str]]:
-        return [(rel, posixpath.join(self._root, rel)) for rel, _ in self._entries]
+    def _files(self) -> list[tuple[str, str | None]]:
+        return [
+            (rel, None if rel in self._outside else posixpath.join(self._root, rel))
+            for rel, _ in self._entries
+        ]
+
+
+def _links_out(fs: fsspec.AbstractFileSystem, root: str, rel: str) -> bool:
+    """Whether ``root/rel`` is, on a local filesystem, a link to a file outside ``root``."""
+    if not isinstance(fs, LocalFileSystem):
+        return False
+    real_root = os.path.realpath(root)
+    real = os.path.realpath(posixpath.join(root, rel))
+    return os.path.commonpath([real_root, real]) != real_root
 
 
 class NpzSource(Source):
