@@ -240,14 +240,14 @@ def _artifact_key(name: str) -> str:
 def summary_rows(report: dict[str, Any]) -> list[dict[str, Any]]:
     """The summary table of one run: the totals, then one row a detector, then a class.
 
-    ``removed`` of a detector row is the number of rows that detector flagged.
+    ``removed`` of a detector row is the number of removed rows that name that detector.
     """
     counts = report["counts"]
     rows = [
         {"what": "total", "name": "all rows", "rows": counts["rows"], "removed": counts["removed"]}
     ]
     rows += [
-        {"what": "detector", "name": name, "rows": counts["rows"], "removed": info["flagged"]}
+        {"what": "detector", "name": name, "rows": counts["rows"], "removed": info["removed"]}
         for name, info in report["per_detector"].items()
     ]
     rows += [

@@ -6,9 +6,12 @@ import json
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+import pyarrow.parquet as pq
 
 from sanitize.config import SanitizeConfig
+from sanitize.data.schema import issue_column
 from sanitize.lock import run_lock
 from sanitize.paths import (
     CLEAN_FILE,
@@ -21,6 +24,9 @@ from sanitize.paths import (
 )
 from sanitize.resume import plan_run, run_stage
 from sanitize.threads import stage_threads
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 
 @dataclass(frozen=True)
@@ -69,12 +75,50 @@ class SanitizeResult:
         """``poison_suspected``, ``suspect_classes`` and a one-line ``text``."""
         return self.report["verdict"]
 
-    def summary(self) -> str:
+    def __str__(self) -> str:
         c = self.counts
         return (
             f"{c['rows']:,} rows: kept {c['kept']:,}, removed {c['removed']:,} "
             f"({100 * c['removed_fraction']:.1f}%); {self.verdict['text']}; outputs in {self.out}"
         )
+
+    def issues(self) -> pd.DataFrame:
+        """Every row's findings, as cleanlab's ``Datalab.get_issues()`` gives them.
+
+        Returns
+        -------
+        pandas.DataFrame of shape (n_rows, ...)
+            ``sample_id``, ``label``, per detector ``is_<detector>_issue`` (its own flag) and
+            ``score_<detector>`` (in [0, 1]), then ``poison_score``, ``sample_weight``,
+            ``flagged`` (removed) and ``reasons``; in source order.
+        """
+        scores = pq.read_table(self.scores_path)
+        keep = [name for name in scores.column_names if not name.startswith("embedding_")]
+        return scores.select(keep).to_pandas()
+
+    def summary(self) -> pd.DataFrame:
+        """Rows, removals and each detector's own flags per class.
+
+        Returns
+        -------
+        pandas.DataFrame of shape (n_classes, 4 + n_detectors)
+            Indexed by label value: ``name``, ``rows``, ``removed``, ``removed_fraction``,
+            then one column a detector with the rows it flagged in that class.
+        """
+        import pandas as pd
+
+        issues = self.issues()
+        per_class = pd.DataFrame.from_dict(self.report["per_class"], orient="index")
+        # Keys as report.json writes them: str() of each label value (None for a missing one).
+        labels = pq.read_table(self.scores_path, columns=["label"]).column("label").to_pylist()
+        flags = issues.groupby([str(label) for label in labels])[
+            [issue_column(name) for name in self.report["per_detector"]]
+        ].sum()
+        flags.columns = list(self.report["per_detector"])
+        table = per_class.join(flags).fillna(0)
+        table.index.name = "label"
+        table = table.sort_index(key=lambda labels: pd.to_numeric(labels, errors="coerce"))
+        return table.astype({name: int for name in flags.columns})
 
 
 def run_stages(source: str, config: SanitizeConfig, paths: RunPaths) -> dict[str, dict]:

@@ -18,7 +18,14 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from sanitize.data.schema import FLAGGED, POISON_SCORE, REASONS, SAMPLE_ID, SAMPLE_WEIGHT
+from sanitize.data.schema import (
+    FLAGGED,
+    LABEL,
+    POISON_SCORE,
+    REASONS,
+    SAMPLE_ID,
+    SAMPLE_WEIGHT,
+)
 from sanitize.errors import SourceChangedError
 from sanitize.paths import CLEAN_FILE, QUARANTINE_FILE, SCORES_FILE
 
@@ -148,6 +155,7 @@ def write_tables(
     staged: StagedOutputs,
     provenance: dict[str, Any],
     id_column: str | None = None,
+    class_names: list[str] | None = None,
 ) -> dict[str, int]:
     """Split the source rows into clean and quarantine files; write the scores file.
 
@@ -161,6 +169,9 @@ def write_tables(
     id_column : str or None, default=None
         Source column whose values must equal ``decision``'s ``sample_id`` row by row;
         None when the ids are row ordinals.
+    class_names : list of str or None, default=None
+        Names of the label values 0..K-1, declared as a ClassLabel in ``scores.parquet``;
+        None when the labels are not those indices.
 
     Returns
     -------
@@ -218,6 +229,60 @@ def write_tables(
             f"source changed during the run: it has {offset} rows, {decision.num_rows} when "
             "it was read; no output written"
         )
-    scores = decision.replace_schema_metadata({PROVENANCE_KEY: json.dumps(provenance).encode()})
+    scores = decision.replace_schema_metadata(
+        _scores_metadata(decision.schema, class_names, provenance)
+    )
     pq.write_table(scores, staged.path(SCORES_FILE), compression="zstd")
     return {"kept": kept, "removed": removed}
+
+
+def _scores_metadata(
+    schema: pa.Schema, class_names: list[str] | None, provenance: dict[str, Any]
+) -> dict[bytes, bytes]:
+    """Provenance, and HF features naming every column (``label`` a ClassLabel when known)."""
+    features = {field.name: _hf_features(field.type) for field in schema}
+    if class_names is not None and LABEL in features:
+        features[LABEL] = {"names": list(class_names), "_type": "ClassLabel"}
+    hf = {"info": {"features": features}}
+    return {
+        HF_METADATA_KEY: json.dumps(hf).encode(),
+        PROVENANCE_KEY: json.dumps(provenance).encode(),
+    }
+
+
+def dataset_card(class_names: list[str], counts: dict[str, int]) -> str:
+    """README.md that makes the output directory a Hugging Face dataset repository.
+
+    ``load_dataset(OUT)`` gives the clean rows; ``load_dataset(OUT, "quarantine")`` and
+    ``load_dataset(OUT, "scores")`` the others.
+    """
+    configs = [("default", CLEAN_FILE), ("quarantine", QUARANTINE_FILE), ("scores", SCORES_FILE)]
+    yaml = ["---", "configs:"]
+    for name, file in configs:
+        yaml += [f"- config_name: {name}", "  data_files:", "  - split: train", f"    path: {file}"]
+        if name == "default":
+            yaml.append("  default: true")
+    yaml.append("---")
+    names = "\n".join(f"| {i} | {json.dumps(n)[1:-1]} |" for i, n in enumerate(class_names))
+    return (
+        "\n".join(yaml)
+        + f"""
+
+# Sanitized dataset
+
+Written by `sanitize`: {counts["kept"]:,} rows kept in `{CLEAN_FILE}` (with `sample_weight`
+and `poison_score`), {counts["removed"]:,} set aside in `{QUARANTINE_FILE}` (with their
+`reasons`), every row's detector scores in `{SCORES_FILE}`; `report.html` and `report.json`
+say why.
+
+```python
+from datasets import load_dataset
+clean = load_dataset("path/to/this/directory")["train"]
+scores = load_dataset("path/to/this/directory", "scores")["train"]
+```
+
+| label | class |
+|---|---|
+{names}
+"""
+    )

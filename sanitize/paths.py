@@ -18,7 +18,15 @@ QUARANTINE_FILE = "quarantine.parquet"
 SCORES_FILE = "scores.parquet"
 REPORT_JSON = "report.json"
 REPORT_HTML = "report.html"
-OUTPUT_FILES = (CLEAN_FILE, QUARANTINE_FILE, SCORES_FILE, REPORT_HTML, REPORT_JSON)
+DATASET_CARD = "README.md"
+OUTPUT_FILES = (
+    CLEAN_FILE,
+    QUARANTINE_FILE,
+    SCORES_FILE,
+    DATASET_CARD,
+    REPORT_HTML,
+    REPORT_JSON,
+)
 
 
 def check_locations(source: str | os.PathLike[str], out: str | os.PathLike[str]) -> None:

@@ -149,8 +149,15 @@ def build_report(
         "text": text,
     }
 
+    # A detector's own flags (its is_<name>_issue column, score >= 0.5), and how many of
+    # the removed rows name it: the decision drops some flags and adds rows of its own.
+    own_flags = decision_info.get("flags_per_detector", {})
     per_detector = {
-        name: {"flagged": int(reason_counts.get(name, 0)), "info": info}
+        name: {
+            "flagged": int(own_flags.get(name, 0)),
+            "removed": int(reason_counts.get(name, 0)),
+            "info": info,
+        }
         for name, info in detector_info.items()
     }
     n = decision.num_rows

@@ -311,7 +311,11 @@ def _detectors_section(report: dict, scores: pa.Table, flagged: np.ndarray) -> s
             )
             continue
         values = scores.column(column).to_numpy(zero_copy_only=False)
-        notes = [f"flagged {int(entry.get('flagged', 0)):,} rows", *_threshold_notes(info)]
+        notes = [
+            f"flagged {int(entry.get('flagged', 0)):,} rows (score >= 0.5); "
+            f"{int(entry.get('removed', 0)):,} removed rows name it",
+            *_threshold_notes(info),
+        ]
         cards.append(_histogram_card(name, values[~flagged], values[flagged], notes))
     legend = _legend()
     return (

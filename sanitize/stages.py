@@ -28,6 +28,7 @@ from sanitize.data.schema import (
     REASONS,
     SAMPLE_ID,
     SAMPLE_WEIGHT,
+    issue_column,
     score_column,
 )
 from sanitize.detect import DetectorContext, DetectorResult, decide, get_detector
@@ -37,7 +38,7 @@ from sanitize.detect.class_stats import ClassStatistics
 from sanitize.detect.decision import size_rule_agreement
 from sanitize.detect.pixel_spectral import block_means
 from sanitize.errors import SourceChangedError
-from sanitize.export import StagedOutputs, write_tables
+from sanitize.export import StagedOutputs, dataset_card, write_tables
 from sanitize.model import (
     NetSpec,
     Normalizer,
@@ -49,7 +50,14 @@ from sanitize.model import (
     train_model,
 )
 from sanitize.model.train import epochs_for
-from sanitize.paths import CLEAN_FILE, QUARANTINE_FILE, REPORT_HTML, REPORT_JSON, RunPaths
+from sanitize.paths import (
+    CLEAN_FILE,
+    DATASET_CARD,
+    QUARANTINE_FILE,
+    REPORT_HTML,
+    REPORT_JSON,
+    RunPaths,
+)
 from sanitize.progress import track
 from sanitize.report import build_report, provenance_of
 from sanitize.report_html import embedding_projection, render_report, with_projection
@@ -468,6 +476,9 @@ def decide_stage(config: SanitizeConfig, paths: RunPaths) -> dict[str, Any]:
         full = np.full(n, np.nan, dtype=np.float32)
         full[usable] = result.score
         columns[score_column(name)] = pa.array(full)
+        own_flags = np.zeros(n, dtype=bool)  # rows set aside unread are no detector's issue
+        own_flags[usable] = result.flagged
+        columns[issue_column(name)] = pa.array(own_flags)
     columns[POISON_SCORE] = pa.array(poison_score)
     columns[SAMPLE_WEIGHT] = pa.array(sample_weight)
     columns[FLAGGED] = pa.array(flagged)
@@ -495,6 +506,7 @@ def export_stage(
         embedding_projection(np.load(paths.features, mmap_mode="r"), usable, seed=config.seed),
     )
     provenance = provenance_of(source, config, stage_results)
+    classes = json.loads(paths.classes.read_text())
     with StagedOutputs(paths.out) as staged:
         counts = write_tables(
             src.iter_batches(config.data.batch_rows),
@@ -503,6 +515,7 @@ def export_stage(
             staged,
             provenance,
             id_column(src.schema, config.data),
+            class_names=_class_label_names(classes),
         )
         # The rows streamed are the ones decided on: same ids above, same content here.
         _check_unchanged(src, stage_results["read"]["source_fingerprint"], "during the run")
@@ -516,7 +529,7 @@ def export_stage(
                 name: json.loads(paths.detector_info(name).read_text()) for name in config.detectors
             },
             decision_info=json.loads(paths.decision_info.read_text()),
-            classes=json.loads(paths.classes.read_text()),
+            classes=classes,
             stage_results={**stage_results, "export": export_result},
         )
         html = render_report(
@@ -526,10 +539,18 @@ def export_stage(
             quarantine_path=staged.staged(QUARANTINE_FILE),
         )
         staged.write_text(REPORT_HTML, html)
+        staged.write_text(DATASET_CARD, dataset_card([str(n) for n in classes["names"]], counts))
         staged.write_json(REPORT_JSON, report)  # last: its presence says the run finished
         staged.commit()
     log.info("export    %s -> %s", _rate(decision.num_rows, seconds), paths.out)
     return export_result
+
+
+def _class_label_names(classes: dict[str, list]) -> list[str] | None:
+    """The class names when the label values are 0..K-1, as a Hugging Face ClassLabel needs."""
+    if list(classes["values"]) != list(range(len(classes["values"]))):
+        return None
+    return [str(name) for name in classes["names"]]
 
 
 def _optional_rows(path, usable: np.ndarray) -> np.ndarray | None:

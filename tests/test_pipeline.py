@@ -17,7 +17,13 @@ from sanitize import sanitize_dataset, stages
 from sanitize.cli import EXIT_BAD_INPUT, main
 from sanitize.config import DEFAULT_DETECTORS
 from sanitize.errors import SourceChangedError
-from sanitize.paths import CLEAN_FILE, QUARANTINE_FILE, REPORT_HTML, REPORT_JSON, SCORES_FILE
+from sanitize.paths import (
+    CLEAN_FILE,
+    OUTPUT_FILES,
+    QUARANTINE_FILE,
+    REPORT_JSON,
+    SCORES_FILE,
+)
 from tests.conftest import SAMPLE_SOURCE
 
 
@@ -60,7 +66,7 @@ def run(source_with_bad_rows, tmp_path_factory, fast_config):
 def test_four_outputs_and_no_leftovers(run):
     _, out, result = run
     names = sorted(p.name for p in out.iterdir())
-    assert names == sorted([CLEAN_FILE, QUARANTINE_FILE, SCORES_FILE, REPORT_HTML, REPORT_JSON])
+    assert names == sorted(OUTPUT_FILES)
     assert result.counts["rows"] == 3000
 
 
@@ -124,6 +130,43 @@ def test_bad_rows_go_to_quarantine_with_their_reason(run):
     assert reasons["n5"] == ["unreadable"]
     assert reasons["n9"] == ["missing_label"]
     assert result.counts["unreadable"] == 1 and result.counts["missing_label"] == 1
+
+
+def test_output_directory_loads_as_a_hugging_face_dataset(run, tmp_path, monkeypatch):
+    datasets = pytest.importorskip("datasets")
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))  # its cache, away from the user's
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    _, out, result = run
+    clean = datasets.load_dataset(str(out), split="train")
+    assert clean.num_rows == result.counts["kept"]
+    assert clean.features["label"].names == [str(d) for d in range(10)]
+    assert type(clean.features["image"]).__name__ == "Image"
+    assert clean[0]["image"].size == (24, 24)  # the sample digits, upscaled by its build
+    quarantine = datasets.load_dataset(str(out), "quarantine", split="train")
+    assert quarantine.num_rows == result.counts["removed"]
+    scores = datasets.load_dataset(str(out), "scores", split="train")
+    assert scores.num_rows == 3000
+    assert scores.features["label"].names == [str(d) for d in range(10)]
+    assert scores.features["is_spectral_issue"].dtype == "bool"
+
+
+def test_cleanlab_style_issue_columns_and_tables(run):
+    _, out, result = run
+    scores = pq.read_table(out / SCORES_FILE)
+    report = result.report
+    for name in DEFAULT_DETECTORS:
+        own = scores.column(f"is_{name}_issue").to_numpy(zero_copy_only=False)
+        score = scores.column(f"score_{name}").to_numpy(zero_copy_only=False)
+        assert (own == (np.nan_to_num(score) >= 0.5)).all(), name
+        assert report["per_detector"][name]["flagged"] == own.sum(), name
+    issues = result.issues()
+    assert len(issues) == 3000
+    assert {"sample_id", "label", "is_stamp_issue", "score_stamp", "flagged"} <= set(issues)
+    assert issues["flagged"].sum() == result.counts["removed"]
+    summary = result.summary()
+    assert summary["rows"].sum() == 3000 and summary["removed"].sum() == result.counts["removed"]
+    for name in DEFAULT_DETECTORS:
+        assert summary[name].sum() == report["per_detector"][name]["flagged"]
 
 
 def test_report_json(run):

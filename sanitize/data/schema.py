@@ -34,3 +34,8 @@ CLASSES_FILE = "classes.json"
 def score_column(detector_name: str) -> str:
     """Column of ``scores.parquet`` that holds a detector's per-row score."""
     return f"{SCORE_PREFIX}{detector_name}"
+
+
+def issue_column(detector_name: str) -> str:
+    """Column of ``scores.parquet`` that holds a detector's own flags (cleanlab's naming)."""
+    return f"is_{detector_name}_issue"
