@@ -31,7 +31,7 @@ from sanitize.config import (
 from sanitize.errors import ConfigError, InputError, OutputError, SanitizeError
 from sanitize.lock import RunLockedError, run_lock
 from sanitize.paths import check_locations
-from sanitize.progress import TerminalProgress, listening
+from sanitize.progress import TerminalProgress, announce, listening
 
 EXIT_OK, EXIT_FAILURE, EXIT_BAD_INPUT, EXIT_OUTPUT = 0, 1, 2, 3
 EXIT_LOCKED = 4
@@ -153,6 +153,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             result = sanitize_dataset(args.source, out, config, keep_work=args.keep_work)
             counts = {**result.counts, "verdict": result.verdict["text"]}
         else:
+            announce("starting Prefect (an embedded server takes 10-30 s)")
             _prepare_prefect(args.verbose)
             from flows.runners import run_sanitize_flow
 
@@ -503,7 +504,7 @@ def _setup_output(args: argparse.Namespace) -> TerminalProgress | None:
         show = False
     if show is None:
         show = tty
-    terminal = TerminalProgress(sys.stderr) if show and tty else None
+    terminal = TerminalProgress() if show and tty else None
     handler = terminal.handler() if terminal else logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("%(message)s"))
     logger = logging.getLogger("sanitize")

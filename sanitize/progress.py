@@ -9,14 +9,27 @@ runs the flow; tasks that run in other processes (a Dask or Ray cluster) report 
 
 from __future__ import annotations
 
+import io
 import logging
-import shutil
+import math
 import threading
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
-from typing import Protocol, TextIO
+from typing import Protocol
+
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    Progress,
+    ProgressColumn,
+    SpinnerColumn,
+    Task,
+    TaskID,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+from rich.text import Text
 
 
 class Listener(Protocol):
@@ -66,6 +79,12 @@ class Tracker:
         if self._listener is not None:
             self._listener.advanced(self.stage, self.done, text)
 
+    def update(self, done: int) -> None:
+        """Set the units done so far (for a stage whose progress is not a running count)."""
+        self.done = done
+        if self._listener is not None:
+            self._listener.advanced(self.stage, self.done, self._note)
+
 
 @contextmanager
 def track(stage: str, total: int | None = None, unit: str = "rows") -> Iterator[Tracker]:
@@ -90,74 +109,117 @@ def track(stage: str, total: int | None = None, unit: str = "rows") -> Iterator[
             listener.finished(stage)
 
 
+def announce(text: str) -> None:
+    """Tell the installed listener, if any, what happens before the next stage starts."""
+    listener = _listener
+    if listener is not None and hasattr(listener, "announced"):
+        listener.announced(text)
+
+
+class TrainingProgress:
+    """How far training is, on a scale whose end is where training stops.
+
+    With a fixed epoch count the scale is rows seen of ``epochs x rows``. Training that stops
+    once its mean loss falls below ``stop_below`` may end at any epoch, so the scale is in
+    percent: the further of the epoch budget used and the way the loss has come from chance
+    (log K, K classes) to ``stop_below`` on a log scale; either reaches 100 exactly when
+    training stops.
+    """
+
+    def __init__(self, epochs: int, rows: int, n_classes: int, stop_below: float | None):
+        self.epochs, self.rows, self.stop_below = epochs, rows, stop_below
+        self.start_loss = math.log(max(n_classes, 2))
+        self.unit = "%" if stop_below else "rows"
+        self.total = 100 if stop_below else epochs * rows
+        self._seen = 0
+        self._loss_part = 0.0
+
+    @property
+    def done(self) -> int:
+        if not self.stop_below:
+            return self._seen
+        budget = self._seen / (self.epochs * self.rows)
+        return min(100, int(100 * max(budget, self._loss_part)))
+
+    def step_done(self, rows: int) -> int:
+        self._seen += rows
+        return self.done
+
+    def epoch_done(self, loss: float) -> None:
+        self._seen = -(-self._seen // self.rows) * self.rows  # a whole epoch, skipped rows too
+        if self.stop_below and loss > 0 and self.start_loss > self.stop_below:
+            way = math.log(self.start_loss / max(loss, 1e-12))
+            whole = math.log(self.start_loss / self.stop_below)
+            self._loss_part = max(self._loss_part, min(1.0, way / whole))
+
+
 # --- terminal rendering -----------------------------------------------------------------------
 
 
-@dataclass
-class _Stage:
-    total: int | None
-    unit: str
-    start: float
-    done: int = 0
-    note: str = ""
+class _CountColumn(ProgressColumn):
+    """``done/total unit`` (or ``37%`` for a stage counted in percent), then the rate."""
+
+    def render(self, task: Task) -> Text:
+        unit = task.fields.get("unit", "")
+        done = int(task.completed)
+        if unit == "%":
+            return Text(f"{done}%")
+        if task.total:
+            count = f"{done:,}/{int(task.total):,} {unit}"
+        else:
+            count = f"{done:,} {unit}" if done else ""
+        if task.speed and done:
+            count += f"  {task.speed:,.0f} {unit}/s"
+        return Text(count)
+
+
+class _RemainingColumn(TimeRemainingColumn):
+    """``eta 0:01:23`` once a stage with a total has a rate to go by; blank before."""
+
+    def render(self, task: Task) -> Text:
+        if not task.total or task.time_remaining is None:
+            return Text("")
+        return Text("eta ") + super().render(task)
 
 
 class TerminalProgress:
-    """A live status line on a terminal, with the log lines printed above it.
+    """Live progress of the running stages on a terminal (rich), log lines printed above it.
 
-    The line reads ``stage [####......] done/total unit  rate unit/s  elapsed  note``; it is
-    redrawn in place (carriage return, erase line) at most every ``interval`` seconds, and
-    every ``tick`` seconds while a stage runs so the elapsed time moves during stages that
-    report no steps. :meth:`handler` gives a logging handler that writes each record on its
-    own line above the live line.
+    Each stage shows ``name [bar] done/total unit  rate  elapsed  eta  note``; a stage with
+    no total shows a spinner. :meth:`announced` shows what happens before the first stage
+    (the Prefect server's start) until a stage starts. :meth:`handler` gives a logging
+    handler that prints each record on its own line above the live display.
 
     Parameters
     ----------
-    stream : text stream
-        A terminal (``sys.stderr``).
-    interval : float, default=0.1
-        Least seconds between two redraws caused by progress.
-    tick : float or None, default=0.5
-        Seconds between redraws while nothing reports; None: no background thread.
-    columns : int, optional
-        Width the line is cut to; default: the terminal's, read at every redraw.
-    clock : callable, default=time.monotonic
+    console : rich.console.Console, optional
+        Where to draw; default: stderr.
+    refresh_per_second : float, default=4
+        Redraws a second (the elapsed time moves during stages that report no steps).
     """
 
-    BAR = 20
-
-    def __init__(
-        self,
-        stream: TextIO,
-        *,
-        interval: float = 0.1,
-        tick: float | None = 0.5,
-        columns: int | None = None,
-        clock: Callable[[], float] = time.monotonic,
-    ) -> None:
-        self.stream = stream
-        self.columns = columns
-        self.interval = interval
-        self.clock = clock
-        self._stages: dict[str, _Stage] = {}
-        self._current: str | None = None
-        self._drawn = False
-        self._last_draw = 0.0
+    def __init__(self, console: Console | None = None, *, refresh_per_second: float = 4) -> None:
+        self.console = console or Console(stderr=True)
+        self._progress = Progress(
+            SpinnerColumn(),
+            TextColumn("{task.description:<17}"),
+            BarColumn(bar_width=20),
+            _CountColumn(),
+            TimeElapsedColumn(),
+            _RemainingColumn(),
+            TextColumn("{task.fields[note]}"),
+            console=self.console,
+            transient=True,
+            refresh_per_second=refresh_per_second,
+        )
+        self._tasks: dict[str, TaskID] = {}
+        self._waiting: TaskID | None = None
         self._lock = threading.RLock()
-        self._stop = threading.Event()
-        self._ticker: threading.Thread | None = None
-        if tick is not None:
-            self._ticker = threading.Thread(target=self._tick, args=(tick,), daemon=True)
-            self._ticker.start()
+        self._progress.start()
 
     def close(self) -> None:
-        """Stop the background redraws and erase the live line."""
-        self._stop.set()
-        if self._ticker is not None:
-            self._ticker.join()
-        with self._lock:
-            self._erase()
-            self.stream.flush()
+        """Stop the live display and erase it."""
+        self._progress.stop()
 
     def __enter__(self) -> TerminalProgress:
         return self
@@ -165,79 +227,45 @@ class TerminalProgress:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    # Listener
+    def announced(self, text: str) -> None:
+        with self._lock:
+            self._stop_waiting()
+            self._waiting = self._progress.add_task(text, total=None, unit="", note="")
+
     def started(self, stage: str, total: int | None, unit: str) -> None:
         with self._lock:
-            self._stages[stage] = _Stage(total, unit, self.clock())
-            self._current = stage
-            self._draw()
+            self._stop_waiting()
+            self._tasks[stage] = self._progress.add_task(stage, total=total, unit=unit, note="")
 
     def advanced(self, stage: str, done: int, note: str) -> None:
         with self._lock:
-            state = self._stages.get(stage)
-            if state is None:
-                return
-            state.done, state.note = done, note
-            self._current = stage
-            if self.clock() - self._last_draw >= self.interval:
-                self._draw()
+            if stage in self._tasks:
+                self._progress.update(self._tasks[stage], completed=done, note=note)
 
     def finished(self, stage: str) -> None:
         with self._lock:
-            self._stages.pop(stage, None)
-            if self._current == stage:
-                self._current = next(reversed(self._stages), None)
-            self._erase()
-            self._draw()
+            task = self._tasks.pop(stage, None)
+            if task is not None:
+                self._progress.remove_task(task)
 
     def write_line(self, text: str) -> None:
-        """Print ``text`` on its own line above the live line."""
-        with self._lock:
-            self._erase()
-            self.stream.write(text + "\n")
-            self._draw()
+        """Print ``text`` on its own line above the live display."""
+        self.console.print(text, markup=False, highlight=False, soft_wrap=True)
 
     def handler(self) -> logging.Handler:
         """A logging handler that prints through :meth:`write_line`."""
         return _LineHandler(self)
 
-    def line(self, stage: str) -> str:
-        """The status text of a running stage (without control characters)."""
-        state = self._stages[stage]
-        elapsed = max(self.clock() - state.start, 0.0)
-        parts = [f"{stage:<11}"]
-        if state.total:
-            filled = min(self.BAR, int(self.BAR * state.done / state.total))
-            parts.append("[" + "#" * filled + "." * (self.BAR - filled) + "]")
-            parts.append(f"{state.done:,}/{state.total:,} {state.unit}")
-        elif state.done:
-            parts.append(f"{state.done:,} {state.unit}")
-        if state.done and elapsed > 0:
-            parts.append(f"{state.done / elapsed:,.0f} {state.unit}/s")
-        parts.append(f"{elapsed:.1f} s")
-        if state.note:
-            parts.append(state.note)
-        return "  ".join(parts)
+    def rows(self) -> list[str]:
+        """The live display's lines as plain text (what a terminal shows now)."""
+        plain = Console(file=io.StringIO(), width=self.console.width, color_system=None)
+        plain.print(self._progress.make_tasks_table(self._progress.tasks))
+        return [line.rstrip() for line in plain.file.getvalue().splitlines() if line.strip()]
 
-    def _draw(self) -> None:
-        self._last_draw = self.clock()
-        if self._current is None or self._current not in self._stages:
-            return
-        width = (self.columns or shutil.get_terminal_size((80, 24)).columns) - 1
-        self.stream.write("\r\x1b[K" + self.line(self._current)[:width])
-        self.stream.flush()
-        self._drawn = True
-
-    def _erase(self) -> None:
-        if self._drawn:
-            self.stream.write("\r\x1b[K")
-            self._drawn = False
-
-    def _tick(self, seconds: float) -> None:
-        while not self._stop.wait(seconds):
-            with self._lock:
-                if self._current is not None:
-                    self._draw()
+    def _stop_waiting(self) -> None:
+        if self._waiting is not None:
+            self._progress.remove_task(self._waiting)
+            self._waiting = None
 
 
 class _LineHandler(logging.Handler):

@@ -58,7 +58,7 @@ from sanitize.paths import (
     REPORT_JSON,
     RunPaths,
 )
-from sanitize.progress import track
+from sanitize.progress import TrainingProgress, track
 from sanitize.report import build_report, provenance_of
 from sanitize.report_html import embedding_projection, render_report, with_projection
 
@@ -165,9 +165,13 @@ def bootstrap_stage(config: SanitizeConfig, paths: RunPaths) -> dict[str, Any]:
         history = np.full((images.shape[0], 0), np.nan, dtype=np.float32)
         log.info("bootstrap loaded %s", boot.checkpoint)
     else:
+        fit = TrainingProgress(epochs, len(train_rows), spec.n_classes, stop_below)
 
         def on_epoch(epoch: int, seconds: float, loss: float) -> None:
-            bar.note(f"epoch {epoch + 1}/{epochs} done, mean loss {loss:.3f}")
+            target = f" (stops below {stop_below:g})" if stop_below else ""
+            bar.note(f"epoch {epoch + 1}/{epochs} done, mean loss {loss:.3f}{target}")
+            fit.epoch_done(loss)
+            bar.update(fit.done)
             log.info(
                 "bootstrap epoch %d/%d: %s, mean loss %.3f",
                 epoch + 1,
@@ -176,7 +180,7 @@ def bootstrap_stage(config: SanitizeConfig, paths: RunPaths) -> dict[str, Any]:
                 loss,
             )
 
-        with track("bootstrap", total=epochs * len(train_rows)) as bar:
+        with track("bootstrap", total=fit.total, unit=fit.unit) as bar:
             result = train_model(
                 images,
                 y,
@@ -190,7 +194,7 @@ def bootstrap_stage(config: SanitizeConfig, paths: RunPaths) -> dict[str, Any]:
                 stop_below=stop_below,
                 precise_bn=boot.precise_bn,
                 on_epoch=on_epoch,
-                on_step=bar.advance,
+                on_step=lambda rows: bar.update(fit.step_done(rows)),
             )
         model, normalizer, history = result.model, result.normalizer, result.loss_history
     save_checkpoint(model, normalizer, paths.model_bootstrap)

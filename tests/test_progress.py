@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import io
 import logging
-import threading
+import time
 
 import numpy as np
 import pyarrow.parquet as pq
 import torch
+from rich.console import Console
 
 from sanitize import progress
 from sanitize.config import DataConfig, SanitizeConfig
@@ -17,14 +18,6 @@ from sanitize.model import NetSpec, train_model
 from sanitize.paths import RunPaths
 from sanitize.stages import read_stage
 from tests.conftest import SAMPLE_SOURCE
-
-
-class _Clock:
-    def __init__(self) -> None:
-        self.now = 100.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 class _Recorder:
@@ -71,63 +64,66 @@ def test_a_failing_stage_still_finishes():
     assert recorder.events[-1] == ("finished", "read")
 
 
-def test_terminal_line_shows_bar_counts_rate_and_note():
-    clock, stream = _Clock(), io.StringIO()
-    term = progress.TerminalProgress(stream, interval=0.0, tick=None, columns=200, clock=clock)
+def _terminal() -> tuple[progress.TerminalProgress, io.StringIO]:
+    stream = io.StringIO()
+    console = Console(file=stream, width=200, force_terminal=True, color_system=None)
+    return progress.TerminalProgress(console, refresh_per_second=20), stream
+
+
+def test_terminal_rows_show_bar_counts_rate_eta_and_note():
+    term, _ = _terminal()
+    term.announced("starting Prefect")
+    assert any("starting Prefect" in row for row in term.rows())
     term.started("bootstrap", 1000, "rows")
-    clock.now += 2.0
+    assert not any("starting Prefect" in row for row in term.rows())  # a stage started
+    term.advanced("bootstrap", 100, "")
+    time.sleep(0.2)
     term.advanced("bootstrap", 500, "epoch 1/2")
-    line = term.line("bootstrap")
-    assert line.startswith("bootstrap ")
-    assert "[##########..........]" in line and "500/1,000 rows" in line
-    assert "250 rows/s" in line and "2.0 s" in line and "epoch 1/2" in line
-    assert stream.getvalue().endswith("\r\x1b[K" + line)  # redrawn in place
-
-    term.write_line("bootstrap epoch 1/2: done")  # a log line lands above the live line
-    assert stream.getvalue().endswith("\r\x1b[Kbootstrap epoch 1/2: done\n\r\x1b[K" + line)
+    [row] = term.rows()
+    assert row.split()[1] == "bootstrap"
+    assert "500/1,000 rows" in row and "rows/s" in row and "epoch 1/2" in row
+    assert "eta 0:00:0" in row
+    term.started("embed", None, "rows")
+    assert len(term.rows()) == 2
     term.finished("bootstrap")
-    assert stream.getvalue().endswith("\r\x1b[K")  # nothing left on the line
-    term.columns = 20
-    term.started("embed", 10, "rows")
-    assert stream.getvalue().endswith("\r\x1b[K" + term.line("embed")[:19])  # cut to the width
+    term.finished("embed")
+    assert term.rows() == []
     term.close()
 
 
-def test_terminal_redraws_are_throttled():
-    clock, stream = _Clock(), io.StringIO()
-    term = progress.TerminalProgress(stream, interval=0.5, tick=None, clock=clock)
-    term.started("embed", 100, "rows")
-    for done in range(1, 11):
-        clock.now += 0.125
-        term.advanced("embed", done, "")
-    assert stream.getvalue().count("\r\x1b[K") == 3  # at start, then at 0.5 s and at 1.0 s
-    term.close()
+def test_training_progress_ends_where_training_stops():
+    fixed = progress.TrainingProgress(epochs=4, rows=100, n_classes=10, stop_below=None)
+    assert (fixed.total, fixed.unit) == (400, "rows")
+    assert fixed.step_done(60) == 60
+    fixed.epoch_done(1.0)
+    assert fixed.done == 100
+
+    auto = progress.TrainingProgress(epochs=60, rows=100, n_classes=10, stop_below=0.2)
+    assert (auto.total, auto.unit) == (100, "%")
+    seen = []
+    for loss in (2.0, 1.2, 0.8, 0.5, 0.3, 0.19):  # stops after the epoch below 0.2
+        auto.step_done(100)
+        auto.epoch_done(loss)
+        seen.append(auto.done)
+    assert seen == sorted(seen) and seen[-1] == 100 and seen[-2] < 100
+
+    budget = progress.TrainingProgress(epochs=3, rows=100, n_classes=10, stop_below=0.01)
+    for _ in range(3):  # the loss never gets there: the epoch budget ends it
+        budget.step_done(100)
+        budget.epoch_done(1.5)
+    assert budget.done == 100
 
 
-def test_ticker_moves_elapsed_time_without_progress():
-    stream = io.StringIO()
-    with progress.TerminalProgress(stream, tick=0.01) as term:
-        term.started("read", None, "rows")
-        drawn = threading.Event()
-        for _ in range(200):
-            if stream.getvalue().count("read") >= 3:
-                drawn.set()
-                break
-            threading.Event().wait(0.01)
-        assert drawn.is_set()
-
-
-def test_log_handler_writes_through_the_live_line():
-    stream = io.StringIO()
-    term = progress.TerminalProgress(stream, interval=0.0, tick=None)
+def test_log_handler_prints_above_the_live_display():
+    term, stream = _terminal()
     logger = logging.getLogger("sanitize.test_progress")
     logger.addHandler(term.handler())
     logger.setLevel(logging.INFO)
     logger.propagate = False
     term.started("embed", 10, "rows")
-    logger.info("a log line")
-    assert "\r\x1b[Ka log line\n\r\x1b[Kembed" in stream.getvalue()
+    logger.info("a log line [not markup]")
     term.close()
+    assert "a log line [not markup]\n" in stream.getvalue()
 
 
 def test_train_model_reports_every_step():
