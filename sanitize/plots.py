@@ -1,8 +1,10 @@
 """Small inline-SVG charts for ``report.html``: no plotting library, no network, no script.
 
 Each function returns one ``<svg>`` element as a string, sized by its ``viewBox`` so it
-scales with the page. Inputs are already-reduced figures (bin counts, a bounded sample of
-points), so every chart stays a few kilobytes whatever the size of the dataset.
+shrinks with the page, never wider than that box: a chart's text sizes are chosen for the
+narrowest place the page gives the chart, so labels render at 11 px or more. Inputs are
+already-reduced figures (bin counts, a bounded sample of points), so every chart stays a
+few kilobytes whatever the size of the dataset.
 """
 
 from __future__ import annotations
@@ -19,6 +21,8 @@ REMOVED_COLOUR = "#d1493f"
 THRESHOLD_COLOUR = "#222"
 AXIS_COLOUR = "#9aa0a6"
 TEXT_COLOUR = "#4a4f55"
+TEXT_SIZE = 12  # font size of chart text, SVG units (px when the chart is drawn at full width)
+CHAR_WIDTH = 0.6  # width of a character in units of the font size (digits, lower case)
 
 
 @dataclass(frozen=True)
@@ -44,13 +48,16 @@ class Frame:
 def _svg(frame: Frame, body: list[str], label: str) -> str:
     return (
         f'<svg class="chart" viewBox="0 0 {frame.width:g} {frame.height:g}" role="img" '
+        f'style="max-width:{frame.width:g}px" '
         f'aria-label="{escape(label)}" xmlns="http://www.w3.org/2000/svg">'
         + "".join(body)
         + "</svg>"
     )
 
 
-def _text(x: float, y: float, text: str, *, anchor: str = "middle", size: int = 11, **attrs) -> str:
+def _text(
+    x: float, y: float, text: str, *, anchor: str = "middle", size: float = TEXT_SIZE, **attrs
+) -> str:
     extra = "".join(f' {k.replace("_", "-")}="{v}"' for k, v in attrs.items())
     return (
         f'<text x="{x:.1f}" y="{y:.1f}" text-anchor="{anchor}" font-size="{size}" '
@@ -73,6 +80,8 @@ def score_histogram(
     upper: float = 1.0,
     axis_title: str = "score",
     threshold_text: str = "flag \u2265 {threshold:g}",
+    width: float = 340,
+    text_size: float = 13,
 ) -> str:
     """Stacked histogram of scores in [0, upper], kept rows under removed rows, log-count axis.
 
@@ -89,13 +98,24 @@ def score_histogram(
     axis_title, threshold_text : str
         Title under the value axis, and the text by the dashed line (``{threshold}`` is
         replaced by its value).
+    width : float, default=340
+        Width of the chart in SVG units; 340 fits a third of the page, where a chart is
+        drawn about 300 px wide, so 13-unit text reads at 11 px or more.
+    text_size : float, default=13
+        Font size of the tick labels and titles, SVG units.
 
     Notes
     -----
     The count axis is log(1 + count): poisons are a few percent of a class, and on a linear
     axis their bars vanish next to the clean mass near 0.
     """
-    frame = Frame()
+    frame = Frame(
+        width=width,
+        height=round(width * 0.55),
+        left=14 + text_size * CHAR_WIDTH * 6,  # room for "10,000"
+        top=text_size + 8,
+        bottom=2 * text_size + 14,
+    )
     edges = np.linspace(0.0, upper, bins + 1)
     kept_counts, _ = np.histogram(np.minimum(kept[np.isfinite(kept)], upper), bins=edges)
     removed_counts, _ = np.histogram(np.minimum(removed[np.isfinite(removed)], upper), bins=edges)
@@ -115,7 +135,9 @@ def score_histogram(
             f'<line x1="{frame.left}" x2="{frame.width - frame.right}" y1="{y:.1f}" '
             f'y2="{y:.1f}" stroke="#eceef1"/>'
         )
-        body.append(_text(frame.left - 5, y + 4, f"{tick:,}", anchor="end", size=10))
+        body.append(
+            _text(frame.left - 5, y + text_size / 3, f"{tick:,}", anchor="end", size=text_size)
+        )
     bar_width = frame.inner_width / bins
     for i in range(bins):
         x = x_of(edges[i]) + 0.5
@@ -133,9 +155,11 @@ def score_histogram(
                 f"<title>{edges[i]:.3f}-{edges[i + 1]:.3f}: {count:,} {name}</title></rect>"
             )
     body.append(_axes(frame))
+    tick_y = frame.height - frame.bottom + text_size + 3
     for value in np.linspace(0.0, upper, 5):
-        body.append(_text(x_of(value), frame.height - frame.bottom + 14, f"{value:g}", size=10))
-    body.append(_text(frame.left + frame.inner_width / 2, frame.height - 4, axis_title, size=10))
+        body.append(_text(x_of(value), tick_y, f"{value:g}", size=text_size))
+    middle = frame.left + frame.inner_width / 2
+    body.append(_text(middle, frame.height - 5, axis_title, size=text_size))
     x = x_of(threshold)
     body.append(
         f'<line x1="{x:.1f}" x2="{x:.1f}" y1="{frame.top - 4}" '
@@ -143,7 +167,7 @@ def score_histogram(
         f'stroke-width="1.4" stroke-dasharray="4 3"/>'
     )
     text = threshold_text.format(threshold=threshold)
-    body.append(_text(x + 5, frame.top + 6, text, anchor="start", size=10))
+    body.append(_text(x + 5, frame.top - 6, text, anchor="start", size=text_size))
     return _svg(frame, body, label)
 
 
@@ -169,7 +193,7 @@ def bar_chart(
     bars: Sequence[Bar],
     *,
     scale_max: float,
-    width: float = 560,
+    width: float = 600,
     label_chars: int = 22,
     label: str = "bar chart",
 ) -> str:
@@ -178,7 +202,9 @@ def bar_chart(
     ``highlight`` bars are drawn in the removal colour, the others in the kept colour; the
     ``text`` of each bar is written right of it; labels longer than ``label_chars`` are cut.
     """
-    row, label_width, text_width = 22, 14 + 6.6 * label_chars, 150
+    char = TEXT_SIZE * CHAR_WIDTH
+    longest_text = max((len(bar.text) for bar in bars), default=0)
+    row, label_width, text_width = 24, 14 + char * label_chars, 16 + char * longest_text
     frame = Frame(
         width=width,
         height=row * len(bars) + 8,
@@ -203,10 +229,10 @@ def bar_chart(
                 f'height="{row - 6}" fill="{colour}"><title>{escape(bar.text)}</title></rect>'
             )
         body.append(
-            _text(frame.left - 8, y + row / 2 + 4, _clip(bar.label, label_chars), anchor="end")
+            _text(frame.left - 8, y + row / 2 + 4.5, _clip(bar.label, label_chars), anchor="end")
         )
         body.append(
-            _text(frame.left + frame.inner_width + 8, y + row / 2 + 4, bar.text, anchor="start")
+            _text(frame.left + frame.inner_width + 8, y + row / 2 + 4.5, bar.text, anchor="start")
         )
     return _svg(frame, body, label)
 
@@ -230,7 +256,7 @@ def scatter(
         Coordinates (any units; the chart fits their range). Callers pass a bounded sample.
     removed : ndarray of shape (n,), bool
     """
-    frame = Frame(width=560, height=420, left=28, right=14, top=14, bottom=28)
+    frame = Frame(width=720, height=480, left=30, right=14, top=14, bottom=30)
     body: list[str] = [
         f'<rect x="{frame.left}" y="{frame.top}" width="{frame.inner_width}" '
         f'height="{frame.inner_height}" fill="#fbfbfc" stroke="#e3e5e8"/>'
@@ -256,6 +282,6 @@ def scatter(
     )
     y_mid = frame.top + frame.inner_height / 2
     body.append(
-        _text(16, y_mid, "second principal component", transform=f"rotate(-90 16 {y_mid:.1f})")
+        _text(18, y_mid, "second principal component", transform=f"rotate(-90 18 {y_mid:.1f})")
     )
     return _svg(frame, body, label)

@@ -11,15 +11,17 @@ OUTDIR`` can re-render it after the run's work files are gone:
 - ``clean.parquet`` / ``quarantine.parquet``: the source images, read only for the few rows
   shown as thumbnails (row groups located from the rows' positions, not by a scan).
 
-Everything is inline (SVG charts, base64 PNG thumbnails, CSS); the page has no script and a
-Content-Security-Policy that forbids any network fetch. Its size is bounded whatever the
-dataset's: the projection is a sample of points, thumbnails are capped per class and in
-classes, the class bars are capped in rows.
+Everything is inline (SVG charts, base64 PNG thumbnails, CSS, the removed rows as a CSV
+file in a ``data:`` link); the page has no script and a Content-Security-Policy that forbids
+any network fetch. Its size is bounded whatever the dataset's: the projection is a sample
+of points, thumbnails are capped per class and in classes, the class bars, the class x
+detector table and the CSV are capped in rows.
 """
 
 from __future__ import annotations
 
 import base64
+import csv
 import io
 import json
 import math
@@ -43,11 +45,13 @@ from sanitize.data.schema import (
     REASONS,
     SAMPLE_ID,
     SAMPLE_WEIGHT,
+    issue_column,
     score_column,
 )
 from sanitize.errors import InputError
 from sanitize.export import StagedOutputs
 from sanitize.paths import CLEAN_FILE, QUARANTINE_FILE, REPORT_HTML, REPORT_JSON, SCORES_FILE
+from sanitize.toml_text import toml_text
 
 EMBEDDING_X = "embedding_x"
 EMBEDDING_Y = "embedding_y"
@@ -61,6 +65,8 @@ BAR_CLASSES = 30  # classes in the removal chart; beyond, those with most remova
 THUMB_CLASSES = 10  # classes with thumbnails: suspect classes first, then highest scores
 THUMBS_PER_CLASS = 8  # most suspicious rows shown per class
 THUMB_PIXELS = 96  # longest side of a thumbnail; smaller images are enlarged by CSS only
+CLASS_TABLE_ROWS = 100  # classes in the class x detector table; beyond, those with most removed
+CSV_ROWS = 20_000  # removed rows in the page's CSV (about 1 MB); beyond, the highest scores
 
 
 # --- run time: the projection saved into scores.parquet ------------------------------------
@@ -141,16 +147,30 @@ def render_report(
     """
     flagged = scores.column(FLAGGED).to_numpy(zero_copy_only=False).astype(bool)
     sections = [
+        ("scores", "Score distributions", _detectors_section(report, scores, flagged)),
+        ("weights", "Training weights", _weights_section(report, scores, flagged)),
+        ("classes", "Removal per class", _classes_section(report)),
+        ("flags", "Flags per class and detector", _flags_section(report, scores)),
+        ("projection", "Embedding projection", _projection_section(scores, flagged)),
+        (
+            "images",
+            "Most suspicious images",
+            _thumbnails_section(report, scores, flagged, clean_path, quarantine_path),
+        ),
+        ("run", "Run", _run_section(report)),
+    ]
+    sections = [(key, title, body) for key, title, body in sections if body]
+    body = [
         _header(report),
-        _detectors_section(report, scores, flagged),
-        _weights_section(report, scores, flagged),
-        _classes_section(report),
-        _projection_section(scores, flagged),
-        _thumbnails_section(report, scores, flagged, clean_path, quarantine_path),
-        _run_section(report),
+        _download_link(report, scores, flagged),
+        _contents(sections),
+        *(
+            f'<section id="{key}"><h2>{escape(title)}</h2>{html}</section>'
+            for key, title, html in sections
+        ),
     ]
     title = f"sanitize report: {report['source'].get('uri', '')}"
-    return _PAGE.format(title=escape(title), css=_CSS, body="\n".join(sections))
+    return _PAGE.format(title=escape(title), css=_CSS, body="\n".join(body))
 
 
 def write_report_html(out: str | Path) -> Path:
@@ -198,11 +218,67 @@ def _read_scores(path: Path) -> pa.Table:
             EMBEDDING_Y,
         )
         or n.startswith("score_")
+        or (n.startswith("is_") and n.endswith("_issue"))
     ]
     return pq.read_table(path, columns=wanted)
 
 
 # --- sections ------------------------------------------------------------------------------
+
+
+def _contents(sections: list[tuple[str, str, str]]) -> str:
+    """A table of contents: one link a section, to its id."""
+    links = "".join(f'<a href="#{key}">{escape(title)}</a>' for key, title, _ in sections)
+    return f'<nav class="toc" aria-label="contents">{links}</nav>'
+
+
+def removed_rows_csv(report: dict, scores: pa.Table, flagged: np.ndarray) -> tuple[str, int]:
+    """The removed rows as CSV text, and how many removed rows it leaves out.
+
+    Columns ``sample_id, label, class, poison_score, reasons`` (reasons joined by ``;``),
+    rows in source order. Beyond ``CSV_ROWS`` removed rows, those with the highest
+    poison_score are written (the full list is quarantine.parquet).
+    """
+    rows = np.flatnonzero(flagged)
+    left_out = max(len(rows) - CSV_ROWS, 0)
+    if left_out:
+        poison = scores.column(POISON_SCORE).to_numpy(zero_copy_only=False)[rows]
+        rows = np.sort(rows[np.argsort(-poison, kind="stable")[:CSV_ROWS]])
+    taken = scores.take(pa.array(rows, type=pa.int64()))
+    names = {k: str(v.get("name", k)) for k, v in report.get("per_class", {}).items()}
+    buf = io.StringIO()
+    writer = csv.writer(buf)
+    writer.writerow([SAMPLE_ID, LABEL, "class", POISON_SCORE, REASONS])
+    for sample_id, label, score, reasons in zip(
+        taken.column(SAMPLE_ID).to_pylist(),
+        taken.column(LABEL).to_pylist(),
+        taken.column(POISON_SCORE).to_pylist(),
+        taken.column(REASONS).to_pylist(),
+        strict=True,
+    ):
+        key = "" if label is None else str(label)
+        score_text = "" if score is None else f"{score:.6g}"
+        writer.writerow([sample_id, key, names.get(key, key), score_text, ";".join(reasons or [])])
+    return buf.getvalue(), left_out
+
+
+def _download_link(report: dict, scores: pa.Table, flagged: np.ndarray) -> str:
+    """The removed rows as a CSV file inside the page (a data: URI), linked for download."""
+    text, left_out = removed_rows_csv(report, scores, flagged)
+    payload = base64.b64encode(text.encode("utf-8")).decode("ascii")
+    removed = int(flagged.sum())
+    shown = removed - left_out
+    note = (
+        f"the {shown:,} with the highest poison_score of {removed:,} removed rows; "
+        "quarantine.parquet holds them all"
+        if left_out
+        else f"{removed:,} rows"
+    )
+    return (
+        f'<p class="download"><a download="removed.csv" '
+        f'href="data:text/csv;charset=utf-8;base64,{payload}">Removed rows as CSV</a> '
+        f"<span>sample_id, label, class, poison_score, reasons; {note}</span></p>"
+    )
 
 
 def _pct(fraction: float) -> str:
@@ -319,11 +395,10 @@ def _detectors_section(report: dict, scores: pa.Table, flagged: np.ndarray) -> s
         cards.append(_histogram_card(name, values[~flagged], values[flagged], notes))
     legend = _legend()
     return (
-        "<section><h2>Score distributions</h2>"
         '<p class="lead">Each detector scores every row in [0, 1] and flags the rows at or '
         "above 0.5 under the data-derived thresholds it reports; counts on a log scale. "
         f"{legend}</p>"
-        f'<div class="grid">{"".join(cards)}</div></section>'
+        f'<div class="grid">{"".join(cards)}</div>'
     )
 
 
@@ -344,6 +419,7 @@ def _weights_section(report: dict, scores: pa.Table, flagged: np.ndarray) -> str
         label="sample weight histogram",
         axis_title="sample_weight",
         threshold_text="mean {threshold:g}",
+        width=600,
     )
     low = int((weight < 0.5).sum())
     notes = [
@@ -365,11 +441,10 @@ def _weights_section(report: dict, scores: pa.Table, flagged: np.ndarray) -> str
         )
     note_html = "".join(f'<p class="note">{escape(n)}</p>' for n in notes)
     return (
-        "<section><h2>Training weights</h2>"
         '<p class="lead">The <code>sample_weight</code> of the kept rows in clean.parquet, for '
         "a weighted retraining: rows an early-stopped model learned far faster than the "
         "deconfounded one weigh least (CBD); counts on a log scale.</p>"
-        f'<div class="panel wide">{svg}{note_html}</div></section>'
+        f'<div class="panel wide">{svg}{note_html}</div>'
     )
 
 
@@ -421,13 +496,106 @@ def _classes_section(report: dict) -> str:
         for key, e in entries
     ]
     scale = max(0.05, _nice_ceiling(top))
-    svg = plots.bar_chart(bars, scale_max=scale, label="share of each class removed")
+    chars = min(max((len(b.label) for b in bars), default=0), 22)
+    svg = plots.bar_chart(
+        bars, scale_max=scale, label_chars=chars, label="share of each class removed"
+    )
     size_notes = "".join(f'<p class="note">{escape(n)}</p>' for n in _size_notes(report))
     return (
-        "<section><h2>Removal per class</h2>"
         f'<p class="lead">Share of each class removed (axis to {_pct(scale)}); classes the '
         "verdict names as suspected targets in red.</p>"
-        f'<div class="panel wide">{svg}{note}{size_notes}</div></section>'
+        f'<div class="panel wide">{svg}{note}{size_notes}</div>'
+    )
+
+
+def class_detector_flags(report: dict, scores: pa.Table) -> tuple[list[str], dict[str, list[int]]]:
+    """Each detector's own flags counted per class.
+
+    Returns
+    -------
+    detectors : list of str
+        The detectors of report.json that saved flags (their ``is_<name>_issue`` column) or
+        at least scores (flags are then the scores at or above 0.5), in report order.
+    counts : dict
+        Class key (the label as report.json writes it) -> one count a detector.
+    """
+    keys, codes = _class_codes(scores)
+    labelled = codes >= 0
+    detectors, columns = [], []
+    for name in report.get("per_detector", {}):
+        if issue_column(name) in scores.column_names:
+            flags = scores.column(issue_column(name)).to_numpy(zero_copy_only=False)
+        elif score_column(name) in scores.column_names:
+            values = scores.column(score_column(name)).to_numpy(zero_copy_only=False)
+            flags = np.nan_to_num(values.astype(np.float64), nan=0.0) >= 0.5
+        else:
+            continue
+        detectors.append(name)
+        counts = np.bincount(
+            codes[labelled], weights=flags[labelled].astype(np.float64), minlength=len(keys)
+        )
+        columns.append(counts.astype(np.int64))
+    counts = {key: [int(c[i]) for c in columns] for i, key in enumerate(keys)}
+    return detectors, counts
+
+
+def _flags_section(report: dict, scores: pa.Table) -> str:
+    """A table: one row a class, one column a detector, its own flags in that class."""
+    detectors, counts = class_detector_flags(report, scores)
+    per_class = report.get("per_class", {})
+    suspect = {c["label"] for c in report.get("verdict", {}).get("suspect_classes", [])}
+    entries = sorted(per_class.items(), key=lambda kv: _natural(kv[0]))
+    note = ""
+    if len(entries) > CLASS_TABLE_ROWS:
+        entries = sorted(entries, key=lambda kv: (-kv[1]["removed"], _natural(kv[0])))
+        note = (
+            f'<p class="note">{len(per_class) - CLASS_TABLE_ROWS:,} more classes, each with '
+            "fewer removed rows, are counted in the total.</p>"
+        )
+        entries = entries[:CLASS_TABLE_ROWS]
+    head = "".join(f"<th>{escape(name)}</th>" for name in detectors)
+    rows = [
+        _flags_row(
+            key,
+            str(entry.get("name", key)),
+            entry["rows"],
+            entry["removed"],
+            counts.get(key, [0] * len(detectors)),
+            key in suspect,
+        )
+        for key, entry in entries
+    ]
+    totals = [sum(c[i] for c in counts.values()) for i in range(len(detectors))]
+    all_rows = sum(e["rows"] for e in per_class.values())
+    all_removed = sum(e["removed"] for e in per_class.values())
+    foot = _flags_row("", "all classes", all_rows, all_removed, totals, False, cell="th")
+    return (
+        '<p class="lead">Rows each detector flagged on its own (score at or above 0.5), by '
+        "class, before the decision combined them; suspected target classes in red.</p>"
+        '<div class="panel wide scroll"><table class="flags">'
+        '<thead><tr><th>label</th><th class="name">class</th><th>rows</th><th>removed</th>'
+        f"{head}</tr>"
+        f"</thead><tbody>{''.join(rows)}</tbody><tfoot>{foot}</tfoot></table>{note}</div>"
+    )
+
+
+_SUSPECT_ROW = ' class="suspect"'
+
+
+def _flags_row(
+    key: str,
+    name: str,
+    rows: int,
+    removed: int,
+    flags: list[int],
+    suspect: bool,
+    cell: str = "td",
+) -> str:
+    figures = "".join(f'<{cell} class="{"hit" if n else "zero"}">{n:,}</{cell}>' for n in flags)
+    return (
+        f"<tr{_SUSPECT_ROW if suspect else ''}><{cell}>{escape(key)}</{cell}>"
+        f'<{cell} class="name">{escape(name)}</{cell}><{cell}>{rows:,}</{cell}>'
+        f"<{cell}>{removed:,}</{cell}>{figures}</tr>"
     )
 
 
@@ -511,9 +679,8 @@ def _unscored(scores: pa.Table) -> np.ndarray:
 
 
 def _projection_section(scores: pa.Table, flagged: np.ndarray) -> str:
-    head = "<section><h2>Embedding projection</h2>"
     if EMBEDDING_X not in scores.column_names:
-        return head + '<p class="note">This run saved no projection.</p></section>'
+        return '<p class="note">This run saved no projection.</p>'
     x = scores.column(EMBEDDING_X).to_numpy(zero_copy_only=False)
     y = scores.column(EMBEDDING_Y).to_numpy(zero_copy_only=False)
     finite = np.isfinite(x) & np.isfinite(y)
@@ -533,12 +700,12 @@ def _projection_section(scores: pa.Table, flagged: np.ndarray) -> str:
     svg = plots.scatter(x[rows], y[rows], flagged[rows], label="embedding projection")
     kept, removed = shown["kept"], shown["removed"]
     return (
-        head + '<p class="lead">The bootstrap model\'s penultimate-layer features of every '
+        '<p class="lead">The bootstrap model\'s penultimate-layer features of every '
         "scored row, projected on their first two principal components. A backdoor "
         "often shows as a tight cluster of its own. "
         f"{_legend()} &middot; drawn: {kept[0]:,} of {kept[1]:,} kept, "
         f"{removed[0]:,} of {removed[1]:,} removed.</p>"
-        f'<div class="panel wide">{svg}</div></section>'
+        f'<div class="panel wide">{svg}</div>'
     )
 
 
@@ -550,7 +717,6 @@ def _thumbnails_section(
     quarantine_path: Path,
 ) -> str:
     head = (
-        "<section><h2>Most suspicious images</h2>"
         f'<p class="lead">Up to {THUMBS_PER_CLASS} rows a class with the highest poison_score '
         f"(removed rows framed in red), for up to {THUMB_CLASSES} classes: suspected target "
         "classes first, then those with the highest scores.</p>"
@@ -558,44 +724,53 @@ def _thumbnails_section(
     image_column = report.get("config", {}).get("data", {}).get("image_column", "image")
     chosen = _suspicious_rows(report, scores, flagged)
     if not chosen:
-        return head + '<p class="note">No scored rows.</p></section>'
+        return head + '<p class="note">No scored rows.</p>'
     wanted = np.concatenate([rows for _, rows in chosen])
     cells = _image_cells(wanted, scores, flagged, clean_path, quarantine_path, image_column)
     ids = scores.column(SAMPLE_ID)
     poison = scores.column(POISON_SCORE).to_numpy(zero_copy_only=False)
+    reasons = scores.column(REASONS)
     per_class = report.get("per_class", {})
     blocks = []
     for key, rows in chosen:
         entry = per_class.get(key, {"name": key, "removed": 0, "rows": 0})
-        figures = []
-        for row in rows:
-            src = _thumbnail(cells.get(int(row)))
-            image = (
-                f'<img src="{src}" alt="sample {escape(str(ids[int(row)]))}">'
-                if src
-                else '<div class="noimg">no preview</div>'
+        figures = [
+            _figure(
+                str(ids[int(row)]),
+                _thumbnail(cells.get(int(row))),
+                float(poison[row]),
+                bool(flagged[row]),
+                reasons[int(row)].as_py() or [],
             )
-            sample = escape(str(ids[int(row)]))
-            figures.append(
-                f'<figure class="{"removed" if flagged[row] else "kept"}" title="{sample}">'
-                f"{image}<figcaption><b>{poison[row]:.2f}</b><br>{sample}</figcaption></figure>"
-            )
+            for row in rows
+        ]
         blocks.append(
             f'<div class="thumbrow"><div class="cls"><b>{escape(str(entry["name"]))}</b>'
             f"<span>{entry['removed']:,} of {entry['rows']:,} removed</span></div>"
             f'<div class="thumbs">{"".join(figures)}</div></div>'
         )
-    return head + f'<div class="panel wide">{"".join(blocks)}</div></section>'
+    return head + f'<div class="panel wide">{"".join(blocks)}</div>'
+
+
+def _figure(sample: str, src: str | None, score: float, removed: bool, reasons: list) -> str:
+    """One thumbnail with its poison_score, sample_id and the reasons it was removed."""
+    sample = escape(sample)
+    image = (
+        f'<img src="{src}" alt="sample {sample}">' if src else '<div class="noimg">no preview</div>'
+    )
+    why = ", ".join(reasons) if removed else "kept"
+    return (
+        f'<figure class="{"removed" if removed else "kept"}" title="{sample}: {escape(why)}">'
+        f"{image}<figcaption><b>{score:.2f}</b><br>{sample}"
+        f'<span class="why">{escape(why)}</span></figcaption></figure>'
+    )
 
 
 def _suspicious_rows(
     report: dict, scores: pa.Table, flagged: np.ndarray
 ) -> list[tuple[str, np.ndarray]]:
     """(class key, rows by falling poison_score) for the classes shown, in display order."""
-    # Class keys as report.json writes them (str of the label), without a Python loop a row.
-    encoded = pc.cast(scores.column(LABEL), pa.string()).combine_chunks().dictionary_encode()
-    keys = encoded.dictionary.to_pylist()
-    codes = encoded.indices.fill_null(-1).to_numpy(zero_copy_only=False)
+    keys, codes = _class_codes(scores)
     poison = scores.column(POISON_SCORE).to_numpy(zero_copy_only=False).astype(np.float64)
     rows_all = np.flatnonzero(~_unscored(scores) & (codes >= 0))
     if not len(rows_all):
@@ -612,6 +787,14 @@ def _suspicious_rows(
         top = rows[np.argsort(-poison[rows], kind="stable")[:THUMBS_PER_CLASS]]
         chosen.append((key, top))
     return chosen
+
+
+def _class_codes(scores: pa.Table) -> tuple[list[str], np.ndarray]:
+    """The class keys as report.json writes them (str of the label), and each row's index
+    into them (-1 without a label), without a Python loop a row."""
+    encoded = pc.cast(scores.column(LABEL), pa.string()).combine_chunks().dictionary_encode()
+    keys = encoded.dictionary.to_pylist()
+    return keys, encoded.indices.fill_null(-1).to_numpy(zero_copy_only=False)
 
 
 def _image_cells(
@@ -683,7 +866,9 @@ def _run_section(report: dict) -> str:
     ]
     longest = max((b.value for b in bars), default=0.0)
     chars = max((len(b.label) for b in bars), default=0)
-    svg = plots.bar_chart(bars, scale_max=longest, label_chars=chars, label="stage timings")
+    svg = plots.bar_chart(
+        bars, scale_max=longest, width=520, label_chars=chars, label="stage timings"
+    )
     source = report.get("source", {})
     facts = [
         ("source", source.get("uri")),
@@ -695,14 +880,13 @@ def _run_section(report: dict) -> str:
         *((f"{k}", v) for k, v in report.get("versions", {}).items()),
     ]
     fact_rows = "".join(f"<tr><th>{escape(k)}</th><td>{escape(str(v))}</td></tr>" for k, v in facts)
-    config = json.dumps(report.get("config", {}), indent=2)
+    config = toml_text(report.get("config", {}))
     return (
-        "<section><h2>Run</h2>"
         f'<div class="grid two"><div class="panel"><h3>Stage timings ({total:.1f} s)</h3>'
         f"{svg}</div>"
         f'<div class="panel"><h3>Provenance</h3><table class="facts">{fact_rows}</table></div>'
-        f'<div class="panel wide"><h3>Config</h3><pre>{escape(config)}</pre></div></div>'
-        "</section>"
+        f'<div class="panel wide"><h3>Config, as a run.toml</h3><pre>{escape(config)}</pre>'
+        "</div></div>"
     )
 
 
@@ -758,7 +942,6 @@ h3 { font-size: 13px; margin: 0 0 6px; color: var(--muted); font-weight: 600; }
 .grid.two { grid-template-columns: 1fr 1fr; }
 .wide { grid-column: 1 / -1; }
 .chart { width: 100%; height: auto; display:block; }
-.panel.wide .chart { max-width: 760px; }
 .note { color: var(--muted); font-size: 12px; margin: 4px 0 0; }
 .swatch { display:inline-block; width:10px; height:10px; border-radius:2px;
   margin: 0 4px 0 8px; vertical-align: baseline; }
@@ -776,6 +959,25 @@ figure.removed img, figure.removed .noimg { border-color: var(--red); }
 figcaption { font-size: 11px; line-height: 1.3; color: var(--muted); margin-top: 3px;
   white-space: nowrap; overflow: hidden; text-overflow: ellipsis; }
 figcaption b { color: var(--ink); }
+figcaption .why { display: -webkit-box; -webkit-line-clamp: 2; -webkit-box-orient: vertical;
+  white-space: normal; overflow-wrap: anywhere; overflow: hidden; }
+figure.removed .why { color: #8f2119; }
+.toc { display:flex; flex-wrap: wrap; gap: 6px 18px; padding: 8px 0 2px;
+  border-bottom: 1px solid var(--line); font-size: 13px; }
+.toc a, .download a { color: #1f5fbf; text-decoration: none; }
+.toc a:hover, .download a:hover { text-decoration: underline; }
+.download { margin: 12px 0 8px; }
+.download a { font-weight: 600; }
+.download span { color: var(--muted); font-size: 12.5px; margin-left: 6px; }
+.scroll { overflow-x: auto; }
+table.flags { border-collapse: collapse; font-size: 12.5px; font-variant-numeric: tabular-nums; }
+.flags th, .flags td { padding: 3px 10px; text-align: right; border-bottom: 1px solid var(--line);
+  white-space: nowrap; }
+.flags thead th { color: var(--muted); font-weight: 600; vertical-align: bottom; }
+.flags .name { text-align: left; max-width: 220px; overflow: hidden; text-overflow: ellipsis; }
+.flags td.zero { color: #b6bbc2; }
+.flags tr.suspect td { background: #fdecea; }
+.flags tfoot th { border-bottom: 0; }
 table.facts { border-collapse: collapse; width: 100%; font-size: 12.5px; }
 .facts th { text-align:left; color: var(--muted); font-weight: 500; padding: 3px 12px 3px 0;
   white-space: nowrap; vertical-align: top; }

@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import base64
+import csv
+import html as html_lib
 import io
 import json
 import os
 import re
+import time
+import tomllib
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -18,7 +22,7 @@ from PIL import Image
 
 from sanitize import sanitize_dataset
 from sanitize.cli import EXIT_BAD_INPUT, EXIT_OK, main
-from sanitize.data.schema import FLAGGED, SAMPLE_WEIGHT
+from sanitize.data.schema import FLAGGED, SAMPLE_WEIGHT, issue_column
 from sanitize.paths import (
     CLEAN_FILE,
     OUTPUT_FILES,
@@ -35,7 +39,9 @@ from sanitize.report_html import (
     THUMB_CLASSES,
     THUMBS_PER_CLASS,
     _size_notes,
+    class_detector_flags,
     embedding_projection,
+    removed_rows_csv,
     write_report_html,
 )
 from tests.conftest import REPO, SAMPLE_SOURCE
@@ -48,6 +54,7 @@ SECTIONS = (
     "Score distributions",
     "Training weights",
     "Removal per class",
+    "Flags per class and detector",
     "Embedding projection",
     "Most suspicious images",
     "Run",
@@ -184,6 +191,186 @@ def test_thumbnails_show_the_highest_scores_of_their_class(run):
         in_class = [poison[k] for k in range(len(ids)) if labels[k] == label and not unreadable[k]]
         expected = sorted(in_class, reverse=True)[: len(rows)]
         np.testing.assert_allclose(poison[rows], expected)
+
+
+def _csv_link(html: str) -> tuple[str, bytes]:
+    """The page's download link: its file name and the bytes of its data: URI."""
+    (link,) = [a for t, a in _parse(html).tags if t == "a" and "download" in a]
+    head, payload = link["href"].split(",", 1)
+    assert head == "data:text/csv;charset=utf-8;base64"
+    return link["download"], base64.b64decode(payload)
+
+
+def _expected_removed_rows(out: Path) -> list[list[str]]:
+    """The removed rows of scores.parquet as the CSV writes them, less poison_score."""
+    scores = pq.read_table(out / SCORES_FILE)
+    names = {
+        k: e["name"] for k, e in json.loads((out / REPORT_JSON).read_text())["per_class"].items()
+    }
+    rows = []
+    for sample_id, label, flagged, reasons in zip(
+        scores.column("sample_id").to_pylist(),
+        scores.column("label").to_pylist(),
+        scores.column(FLAGGED).to_pylist(),
+        scores.column("reasons").to_pylist(),
+        strict=True,
+    ):
+        if flagged:
+            rows.append([str(sample_id), str(label), names[str(label)], ";".join(reasons)])
+    return rows
+
+
+def _check_removed_csv(text: str, out: Path) -> None:
+    header, *rows = list(csv.reader(io.StringIO(text)))
+    assert header == ["sample_id", "label", "class", "poison_score", "reasons"]
+    assert [r[:3] + r[4:] for r in rows] == _expected_removed_rows(out)
+    scores = pq.read_table(out / SCORES_FILE)
+    flagged = scores.column(FLAGGED).to_numpy(zero_copy_only=False)
+    poison = scores.column("poison_score").to_numpy(zero_copy_only=False)[flagged]
+    np.testing.assert_allclose([float(r[3]) for r in rows], poison, rtol=1e-5)
+
+
+def test_page_links_the_removed_rows_as_a_csv_file(run):
+    out, _ = run
+    html = (out / REPORT_HTML).read_text()
+    name, payload = _csv_link(html)
+    assert name == "removed.csv"
+    assert len(_expected_removed_rows(out)) > 1  # the corrupt row and the detected poisons
+    _check_removed_csv(payload.decode("utf-8"), out)
+
+
+def _tiny_scores(**columns) -> pa.Table:
+    base = {
+        "sample_id": pa.array(["a", "b,1", 'c "q"', "d", "e"]),
+        "label": pa.array([0, 0, 1, 1, 2]),
+        "poison_score": pa.array([0.9, 0.2, 0.7, 0.95, 0.6], type=pa.float32()),
+        "flagged": pa.array([True, False, True, True, True]),
+        "reasons": pa.array(
+            [["spectral", "consensus:x,y"], [], ['he said "no"'], ["cbd"], ["unreadable"]],
+            type=pa.list_(pa.string()),
+        ),
+    }
+    return pa.table({**base, **columns})
+
+
+_TINY_REPORT = {
+    "per_class": {
+        "0": {"name": 'cat, the "big" one', "rows": 2, "removed": 1},
+        "1": {"name": "<b>dog</b>", "rows": 2, "removed": 2},
+        "2": {"name": "eel", "rows": 1, "removed": 1},
+    },
+    "per_detector": {"spectral": {}, "cbd": {}, "stamp": {}},
+}
+
+
+def test_removed_rows_csv_escapes_commas_and_quotes_and_caps_by_score(monkeypatch):
+    scores = _tiny_scores()
+    flagged = scores.column("flagged").to_numpy(zero_copy_only=False)
+    text, left_out = removed_rows_csv(_TINY_REPORT, scores, flagged)
+    assert left_out == 0
+    assert list(csv.reader(io.StringIO(text))) == [
+        ["sample_id", "label", "class", "poison_score", "reasons"],
+        ["a", "0", 'cat, the "big" one', "0.9", "spectral;consensus:x,y"],
+        ['c "q"', "1", "<b>dog</b>", "0.7", 'he said "no"'],
+        ["d", "1", "<b>dog</b>", "0.95", "cbd"],
+        ["e", "2", "eel", "0.6", "unreadable"],
+    ]
+    # Beyond the cap: the highest poison_score, still in source order.
+    monkeypatch.setattr("sanitize.report_html.CSV_ROWS", 2)
+    text, left_out = removed_rows_csv(_TINY_REPORT, scores, flagged)
+    assert left_out == 2
+    assert [r[0] for r in list(csv.reader(io.StringIO(text)))[1:]] == ["a", "d"]
+
+
+def test_class_detector_flags_count_own_flags_or_scores_at_half():
+    scores = _tiny_scores(
+        **{
+            issue_column("spectral"): pa.array([True, True, False, True, False]),
+            # no is_cbd_issue column: flags are the scores at or above 0.5 (NaN: none)
+            "score_cbd": pa.array([0.5, 0.49, float("nan"), 0.9, 0.7], type=pa.float32()),
+        }
+    )
+    detectors, counts = class_detector_flags(_TINY_REPORT, scores)
+    assert detectors == ["spectral", "cbd"]  # stamp saved neither column
+    assert counts == {"0": [2, 1], "1": [1, 1], "2": [0, 1]}
+
+
+def _flags_table(html: str) -> dict[str, list[str]]:
+    """The class x detector table: header and one list of cell texts a row, by label."""
+    (table,) = re.findall(r'<table class="flags">(.*?)</table>', html)
+    rows = {}
+    for row in re.findall(r"<tr[^>]*>(.*?)</tr>", table):
+        cells = [html_lib.unescape(c) for c in re.findall(r"<t[hd][^>]*>(.*?)</t[hd]>", row)]
+        rows[cells[0]] = cells
+    return rows
+
+
+def test_flags_table_counts_each_detectors_own_flags_by_class(run):
+    out, _ = run
+    html = (out / REPORT_HTML).read_text()
+    report = json.loads((out / REPORT_JSON).read_text())
+    scores = pq.read_table(out / SCORES_FILE)
+    labels = np.array([str(v) for v in scores.column("label").to_pylist()])
+    rows = _flags_table(html)
+    header = rows.pop("label")
+    detectors = header[4:]
+    assert detectors == list(report["per_detector"])
+    total = rows.pop("")
+    assert total[1] == "all classes"
+    assert sorted(rows) == sorted(report["per_class"])
+    for key, cells in rows.items():
+        entry = report["per_class"][key]
+        assert cells[1:4] == [entry["name"], f"{entry['rows']:,}", f"{entry['removed']:,}"]
+        for name, cell in zip(detectors, cells[4:], strict=True):
+            own = scores.column(issue_column(name)).to_numpy(zero_copy_only=False)
+            assert cell == f"{int(own[labels == key].sum()):,}", (key, name)
+    for name, cell in zip(detectors, total[4:], strict=True):
+        assert cell == f"{report['per_detector'][name]['flagged']:,}"
+
+
+def test_contents_link_every_section(run):
+    out, _ = run
+    page = _parse((out / REPORT_HTML).read_text())
+    ids = [a["id"] for t, a in page.tags if t == "section"]
+    assert len(ids) == len(SECTIONS) and len(set(ids)) == len(ids)
+    i = next(i for i, (t, a) in enumerate(page.tags) if t == "nav")
+    links = [a["href"] for t, a in page.tags[i + 1 : i + 1 + len(ids)] if t == "a"]
+    assert links == [f"#{key}" for key in ids]
+
+
+def test_thumbnails_name_the_reasons_of_removed_rows(run):
+    out, _ = run
+    html = (out / REPORT_HTML).read_text()
+    scores = pq.read_table(out / SCORES_FILE)
+    reasons = dict(
+        zip(
+            map(str, scores.column("sample_id").to_pylist()),
+            scores.column("reasons").to_pylist(),
+            strict=True,
+        )
+    )
+    figures = re.findall(
+        r'<figure class="(removed|kept)".*?alt="sample ([^"]+)".*?<span class="why">(.*?)</span>',
+        html,
+    )
+    assert figures and any(fate == "removed" for fate, _, _ in figures)
+    for fate, sample, why in figures:
+        expected = ", ".join(reasons[html_lib.unescape(sample)]) if fate == "removed" else "kept"
+        assert html_lib.unescape(why) == expected
+
+
+def test_config_is_shown_as_toml_that_reads_back(run):
+    out, _ = run
+    html = (out / REPORT_HTML).read_text()
+    report = json.loads((out / REPORT_JSON).read_text())
+    (text,) = re.findall(r"<h3>Config, as a run.toml</h3><pre>(.*?)</pre>", html, re.S)
+
+    def without_none(value):
+        if isinstance(value, dict):
+            return {k: without_none(v) for k, v in value.items() if v is not None}
+        return value
+
+    assert tomllib.loads(html_lib.unescape(text)) == without_none(report["config"])
 
 
 def test_sanitize_report_re_renders_the_same_page_from_the_directory_alone(run, capsys):
@@ -328,8 +515,17 @@ def test_report_renders_in_headless_chromium_without_console_errors(run, tmp_pat
     ):
         options.add_argument(flag)
     options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    downloads = tmp_path / "downloads"
+    downloads.mkdir()
+    options.add_experimental_option(
+        "prefs",
+        {"download.default_directory": str(downloads), "download.prompt_for_download": False},
+    )
     driver = webdriver.Chrome(options=options, service=Service(str(CHROMEDRIVER)))
     try:
+        driver.execute_cdp_cmd(
+            "Page.setDownloadBehavior", {"behavior": "allow", "downloadPath": str(downloads)}
+        )
         driver.get((out / REPORT_HTML).as_uri())
         assert driver.execute_script("return document.readyState") == "complete"
         headings = [h.text for h in driver.find_elements(By.TAG_NAME, "h2")]
@@ -339,6 +535,21 @@ def test_report_renders_in_headless_chromium_without_console_errors(run, tmp_pat
         )
         n_images = driver.execute_script("return document.images.length")
         assert n_images > 0
+        # Chart text as drawn: font size times the chart's scale on screen (rotated too).
+        smallest = driver.execute_script(
+            "return Math.min(...[...document.querySelectorAll('svg text')].map("
+            "t => { const m = t.getScreenCTM();"
+            " return parseFloat(getComputedStyle(t).fontSize) * Math.hypot(m.a, m.b); }))"
+        )
+        assert smallest >= 11, f"chart text drawn at {smallest:.1f} px"
+        driver.find_element(By.CSS_SELECTOR, 'nav.toc a[href="#run"]').click()
+        assert driver.execute_script("return location.hash") == "#run"
+        assert driver.execute_script(
+            "return Math.abs(document.getElementById('run').getBoundingClientRect().top) < 5"
+        )
+        driver.find_element(By.CSS_SELECTOR, "a[download]").click()
+        downloaded = _wait_for_file(downloads / "removed.csv")
+        driver.execute_script("window.scrollTo(0, 0)")
         height = driver.execute_script("return document.documentElement.scrollHeight")
         driver.set_window_size(1280, min(int(height) + 120, 8000))
         png = driver.get_screenshot_as_png()
@@ -346,6 +557,7 @@ def test_report_renders_in_headless_chromium_without_console_errors(run, tmp_pat
     finally:
         driver.quit()
     assert errors == [], errors
+    _check_removed_csv(downloaded.decode("utf-8"), out)
     SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
     SCREENSHOT.write_bytes(png)
     pixels = np.asarray(Image.open(io.BytesIO(png)).convert("L"), dtype=np.float32)
@@ -354,6 +566,17 @@ def test_report_renders_in_headless_chromium_without_console_errors(run, tmp_pat
     # More than a page of background: text, charts and thumbnails cover a real share.
     background = np.median(pixels)
     assert np.mean(np.abs(pixels - background) > 30) > 0.05
+
+
+def _wait_for_file(path: Path, timeout: float = 20.0) -> bytes:
+    """The bytes of a file the browser downloads, once it is complete."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        partial = list(path.parent.glob("*.crdownload"))
+        if path.exists() and not partial:
+            return path.read_bytes()
+        time.sleep(0.1)
+    raise AssertionError(f"no {path.name} downloaded in {timeout:g} s: {os.listdir(path.parent)}")
 
 
 def test_size_notes_say_what_the_size_rules_did():
