@@ -258,8 +258,26 @@ def removed_rows_csv(report: dict, scores: pa.Table, flagged: np.ndarray) -> tup
     ):
         key = "" if label is None else str(label)
         score_text = "" if score is None else f"{score:.6g}"
-        writer.writerow([sample_id, key, names.get(key, key), score_text, ";".join(reasons or [])])
+        writer.writerow(
+            [
+                _inert(str(sample_id)),
+                key,
+                _inert(names.get(key, key)),
+                score_text,
+                ";".join(reasons or []),
+            ]
+        )
     return buf.getvalue(), left_out
+
+
+def _inert(cell: str) -> str:
+    """A cell a spreadsheet will not run as a formula (OWASP: CSV injection); numbers stay."""
+    if cell[:1] in ("=", "+", "-", "@", "\t", "\r"):
+        try:
+            float(cell)
+        except ValueError:
+            return "'" + cell
+    return cell
 
 
 def _download_link(report: dict, scores: pa.Table, flagged: np.ndarray) -> str:

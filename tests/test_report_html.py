@@ -282,6 +282,15 @@ def test_removed_rows_csv_escapes_commas_and_quotes_and_caps_by_score(monkeypatc
     assert [r[0] for r in list(csv.reader(io.StringIO(text)))[1:]] == ["a", "d"]
 
 
+def test_removed_rows_csv_cells_never_run_as_spreadsheet_formulas():
+    scores = _tiny_scores(sample_id=pa.array(["=HYPERLINK(1)", "b", "-7", "@x", "+1e3"]))
+    report = {**_TINY_REPORT, "per_class": {"0": {"name": "=cmd|' /c calc'!A1"}}}
+    flagged = scores.column("flagged").to_numpy(zero_copy_only=False)
+    rows = list(csv.reader(io.StringIO(removed_rows_csv(report, scores, flagged)[0])))
+    assert [r[0] for r in rows[1:]] == ["'=HYPERLINK(1)", "-7", "'@x", "+1e3"]
+    assert rows[1][2] == "'=cmd|' /c calc'!A1"
+
+
 def test_class_detector_flags_count_own_flags_or_scores_at_half():
     scores = _tiny_scores(
         **{
