@@ -2,7 +2,8 @@
 
 Exit status: 0 success; 2 bad input, config or usage (one line on stderr names the
 problem); 3 the output directory cannot be written; 4 another run holds the output
-directory (its lock, OUT/.sanitize.lock); 1 an unexpected failure.
+directory (its lock, OUT/.sanitize.lock); 1 an unexpected failure; 130 interrupted
+(SIGINT), 143 terminated (SIGTERM), with the embedded Prefect server stopped.
 
 ``sanitize run`` runs the Prefect flow from ``flows/`` on an embedded (ephemeral) Prefect
 server unless ``PREFECT_API_URL`` points to one; Prefect's own logs stay quiet unless
@@ -16,9 +17,13 @@ import dataclasses
 import json
 import logging
 import os
+import signal
 import sys
 import tempfile
 import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from pathlib import Path
 
 from sanitize.attacks import available_attacks
@@ -35,6 +40,12 @@ from sanitize.progress import TerminalProgress, listening
 
 EXIT_OK, EXIT_FAILURE, EXIT_BAD_INPUT, EXIT_OUTPUT = 0, 1, 2, 3
 EXIT_LOCKED = 4
+# As a shell reports a process that a signal ended: 128 + the signal's number.
+EXIT_INTERRUPTED, EXIT_TERMINATED = 128 + signal.SIGINT, 128 + signal.SIGTERM
+_SIGNAL_EXITS = {
+    signal.SIGINT: ("sanitize: interrupted", EXIT_INTERRUPTED),
+    signal.SIGTERM: ("sanitize: error: terminated by SIGTERM", EXIT_TERMINATED),
+}
 
 
 # Named options of `sanitize run` and `inspect`: (section, field, attribute of args).
@@ -137,6 +148,47 @@ def _check_out(out: Path) -> None:
         raise OutputError(f"cannot write to output directory {out}: {exc.strerror}") from None
 
 
+def _on_signal(signum: int, frame: object) -> None:
+    """SIGINT / SIGTERM during a run: one line, stop the embedded Prefect server, exit.
+
+    Exits at once, without unwinding: the stage threads are mid-stage and interpreter
+    shutdown would wait for them. The kernel releases the run lock; the next run in OUT
+    removes the temporary files this one leaves.
+    """
+    message, code = _SIGNAL_EXITS[signum]
+    print(message, file=sys.stderr, flush=True)
+    runners = sys.modules.get("flows.runners")
+    if runners is not None:
+        runners.stop_embedded_server()
+    os._exit(code)
+
+
+@contextmanager
+def _signals_stop_the_run() -> Iterator[None]:
+    """Route SIGINT and SIGTERM to :func:`_on_signal` for the block (main thread only)."""
+    try:
+        previous = {signum: signal.signal(signum, _on_signal) for signum in _SIGNAL_EXITS}
+    except ValueError:  # not the main thread: signals are not ours to handle
+        yield
+        return
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+
+
+def _off_main_thread(work: Callable[[], dict]) -> dict:
+    """``work()`` in a thread of its own, so the main thread stays free for signals.
+
+    Prefect's flow engine replaces the main thread's SIGTERM handler with one that unwinds
+    the flow and then waits for its running tasks (minutes of training) before the default
+    action kills the process and orphans the embedded server.
+    """
+    with ThreadPoolExecutor(1, thread_name_prefix="sanitize-run") as pool:
+        return pool.submit(work).result()
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     config = _config_from_args(args)
     check_locations(args.source, args.out)
@@ -145,24 +197,12 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.local and args.runner != "local":
         raise ConfigError("--local runs the stages in this process; drop it to use --runner")
     start = time.perf_counter()
-    # Locked before Prefect starts, so a second run into OUT is refused at once.
-    with run_lock(out):
+    with _signals_stop_the_run():
         if args.local:
-            from sanitize.api import sanitize_dataset
-
-            result = sanitize_dataset(args.source, out, config, keep_work=args.keep_work)
-            counts = {**result.counts, "verdict": result.verdict["text"]}
+            counts = _run_local(args, config, out)
         else:
             _prepare_prefect(args.verbose)
-            from flows.runners import run_sanitize_flow
-
-            counts = run_sanitize_flow(
-                str(args.source),
-                str(out),
-                config.to_dict(),
-                keep_work=args.keep_work,
-                runner=args.runner,
-            )
+            counts = _off_main_thread(lambda: _run_flow(args, config, out))
     seconds = time.perf_counter() - start
     print(
         f"{counts['rows']:,} rows: kept {counts['kept']:,}, removed {counts['removed']:,} "
@@ -170,6 +210,28 @@ def cmd_run(args: argparse.Namespace) -> int:
     )
     print(counts["verdict"])
     return EXIT_OK
+
+
+def _run_local(args: argparse.Namespace, config: SanitizeConfig, out: Path) -> dict:
+    from sanitize.api import sanitize_dataset
+
+    with run_lock(out):
+        result = sanitize_dataset(args.source, out, config, keep_work=args.keep_work)
+    return {**result.counts, "verdict": result.verdict["text"]}
+
+
+def _run_flow(args: argparse.Namespace, config: SanitizeConfig, out: Path) -> dict:
+    from flows.runners import run_sanitize_flow
+
+    # Locked before Prefect starts, so a second run into OUT is refused at once.
+    with run_lock(out):
+        return run_sanitize_flow(
+            str(args.source),
+            str(out),
+            config.to_dict(),
+            keep_work=args.keep_work,
+            runner=args.runner,
+        )
 
 
 def cmd_metrics(args: argparse.Namespace) -> int:
@@ -294,7 +356,8 @@ def build_parser() -> argparse.ArgumentParser:
         prog="sanitize",
         description="Find backdoor poisons in an image-classification training set.",
         epilog="Exit status: 0 success, 1 unexpected failure, 2 bad input or config, "
-        "3 output directory not writable, 4 another run holds the output directory.",
+        "3 output directory not writable, 4 another run holds the output directory, "
+        "130 interrupted, 143 terminated (SIGTERM).",
     )
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -534,8 +597,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"sanitize: error: {exc}", file=sys.stderr)
         return EXIT_FAILURE
     except KeyboardInterrupt:
-        print("sanitize: interrupted", file=sys.stderr)
-        return 130
+        print(_SIGNAL_EXITS[signal.SIGINT][0], file=sys.stderr)
+        return EXIT_INTERRUPTED
     except BrokenPipeError:
         # The reader went away (`sanitize metrics ... | head`): not an error of ours.
         sys.stderr = open(os.devnull, "w")  # noqa: SIM115 - silences the flush at exit
