@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from sanitize.config import SanitizeConfig
+from sanitize.export import remove_stale_staged
 from sanitize.lock import run_lock
 from sanitize.paths import (
     CLEAN_FILE,
@@ -137,6 +138,7 @@ def sanitize_dataset(
     check_locations(source, out)
     paths = RunPaths.at(out)
     with run_lock(paths.out):
+        remove_stale_staged(paths.out)
         run_stages(str(source), config, paths)
         if not keep_work:
             shutil.rmtree(paths.work, ignore_errors=True)

@@ -1,9 +1,10 @@
 """The ``sanitize`` command.
 
 Exit status: 0 success; 2 bad input, config or usage (one line on stderr names the
-problem); 3 the output directory cannot be written; 4 another run holds the output
-directory (its lock, OUT/.sanitize.lock); 1 an unexpected failure; 130 interrupted
-(SIGINT), 143 terminated (SIGTERM), with the embedded Prefect server stopped.
+problem); 3 the output directory cannot be written or its disk is full; 4 another run
+holds the output directory (its lock, OUT/.sanitize.lock); 1 an unexpected failure;
+130 interrupted (SIGINT), 143 terminated (SIGTERM), with the embedded Prefect server
+stopped.
 
 ``sanitize run`` runs the Prefect flow from ``flows/`` on an embedded (ephemeral) Prefect
 server unless ``PREFECT_API_URL`` points to one; Prefect's own logs stay quiet unless
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import errno
 import json
 import logging
 import os
@@ -603,6 +605,21 @@ def main(argv: list[str] | None = None) -> int:
         # The reader went away (`sanitize metrics ... | head`): not an error of ours.
         sys.stderr = open(os.devnull, "w")  # noqa: SIM115 - silences the flush at exit
         return EXIT_OK
+    except OSError as exc:
+        if not _out_of_space(exc):
+            raise
+        where = f" writing {exc.filename}" if exc.filename else ""
+        print(
+            f"sanitize: error: no space left on device{where}; free some or choose another "
+            "output directory",
+            file=sys.stderr,
+        )
+        return EXIT_OUTPUT
+
+
+def _out_of_space(exc: OSError) -> bool:
+    """Whether ``exc`` is a full disk or quota (pyarrow's OSError carries only the text)."""
+    return exc.errno in (errno.ENOSPC, errno.EDQUOT) or os.strerror(errno.ENOSPC) in str(exc)
 
 
 if __name__ == "__main__":

@@ -3,13 +3,15 @@
 Each file is written under a temporary name in the output directory and renamed into
 place only once all of them are complete (``os.replace`` is atomic on one filesystem), so a
 crash leaves no half-written file under a final name. ``report.json`` is renamed last: its
-presence says the run finished.
+presence says the run finished. A run that is killed leaves its temporary files; the next
+run into the directory removes them (:func:`remove_stale_staged`) once it holds the lock.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import uuid
 from pathlib import Path
 from typing import Any
@@ -24,6 +26,8 @@ from sanitize.paths import CLEAN_FILE, QUARANTINE_FILE, SCORES_FILE
 
 HF_METADATA_KEY = b"huggingface"
 PROVENANCE_KEY = b"sanitize"
+# The temporary name StagedOutputs gives output NAME: .NAME.TOKEN.tmp, TOKEN 8 hex digits.
+_STAGED_NAME = re.compile(r"\..+\.[0-9a-f]{8}\.tmp")
 
 
 class StagedOutputs:
@@ -75,6 +79,17 @@ class StagedOutputs:
     def __exit__(self, *exc_info: object) -> None:
         for tmp, _ in self._staged:
             tmp.unlink(missing_ok=True)
+
+
+def remove_stale_staged(out: Path) -> list[Path]:
+    """Remove the temporary files that killed runs left in ``out``; return their paths.
+
+    Only for a caller that holds the run lock of ``out``: no other run is writing there.
+    """
+    stale = [p for p in Path(out).glob(".*.tmp") if _STAGED_NAME.fullmatch(p.name)]
+    for path in stale:
+        path.unlink(missing_ok=True)
+    return stale
 
 
 def _added_fields(schema: pa.Schema, added: list[pa.Field]) -> pa.Schema:

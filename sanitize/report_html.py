@@ -167,7 +167,7 @@ def write_report_html(out: str | Path) -> Path:
             raise InputError(
                 f"{out} has no {name}; give the output directory of a finished `sanitize run`"
             )
-    report = json.loads((out / REPORT_JSON).read_text())
+    report = _read_report(out / REPORT_JSON)
     page = render_report(
         report,
         _read_scores(out / SCORES_FILE),
@@ -178,6 +178,17 @@ def write_report_html(out: str | Path) -> Path:
         staged.write_text(REPORT_HTML, page)
         staged.commit()
     return out / REPORT_HTML
+
+
+def _read_report(path: Path) -> dict[str, Any]:
+    """A finished run's report.json; InputError when it is not a JSON object."""
+    try:
+        report = json.loads(path.read_bytes())
+    except (ValueError, OSError) as exc:
+        raise InputError(f"cannot read {path}: {exc}") from None
+    if not isinstance(report, dict):
+        raise InputError(f"cannot read {path}: expected a JSON object, got {type(report).__name__}")
+    return report
 
 
 def _read_scores(path: Path) -> pa.Table:
