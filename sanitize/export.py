@@ -21,10 +21,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from sanitize.data.schema import FLAGGED, POISON_SCORE, REASONS, SAMPLE_ID, SAMPLE_WEIGHT
+from sanitize.data.source import HF_METADATA_KEY, hf_metadata
 from sanitize.errors import SourceChangedError
 from sanitize.paths import CLEAN_FILE, QUARANTINE_FILE, SCORES_FILE
 
-HF_METADATA_KEY = b"huggingface"
 PROVENANCE_KEY = b"sanitize"
 # The temporary name StagedOutputs gives output NAME: .NAME.TOKEN.tmp, TOKEN 8 hex digits.
 _STAGED_NAME = re.compile(r"\..+\.[0-9a-f]{8}\.tmp")
@@ -117,12 +117,15 @@ def _with_metadata(schema: pa.Schema, added: list[pa.Field], provenance: dict) -
     as a plain struct instead of an Image.
     """
     metadata = dict(schema.metadata or {})
-    if HF_METADATA_KEY in metadata:
-        hf = json.loads(metadata[HF_METADATA_KEY])
-        features = hf.setdefault("info", {}).setdefault("features", {})
+    hf = hf_metadata(schema)
+    if hf is not None:
+        features = hf["info"]["features"]
         for field in added:
             features.setdefault(field.name, _hf_features(field.type))
         metadata[HF_METADATA_KEY] = json.dumps(hf).encode()
+    else:
+        # Malformed (the read stage warned): datasets would fail on it; left out.
+        metadata.pop(HF_METADATA_KEY, None)
     metadata[PROVENANCE_KEY] = json.dumps(provenance).encode()
     return schema.with_metadata(metadata)
 

@@ -42,7 +42,7 @@ from sanitize.data.schema import (
     ROWS_FILE,
     SAMPLE_ID,
 )
-from sanitize.data.source import Source
+from sanitize.data.source import HF_METADATA_KEY, Source, malformed_hf_metadata
 from sanitize.errors import ConfigError, InputError
 
 log = logging.getLogger("sanitize")
@@ -141,6 +141,13 @@ def read_source(source: Source, data: DataConfig, workdir: str | os.PathLike[str
         _check_id_type(data.id_column, schema.field(data.id_column).type)
     if source.num_rows == 0:
         raise InputError(f"source {source.uri} has no rows")
+    if malformed_hf_metadata(schema):
+        log.warning(
+            "schema metadata %r of %s is malformed; ignored (classes are named by their "
+            "label values, and the outputs leave it out)",
+            HF_METADATA_KEY.decode(),
+            source.uri,
+        )
 
     workdir.mkdir(parents=True, exist_ok=True)
     images_tmp = workdir / (IMAGES_FILE + ".partial")

@@ -224,6 +224,29 @@ def _one_line(exc: BaseException) -> str:
     return text[0] if text else type(exc).__name__
 
 
+def hf_metadata(schema: pa.Schema) -> dict[str, Any] | None:
+    """The ``huggingface`` schema metadata, its ``info.features`` an object; None when it is
+    absent or malformed (see :func:`malformed_hf_metadata`)."""
+    raw = (schema.metadata or {}).get(HF_METADATA_KEY)
+    if raw is None:
+        return None
+    try:
+        hf = json.loads(raw)
+    except ValueError:
+        return None
+    if not isinstance(hf, dict) or not isinstance(hf.setdefault("info", {}), dict):
+        return None
+    if not isinstance(hf["info"].setdefault("features", {}), dict):
+        return None
+    return hf
+
+
+def malformed_hf_metadata(schema: pa.Schema) -> bool:
+    """Whether the schema has ``huggingface`` metadata that is not the object ``datasets``
+    writes (no JSON, or ``info.features`` not an object); it is then ignored."""
+    return HF_METADATA_KEY in (schema.metadata or {}) and hf_metadata(schema) is None
+
+
 def class_names_from_metadata(schema: pa.Schema, label_column: str) -> list[str] | None:
     """ClassLabel names from a schema's ``huggingface`` metadata, or None.
 
@@ -231,15 +254,10 @@ def class_names_from_metadata(schema: pa.Schema, label_column: str) -> list[str]
     ClassLabel feature, so a renamed label column still finds its names. Malformed
     metadata is ignored: class names are a convenience, not a requirement.
     """
-    raw = (schema.metadata or {}).get(HF_METADATA_KEY)
-    if raw is None:
+    hf = hf_metadata(schema)
+    if hf is None:
         return None
-    try:
-        features = json.loads(raw)["info"]["features"]
-    except (ValueError, KeyError, TypeError):
-        return None
-    if not isinstance(features, dict):
-        return None
+    features = hf["info"]["features"]
     candidates = [features.get(label_column)] + list(features.values())
     for feature in candidates:
         if (
