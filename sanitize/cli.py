@@ -326,7 +326,9 @@ def _add_data_options(parser: argparse.ArgumentParser) -> None:
         "(default: sample_id; the row ordinal when absent)",
     )
     data.add_argument(
-        "--image-size", type=int, help="resize images to N x N (default: first image's)"
+        "--image-size",
+        type=int,
+        help="resize images to N x N, N >= 8 (default: first image's, at least 8)",
     )
     data.add_argument(
         "--channels", type=int, choices=(1, 3), help="1 grey or 3 RGB (default: first image's)"
