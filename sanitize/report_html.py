@@ -60,6 +60,7 @@ SCATTER_REMOVED_POINTS = 1_000  # removed rows drawn on top, sampled
 BAR_CLASSES = 30  # classes in the removal chart; beyond, those with most removals
 THUMB_CLASSES = 10  # classes with thumbnails: suspect classes first, then highest scores
 THUMBS_PER_CLASS = 8  # most suspicious rows shown per class
+MAX_ID_CHARS = 64  # a longer sample id is cut, so the page stays small on any ids
 THUMB_PIXELS = 96  # longest side of a thumbnail; smaller images are enlarged by CSS only
 
 
@@ -578,11 +579,11 @@ def _thumbnails_section(
         for row in rows:
             src = _thumbnail(cells.get(int(row)))
             image = (
-                f'<img src="{src}" alt="sample {escape(str(ids[int(row)]))}">'
+                f'<img src="{src}" alt="sample {_short_id(ids[int(row)])}">'
                 if src
                 else '<div class="noimg">no preview</div>'
             )
-            sample = escape(str(ids[int(row)]))
+            sample = _short_id(ids[int(row)])
             figures.append(
                 f'<figure class="{"removed" if flagged[row] else "kept"}" title="{sample}">'
                 f"{image}<figcaption><b>{poison[row]:.2f}</b><br>{sample}</figcaption></figure>"
@@ -593,6 +594,14 @@ def _thumbnails_section(
             f'<div class="thumbs">{"".join(figures)}</div></div>'
         )
     return head + f'<div class="panel wide">{"".join(blocks)}</div></section>'
+
+
+def _short_id(sample_id: object) -> str:
+    """A sample id for the page, HTML-escaped, cut to ``MAX_ID_CHARS`` with an ellipsis."""
+    text = str(sample_id)
+    if len(text) > MAX_ID_CHARS:
+        text = text[:MAX_ID_CHARS] + "\u2026"
+    return escape(text)
 
 
 def _suspicious_rows(

@@ -109,7 +109,15 @@ class SourceDescription:
         ):
             shown = f" (sample_id {', '.join(map(repr, ids))}{', ...' if count > len(ids) else ''})"
             lines.append(f"{what:<12} {count:,} rows{shown if count else ''}")
-        return "\n".join(lines)
+        return "\n".join(_printable(line) for line in lines)
+
+
+def _printable(text: str) -> str:
+    """``text`` with control characters escaped (``\\x1b``): names in a source are not to
+    reach a terminal as escape sequences."""
+    return "".join(
+        c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in text
+    )
 
 
 def describe_source(uri: str, data: DataConfig, *, sample: int = 64) -> SourceDescription:
