@@ -33,14 +33,13 @@ import fsspec
 from fsspec.implementations.local import LocalFileSystem
 
 from sanitize.config import DataConfig
-from sanitize.data.source import open_source
+from sanitize.data.source import ignored_name, open_source, parquet_files
 from sanitize.errors import InputError, SanitizeError
 from sanitize.paths import REPORT_JSON
 
 PARQUET_SUFFIX = ".parquet"
 LEDGER_DIR = "_ledger"
 STAGING_DIR = ".staging"
-_IGNORED_PREFIXES = (".", "_")
 
 
 @dataclass(frozen=True)
@@ -111,13 +110,11 @@ def discover_partitions(landing: str, data: DataConfig) -> list[Partition]:
     for info in fs.ls(root, detail=True):
         path = info["name"].rstrip("/")
         base = posixpath.basename(path)
-        if base.startswith(_IGNORED_PREFIXES):
+        if ignored_name(base):
             continue
         if info["type"] == "file" and base.endswith(PARQUET_SUFFIX):
             entries.append((base[: -len(PARQUET_SUFFIX)], path))
-        elif info["type"] == "directory" and any(
-            p.endswith(PARQUET_SUFFIX) for p in fs.ls(path, detail=False)
-        ):
+        elif info["type"] == "directory" and parquet_files(fs, path):
             entries.append((base, path))
     found: list[Partition] = []
     names: set[str] = set()

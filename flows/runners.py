@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import socket
+import sys
 from typing import Any
 
 from prefect.settings import get_current_settings
@@ -97,3 +98,16 @@ def run_sanitize_flow(
         )
     flow = sanitize_flow.with_options(task_runner=task_runner)
     return flow(source=source, out=out, config=config, keep_work=keep_work)
+
+
+def stop_embedded_server() -> None:
+    """Stop the temporary Prefect server this process started, if any.
+
+    Prefect stops it at interpreter exit (``atexit``), which a process ended by a signal
+    never reaches; the server, a uvicorn process of some 230 MB, would outlive it.
+    """
+    server_module = sys.modules.get("prefect.server.api.server")
+    if server_module is None:
+        return
+    for server in list(server_module.SubprocessASGIServer._instances.values()):
+        server.stop()

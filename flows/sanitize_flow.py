@@ -17,6 +17,7 @@ from prefect.cache_policies import NO_CACHE
 
 from sanitize.api import SanitizeResult
 from sanitize.config import SanitizeConfig
+from sanitize.export import remove_stale_staged
 from sanitize.lock import run_lock
 from sanitize.paths import RunPaths, check_locations
 from sanitize.resume import plan_run, run_stage
@@ -50,6 +51,7 @@ def sanitize_flow(
     check_locations(source, out)
     paths = RunPaths.at(out)
     with run_lock(paths.out):
+        remove_stale_staged(paths.out)
         threads = stage_threads()
         plan, keys = plan_run(source, cfg, threads)
         futures: dict[str, Any] = {}

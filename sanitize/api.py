@@ -12,6 +12,7 @@ import pyarrow.parquet as pq
 
 from sanitize.config import SanitizeConfig
 from sanitize.data.schema import issue_column
+from sanitize.export import remove_stale_staged
 from sanitize.lock import run_lock
 from sanitize.paths import (
     CLEAN_FILE,
@@ -181,6 +182,7 @@ def sanitize_dataset(
     check_locations(source, out)
     paths = RunPaths.at(out)
     with run_lock(paths.out):
+        remove_stale_staged(paths.out)
         run_stages(str(source), config, paths)
         if not keep_work:
             shutil.rmtree(paths.work, ignore_errors=True)

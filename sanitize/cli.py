@@ -1,8 +1,10 @@
 """The ``sanitize`` command.
 
 Exit status: 0 success; 2 bad input, config or usage (one line on stderr names the
-problem); 3 the output directory cannot be written; 4 another run holds the output
-directory (its lock, OUT/.sanitize.lock); 1 an unexpected failure.
+problem); 3 the output directory cannot be written or its disk is full; 4 another run
+holds the output directory (its lock, OUT/.sanitize.lock); 1 an unexpected failure;
+130 interrupted (SIGINT), 143 terminated (SIGTERM), with the embedded Prefect server
+stopped.
 
 ``sanitize run`` runs the Prefect flow from ``flows/`` on an embedded (ephemeral) Prefect
 server unless ``PREFECT_API_URL`` points to one; Prefect's own logs stay quiet unless
@@ -13,12 +15,17 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import errno
 import json
 import logging
 import os
+import signal
 import sys
 import tempfile
 import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from pathlib import Path
 
 from sanitize.attacks import available_attacks
@@ -35,6 +42,12 @@ from sanitize.progress import TerminalProgress, announce, listening
 
 EXIT_OK, EXIT_FAILURE, EXIT_BAD_INPUT, EXIT_OUTPUT = 0, 1, 2, 3
 EXIT_LOCKED = 4
+# As a shell reports a process that a signal ended: 128 + the signal's number.
+EXIT_INTERRUPTED, EXIT_TERMINATED = 128 + signal.SIGINT, 128 + signal.SIGTERM
+_SIGNAL_EXITS = {
+    signal.SIGINT: ("sanitize: interrupted", EXIT_INTERRUPTED),
+    signal.SIGTERM: ("sanitize: error: terminated by SIGTERM", EXIT_TERMINATED),
+}
 
 
 # Named options of `sanitize run` and `inspect`: (section, field, attribute of args).
@@ -137,6 +150,47 @@ def _check_out(out: Path) -> None:
         raise OutputError(f"cannot write to output directory {out}: {exc.strerror}") from None
 
 
+def _on_signal(signum: int, frame: object) -> None:
+    """SIGINT / SIGTERM during a run: one line, stop the embedded Prefect server, exit.
+
+    Exits at once, without unwinding: the stage threads are mid-stage and interpreter
+    shutdown would wait for them. The kernel releases the run lock; the next run in OUT
+    removes the temporary files this one leaves.
+    """
+    message, code = _SIGNAL_EXITS[signum]
+    print(message, file=sys.stderr, flush=True)
+    runners = sys.modules.get("flows.runners")
+    if runners is not None:
+        runners.stop_embedded_server()
+    os._exit(code)
+
+
+@contextmanager
+def _signals_stop_the_run() -> Iterator[None]:
+    """Route SIGINT and SIGTERM to :func:`_on_signal` for the block (main thread only)."""
+    try:
+        previous = {signum: signal.signal(signum, _on_signal) for signum in _SIGNAL_EXITS}
+    except ValueError:  # not the main thread: signals are not ours to handle
+        yield
+        return
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+
+
+def _off_main_thread(work: Callable[[], dict]) -> dict:
+    """``work()`` in a thread of its own, so the main thread stays free for signals.
+
+    Prefect's flow engine replaces the main thread's SIGTERM handler with one that unwinds
+    the flow and then waits for its running tasks (minutes of training) before the default
+    action kills the process and orphans the embedded server.
+    """
+    with ThreadPoolExecutor(1, thread_name_prefix="sanitize-run") as pool:
+        return pool.submit(work).result()
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     config = _config_from_args(args)
     check_locations(args.source, args.out)
@@ -145,25 +199,13 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.local and args.runner != "local":
         raise ConfigError("--local runs the stages in this process; drop it to use --runner")
     start = time.perf_counter()
-    # Locked before Prefect starts, so a second run into OUT is refused at once.
-    with run_lock(out):
+    with _signals_stop_the_run():
         if args.local:
-            from sanitize.api import sanitize_dataset
-
-            result = sanitize_dataset(args.source, out, config, keep_work=args.keep_work)
-            counts = {**result.counts, "verdict": result.verdict["text"]}
+            counts = _run_local(args, config, out)
         else:
             announce("starting Prefect (an embedded server takes 10-30 s)")
             _prepare_prefect(args.verbose)
-            from flows.runners import run_sanitize_flow
-
-            counts = run_sanitize_flow(
-                str(args.source),
-                str(out),
-                config.to_dict(),
-                keep_work=args.keep_work,
-                runner=args.runner,
-            )
+            counts = _off_main_thread(lambda: _run_flow(args, config, out))
     seconds = time.perf_counter() - start
     print(
         f"{counts['rows']:,} rows: kept {counts['kept']:,}, removed {counts['removed']:,} "
@@ -171,6 +213,28 @@ def cmd_run(args: argparse.Namespace) -> int:
     )
     print(counts["verdict"])
     return EXIT_OK
+
+
+def _run_local(args: argparse.Namespace, config: SanitizeConfig, out: Path) -> dict:
+    from sanitize.api import sanitize_dataset
+
+    with run_lock(out):
+        result = sanitize_dataset(args.source, out, config, keep_work=args.keep_work)
+    return {**result.counts, "verdict": result.verdict["text"]}
+
+
+def _run_flow(args: argparse.Namespace, config: SanitizeConfig, out: Path) -> dict:
+    from flows.runners import run_sanitize_flow
+
+    # Locked before Prefect starts, so a second run into OUT is refused at once.
+    with run_lock(out):
+        return run_sanitize_flow(
+            str(args.source),
+            str(out),
+            config.to_dict(),
+            keep_work=args.keep_work,
+            runner=args.runner,
+        )
 
 
 def cmd_metrics(args: argparse.Namespace) -> int:
@@ -263,7 +327,9 @@ def _add_data_options(parser: argparse.ArgumentParser) -> None:
         "(default: sample_id; the row ordinal when absent)",
     )
     data.add_argument(
-        "--image-size", type=int, help="resize images to N x N (default: first image's)"
+        "--image-size",
+        type=int,
+        help="resize images to N x N, N >= 8 (default: first image's, at least 8)",
     )
     data.add_argument(
         "--channels", type=int, choices=(1, 3), help="1 grey or 3 RGB (default: first image's)"
@@ -295,7 +361,8 @@ def build_parser() -> argparse.ArgumentParser:
         prog="sanitize",
         description="Find backdoor poisons in an image-classification training set.",
         epilog="Exit status: 0 success, 1 unexpected failure, 2 bad input or config, "
-        "3 output directory not writable, 4 another run holds the output directory.",
+        "3 output directory not writable, 4 another run holds the output directory, "
+        "130 interrupted, 143 terminated (SIGTERM).",
     )
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -535,12 +602,27 @@ def main(argv: list[str] | None = None) -> int:
         print(f"sanitize: error: {exc}", file=sys.stderr)
         return EXIT_FAILURE
     except KeyboardInterrupt:
-        print("sanitize: interrupted", file=sys.stderr)
-        return 130
+        print(_SIGNAL_EXITS[signal.SIGINT][0], file=sys.stderr)
+        return EXIT_INTERRUPTED
     except BrokenPipeError:
         # The reader went away (`sanitize metrics ... | head`): not an error of ours.
         sys.stderr = open(os.devnull, "w")  # noqa: SIM115 - silences the flush at exit
         return EXIT_OK
+    except OSError as exc:
+        if not _out_of_space(exc):
+            raise
+        where = f" writing {exc.filename}" if exc.filename else ""
+        print(
+            f"sanitize: error: no space left on device{where}; free some or choose another "
+            "output directory",
+            file=sys.stderr,
+        )
+        return EXIT_OUTPUT
+
+
+def _out_of_space(exc: OSError) -> bool:
+    """Whether ``exc`` is a full disk or quota (pyarrow's OSError carries only the text)."""
+    return exc.errno in (errno.ENOSPC, errno.EDQUOT) or os.strerror(errno.ENOSPC) in str(exc)
 
 
 if __name__ == "__main__":

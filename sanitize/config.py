@@ -36,6 +36,11 @@ KNOWN_DETECTORS = (
 DEFAULT_DETECTORS = KNOWN_DETECTORS
 
 
+# Smallest side the bootstrap network takes: it halves the image three times
+# (sanitize.model.net), and a 1 x 1 map cannot be pooled again.
+MIN_IMAGE_SIZE = 8
+
+
 @dataclass(frozen=True)
 class DataConfig:
     """How the source is read and decoded.
@@ -48,7 +53,8 @@ class DataConfig:
         Column whose values are every output's ``sample_id``; another name than the default
         must exist (and then no ``sample_id`` column may); no ``sample_id``: the row ordinal.
     image_size : int or None, default=None
-        Side in pixels that every image is resized to; None takes the first readable image's size.
+        Side in pixels that every image is resized to, in [8, 512]; None takes the first
+        readable image's size, at least ``MIN_IMAGE_SIZE``.
     channels : int or None, default=None
         1 (grey) or 3 (RGB); None takes the first readable image's mode.
     batch_rows : int, default=2048
@@ -67,8 +73,10 @@ class DataConfig:
     allow_external_paths: bool = False
 
     def validate(self) -> None:
-        if self.image_size is not None and not 4 <= self.image_size <= 512:
-            raise ConfigError(f"data.image_size must be in [4, 512], got {self.image_size}")
+        if self.image_size is not None and not MIN_IMAGE_SIZE <= self.image_size <= 512:
+            raise ConfigError(
+                f"data.image_size must be in [{MIN_IMAGE_SIZE}, 512], got {self.image_size}"
+            )
         if self.channels not in (None, 1, 3):
             raise ConfigError(f"data.channels must be 1, 3 or None, got {self.channels}")
         if self.batch_rows < 1:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 from sklearn.metrics import roc_auc_score
@@ -15,16 +16,32 @@ from sanitize.paths import SCORES_FILE
 
 
 def read_truth(path: str | Path) -> dict:
-    """Ground truth file ``sample_id,poisoned`` (poisoned 0/1) as ``{sample_id: bool}``."""
+    """Ground truth file ``sample_id,poisoned`` (poisoned 0/1) as ``{sample_id: bool}``.
+
+    Raises
+    ------
+    InputError
+        The file is missing, no CSV, lacks a column, or ``poisoned`` holds another value.
+    """
+    if not Path(path).exists():
+        raise InputError(f"ground-truth file not found: {path}")
     try:
         table = pacsv.read_csv(path)
-    except FileNotFoundError:
-        raise InputError(f"ground-truth file not found: {path}") from None
+        names = table.column_names
+    except (pa.ArrowException, OSError, UnicodeDecodeError) as exc:
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise InputError(f"ground-truth file {path} is not a CSV file: {reason}") from None
     for column in (SAMPLE_ID, "poisoned"):
-        if column not in table.column_names:
+        if column not in names:
             raise InputError(f"ground-truth file {path} has no column {column!r}")
+    poisoned = table.column("poisoned").to_pylist()
+    for row, value in enumerate(poisoned):
+        if value not in (0, 1):  # True and False compare equal to 1 and 0
+            raise InputError(
+                f"ground-truth file {path}: poisoned is {value!r} at row {row}; expected 0 or 1"
+            )
     ids = table.column(SAMPLE_ID).to_pylist()
-    return dict(zip(ids, (bool(v) for v in table.column("poisoned").to_pylist()), strict=True))
+    return dict(zip(ids, (bool(v) for v in poisoned), strict=True))
 
 
 def detection_metrics(flagged: np.ndarray, score: np.ndarray, truth: np.ndarray) -> dict:
@@ -53,7 +70,12 @@ def detection_metrics(flagged: np.ndarray, score: np.ndarray, truth: np.ndarray)
 
 def evaluate_run(out: str | Path, truth_path: str | Path) -> dict:
     """Metrics of the final decision and of every detector column of ``out/scores.parquet``."""
-    scores = pq.read_table(Path(out) / SCORES_FILE)
+    scores_path = Path(out) / SCORES_FILE
+    if not scores_path.is_file():
+        raise InputError(
+            f"{out} has no {SCORES_FILE}; give the output directory of a finished `sanitize run`"
+        )
+    scores = pq.read_table(scores_path)
     truth_by_id = read_truth(truth_path)
     ids = scores.column(SAMPLE_ID).to_pylist()
     missing = [i for i in ids if i not in truth_by_id]

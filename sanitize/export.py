@@ -3,13 +3,15 @@
 Each file is written under a temporary name in the output directory and renamed into
 place only once all of them are complete (``os.replace`` is atomic on one filesystem), so a
 crash leaves no half-written file under a final name. ``report.json`` is renamed last: its
-presence says the run finished.
+presence says the run finished. A run that is killed leaves its temporary files; the next
+run into the directory removes them (:func:`remove_stale_staged`) once it holds the lock.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import uuid
 from pathlib import Path
 from typing import Any
@@ -26,11 +28,13 @@ from sanitize.data.schema import (
     SAMPLE_ID,
     SAMPLE_WEIGHT,
 )
+from sanitize.data.source import HF_METADATA_KEY, hf_metadata
 from sanitize.errors import SourceChangedError
 from sanitize.paths import CLEAN_FILE, QUARANTINE_FILE, SCORES_FILE
 
-HF_METADATA_KEY = b"huggingface"
 PROVENANCE_KEY = b"sanitize"
+# The temporary name StagedOutputs gives output NAME: .NAME.TOKEN.tmp, TOKEN 8 hex digits.
+_STAGED_NAME = re.compile(r"\..+\.[0-9a-f]{8}\.tmp")
 
 
 class StagedOutputs:
@@ -84,6 +88,17 @@ class StagedOutputs:
             tmp.unlink(missing_ok=True)
 
 
+def remove_stale_staged(out: Path) -> list[Path]:
+    """Remove the temporary files that killed runs left in ``out``; return their paths.
+
+    Only for a caller that holds the run lock of ``out``: no other run is writing there.
+    """
+    stale = [p for p in Path(out).glob(".*.tmp") if _STAGED_NAME.fullmatch(p.name)]
+    for path in stale:
+        path.unlink(missing_ok=True)
+    return stale
+
+
 def _added_fields(schema: pa.Schema, added: list[pa.Field]) -> pa.Schema:
     """``schema`` plus ``added`` (a source column of the same name is replaced in place)."""
     for field in added:
@@ -109,12 +124,15 @@ def _with_metadata(schema: pa.Schema, added: list[pa.Field], provenance: dict) -
     as a plain struct instead of an Image.
     """
     metadata = dict(schema.metadata or {})
-    if HF_METADATA_KEY in metadata:
-        hf = json.loads(metadata[HF_METADATA_KEY])
-        features = hf.setdefault("info", {}).setdefault("features", {})
+    hf = hf_metadata(schema)
+    if hf is not None:
+        features = hf["info"]["features"]
         for field in added:
             features.setdefault(field.name, _hf_features(field.type))
         metadata[HF_METADATA_KEY] = json.dumps(hf).encode()
+    else:
+        # Malformed (the read stage warned): datasets would fail on it; left out.
+        metadata.pop(HF_METADATA_KEY, None)
     metadata[PROVENANCE_KEY] = json.dumps(provenance).encode()
     return schema.with_metadata(metadata)
 

@@ -64,6 +64,7 @@ SCATTER_REMOVED_POINTS = 1_000  # removed rows drawn on top, sampled
 BAR_CLASSES = 30  # classes in the removal chart; beyond, those with most removals
 THUMB_CLASSES = 10  # classes with thumbnails: suspect classes first, then highest scores
 THUMBS_PER_CLASS = 8  # most suspicious rows shown per class
+MAX_ID_CHARS = 64  # a longer sample id is cut, so the page stays small on any ids
 THUMB_PIXELS = 96  # longest side of a thumbnail; smaller images are enlarged by CSS only
 CLASS_TABLE_ROWS = 100  # classes in the class x detector table; beyond, those with most removed
 CSV_ROWS = 20_000  # removed rows in the page's CSV (about 1 MB); beyond, the highest scores
@@ -187,7 +188,7 @@ def write_report_html(out: str | Path) -> Path:
             raise InputError(
                 f"{out} has no {name}; give the output directory of a finished `sanitize run`"
             )
-    report = json.loads((out / REPORT_JSON).read_text())
+    report = _read_report(out / REPORT_JSON)
     page = render_report(
         report,
         _read_scores(out / SCORES_FILE),
@@ -198,6 +199,17 @@ def write_report_html(out: str | Path) -> Path:
         staged.write_text(REPORT_HTML, page)
         staged.commit()
     return out / REPORT_HTML
+
+
+def _read_report(path: Path) -> dict[str, Any]:
+    """A finished run's report.json; InputError when it is not a JSON object."""
+    try:
+        report = json.loads(path.read_bytes())
+    except (ValueError, OSError) as exc:
+        raise InputError(f"cannot read {path}: {exc}") from None
+    if not isinstance(report, dict):
+        raise InputError(f"cannot read {path}: expected a JSON object, got {type(report).__name__}")
+    return report
 
 
 def _read_scores(path: Path) -> pa.Table:
@@ -772,7 +784,7 @@ def _thumbnails_section(
 
 def _figure(sample: str, src: str | None, score: float, removed: bool, reasons: list) -> str:
     """One thumbnail with its poison_score, sample_id and the reasons it was removed."""
-    sample = escape(sample)
+    sample = _short_id(sample)
     image = (
         f'<img src="{src}" alt="sample {sample}">' if src else '<div class="noimg">no preview</div>'
     )
@@ -782,6 +794,14 @@ def _figure(sample: str, src: str | None, score: float, removed: bool, reasons: 
         f"{image}<figcaption><b>{score:.2f}</b><br>{sample}"
         f'<span class="why">{escape(why)}</span></figcaption></figure>'
     )
+
+
+def _short_id(sample_id: object) -> str:
+    """A sample id for the page, HTML-escaped, cut to ``MAX_ID_CHARS`` with an ellipsis."""
+    text = str(sample_id)
+    if len(text) > MAX_ID_CHARS:
+        text = text[:MAX_ID_CHARS] + "\u2026"
+    return escape(text)
 
 
 def _suspicious_rows(

@@ -221,7 +221,7 @@ def test_inspect_refuses_a_bad_config_with_exit_2(tmp_path, capsys):
     config = tmp_path / "bad.toml"
     config.write_text("[data]\nimage_size = 1000\n")
     assert main(["inspect", str(SAMPLE_SOURCE), "--config", str(config)]) == EXIT_BAD_INPUT
-    assert "data.image_size must be in [4, 512], got 1000" in _one_line_error(capsys)
+    assert "data.image_size must be in [8, 512], got 1000" in _one_line_error(capsys)
 
 
 # --- config ---------------------------------------------------------------------------------

@@ -21,7 +21,7 @@ def test_every_parameter_has_a_description(flow):
 
 def test_a_deployment_stores_only_the_options_its_toml_sets(tmp_path):
     toml = tmp_path / "run.toml"
-    toml.write_text('seed = 4\n[bootstrap]\nepochs = 3\n')
+    toml.write_text("seed = 4\n[bootstrap]\nepochs = 3\n")
     assert read_toml_options(toml) == {"seed": 4, "bootstrap": {"epochs": 3}}
     toml.write_text("[bootstrap]\nepochs = -3\n")
     with pytest.raises(ConfigError, match="epochs"):

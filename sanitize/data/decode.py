@@ -9,6 +9,7 @@ from __future__ import annotations
 import io
 import os
 import posixpath
+import stat
 import warnings
 from typing import Any
 
@@ -187,7 +188,20 @@ def _read_anywhere(path: str, fs: fsspec.AbstractFileSystem, base_dir: str | Non
     return _read(fs, path, path)
 
 
+def special_file(fs: fsspec.AbstractFileSystem, path: str) -> bool:
+    """Whether ``path`` is, on a local filesystem, something other than a regular file (a
+    FIFO, a socket, a device), which is never opened: reading a FIFO blocks forever."""
+    if not isinstance(fs, LocalFileSystem):
+        return False
+    try:
+        return not stat.S_ISREG(os.stat(path).st_mode)
+    except OSError:  # missing, or a dangling link: reading it fails at once
+        return False
+
+
 def _read(fs: fsspec.AbstractFileSystem, resolved: str, path: str) -> bytes:
+    if special_file(fs, resolved):
+        raise ValueError(f"image path {path!r} is not a regular file")
     try:
         return fs.cat_file(resolved)
     except Exception as exc:  # noqa: BLE001 - any filesystem error makes the row unreadable

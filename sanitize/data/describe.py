@@ -20,16 +20,16 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from PIL import Image
 
-from sanitize.config import DataConfig
+from sanitize.config import MIN_IMAGE_SIZE, DataConfig
 from sanitize.data.decode import image_bytes, probe_image
 from sanitize.data.observed import ObservedSource
-from sanitize.data.read import id_column, read_source
+from sanitize.data.read import decoded_size, id_column, read_source
 from sanitize.data.schema import REASON_MISSING_LABEL, REASON_UNREADABLE, ROWS_FILE
 from sanitize.data.source import Source, open_source
 from sanitize.progress import track
 
 # Side images are decoded to while validating: small, since only readability is checked.
-_CHECK_SIZE = 4
+_CHECK_SIZE = MIN_IMAGE_SIZE
 _SHOWN_ROWS = 10
 
 
@@ -109,7 +109,15 @@ class SourceDescription:
         ):
             shown = f" (sample_id {', '.join(map(repr, ids))}{', ...' if count > len(ids) else ''})"
             lines.append(f"{what:<12} {count:,} rows{shown if count else ''}")
-        return "\n".join(lines)
+        return "\n".join(_printable(line) for line in lines)
+
+
+def _printable(text: str) -> str:
+    """``text`` with control characters escaped (``\\x1b``): names in a source are not to
+    reach a terminal as escape sequences."""
+    return "".join(
+        c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in text
+    )
 
 
 def describe_source(uri: str, data: DataConfig, *, sample: int = 64) -> SourceDescription:
@@ -161,7 +169,7 @@ def describe_source(uri: str, data: DataConfig, *, sample: int = 64) -> SourceDe
                 zip(summary.class_values, summary.class_names, strict=True)
             )
         ],
-        image_size=data.image_size or sampler.first_size or summary.image_size,
+        image_size=data.image_size or decoded_size(sampler.first_size or summary.image_size),
         channels=summary.channels,
         image_sizes=dict(sampler.sizes.most_common()),
         image_modes=dict(sampler.modes.most_common()),

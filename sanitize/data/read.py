@@ -31,7 +31,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from sanitize.config import DataConfig
+from sanitize.config import MIN_IMAGE_SIZE, DataConfig
 from sanitize.data.decode import PathRefused, decode_many, image_bytes, probe_image
 from sanitize.data.npyfile import NpyWriter
 from sanitize.data.schema import (
@@ -42,7 +42,7 @@ from sanitize.data.schema import (
     ROWS_FILE,
     SAMPLE_ID,
 )
-from sanitize.data.source import Source
+from sanitize.data.source import HF_METADATA_KEY, Source, malformed_hf_metadata
 from sanitize.errors import ConfigError, InputError
 
 log = logging.getLogger("sanitize")
@@ -141,6 +141,13 @@ def read_source(source: Source, data: DataConfig, workdir: str | os.PathLike[str
         _check_id_type(data.id_column, schema.field(data.id_column).type)
     if source.num_rows == 0:
         raise InputError(f"source {source.uri} has no rows")
+    if malformed_hf_metadata(schema):
+        log.warning(
+            "schema metadata %r of %s is malformed; ignored (classes are named by their "
+            "label values, and the outputs leave it out)",
+            HF_METADATA_KEY.decode(),
+            source.uri,
+        )
 
     workdir.mkdir(parents=True, exist_ok=True)
     images_tmp = workdir / (IMAGES_FILE + ".partial")
@@ -204,7 +211,7 @@ def _read_rows(source: Source, data: DataConfig, has_id: bool, images_path: Path
                 probed = _first_probe(payloads)
                 if probed is not None:
                     channels = channels or probed[0]
-                    size = size or probed[1]
+                    size = size or decoded_size(probed[1])
             if images is None and size is not None and channels is not None:
                 shape = (n, channels, size, size)
                 images = files.enter_context(NpyWriter(images_path, shape, np.uint8))
@@ -513,6 +520,12 @@ def _first_probe(payloads: list[bytes | None]) -> tuple[int, int] | None:
         except ValueError:
             continue
     return None
+
+
+def decoded_size(first_size: int) -> int:
+    """Side images are decoded to when the first readable image's side is ``first_size``:
+    that side, upsampled to ``MIN_IMAGE_SIZE`` when smaller."""
+    return max(first_size, MIN_IMAGE_SIZE)
 
 
 def decode_workers(n_rows: int) -> int:

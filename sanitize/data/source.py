@@ -17,6 +17,9 @@ points at one of:
 
 Image folders and ``.npz`` files are presented in the Hugging Face layout, so the read
 stage sees one kind of table whatever the source. The source is never modified.
+
+Directory sources leave out every file or folder :func:`ignored_name` names (hidden or
+private ones), and never open what is not a regular file (a FIFO would block the run).
 """
 
 from __future__ import annotations
@@ -40,6 +43,7 @@ from fsspec.implementations.local import LocalFileSystem
 from PIL import Image
 
 from sanitize.config import DataConfig
+from sanitize.data.decode import special_file
 from sanitize.errors import InputError
 
 IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"})
@@ -49,6 +53,23 @@ HF_IMAGE_TYPE = pa.struct([("bytes", pa.binary()), ("path", pa.string())])
 # Shown first in the "unknown URI scheme" message; the rest follow in alphabetical order.
 _COMMON_PROTOCOLS = ("file", "memory", "s3", "gs", "gcs", "az", "abfs", "http", "https", "hf")
 _CHUNK_BYTES = 1 << 20
+_IGNORED_PREFIXES = (".", "_")
+
+
+def ignored_name(name: str) -> bool:
+    """Whether a directory source (and the ingest flow's landing location) leaves out the
+    file or folder ``name``: hidden (``.x``: ``.ipynb_checkpoints``, macOS's ``._x.png``) or
+    private (``_x``: ``__MACOSX``, Spark's ``_SUCCESS``, a writer's ``_tmp.parquet``)."""
+    return name.startswith(_IGNORED_PREFIXES)
+
+
+def parquet_files(fs: fsspec.AbstractFileSystem, path: str) -> list[str]:
+    """The ``.parquet`` files a directory source reads: its top level's, in name order."""
+    return sorted(
+        p
+        for p in fs.ls(path, detail=False)
+        if p.endswith(".parquet") and not ignored_name(posixpath.basename(p)) and fs.isfile(p)
+    )
 
 
 class Source(ABC):
@@ -163,11 +184,9 @@ def open_source(uri: str | os.PathLike[str], data: DataConfig) -> Source:
     if not exists:
         raise InputError(f"source not found: {uri}")
     if fs.isdir(path):
-        parquet_files = sorted(
-            p for p in fs.ls(path, detail=False) if p.endswith(".parquet") and fs.isfile(p)
-        )
-        if parquet_files:
-            return ParquetSource(uri, fs, parquet_files, data, kind="parquet_dir")
+        files = parquet_files(fs, path)
+        if files:
+            return ParquetSource(uri, fs, files, data, kind="parquet_dir")
         return ImageFolderSource(uri, fs, path, data)
     suffix = posixpath.splitext(path)[1].lower()
     if suffix == ".parquet":
@@ -205,6 +224,29 @@ def _one_line(exc: BaseException) -> str:
     return text[0] if text else type(exc).__name__
 
 
+def hf_metadata(schema: pa.Schema) -> dict[str, Any] | None:
+    """The ``huggingface`` schema metadata, its ``info.features`` an object; None when it is
+    absent or malformed (see :func:`malformed_hf_metadata`)."""
+    raw = (schema.metadata or {}).get(HF_METADATA_KEY)
+    if raw is None:
+        return None
+    try:
+        hf = json.loads(raw)
+    except ValueError:
+        return None
+    if not isinstance(hf, dict) or not isinstance(hf.setdefault("info", {}), dict):
+        return None
+    if not isinstance(hf["info"].setdefault("features", {}), dict):
+        return None
+    return hf
+
+
+def malformed_hf_metadata(schema: pa.Schema) -> bool:
+    """Whether the schema has ``huggingface`` metadata that is not the object ``datasets``
+    writes (no JSON, or ``info.features`` not an object); it is then ignored."""
+    return HF_METADATA_KEY in (schema.metadata or {}) and hf_metadata(schema) is None
+
+
 def class_names_from_metadata(schema: pa.Schema, label_column: str) -> list[str] | None:
     """ClassLabel names from a schema's ``huggingface`` metadata, or None.
 
@@ -212,15 +254,10 @@ def class_names_from_metadata(schema: pa.Schema, label_column: str) -> list[str]
     ClassLabel feature, so a renamed label column still finds its names. Malformed
     metadata is ignored: class names are a convenience, not a requirement.
     """
-    raw = (schema.metadata or {}).get(HF_METADATA_KEY)
-    if raw is None:
+    hf = hf_metadata(schema)
+    if hf is None:
         return None
-    try:
-        features = json.loads(raw)["info"]["features"]
-    except (ValueError, KeyError, TypeError):
-        return None
-    if not isinstance(features, dict):
-        return None
+    features = hf["info"]["features"]
     candidates = [features.get(label_column)] + list(features.values())
     for feature in candidates:
         if (
@@ -336,8 +373,10 @@ def _schema_difference(expected: pa.Schema, got: pa.Schema) -> str:
 class ImageFolderSource(Source):
     """Images under ``root/<class>/...``; the label is the index of the sorted class name.
 
-    A link to a file outside the root is never read unless ``data.allow_external_paths``:
-    its row has null bytes, and the read stage refuses its path (quarantined, unreadable).
+    Hidden and private entries (:func:`ignored_name`) are left out at every level. A link to
+    a file outside the root is never read unless ``data.allow_external_paths``, nor is a
+    FIFO or other special file: its row has null bytes, and the read stage refuses or fails
+    to read its path (quarantined, unreadable).
     """
 
     kind = "image_folder"
@@ -349,17 +388,18 @@ class ImageFolderSource(Source):
         self._image_column = data.image_column
         self._label_column = data.label_column
         classes = sorted(
-            posixpath.basename(p.rstrip("/"))
+            name
             for p in fs.ls(self._root, detail=False)
-            if fs.isdir(p)
+            if not ignored_name(name := posixpath.basename(p.rstrip("/"))) and fs.isdir(p)
         )
         files: list[tuple[str, int]] = []
         for index, name in enumerate(classes):
-            found = fs.find(posixpath.join(self._root, name))
+            found = (posixpath.relpath(p, self._root) for p in fs.find(f"{self._root}/{name}"))
             images = sorted(
-                posixpath.relpath(p, self._root)
-                for p in found
-                if posixpath.splitext(p)[1].lower() in IMAGE_EXTENSIONS
+                rel
+                for rel in found
+                if posixpath.splitext(rel)[1].lower() in IMAGE_EXTENSIONS
+                and not any(ignored_name(part) for part in rel.split("/"))
             )
             files.extend((rel, index) for rel in images)
         if not files:
@@ -370,7 +410,8 @@ class ImageFolderSource(Source):
         self._outside = {
             rel
             for rel, _ in files
-            if not data.allow_external_paths and _links_out(fs, self._root, rel)
+            if (not data.allow_external_paths and _links_out(fs, self._root, rel))
+            or special_file(fs, posixpath.join(self._root, rel))
         }
         super().__init__(
             uri=uri,
