@@ -68,6 +68,7 @@ MAX_ID_CHARS = 64  # a longer sample id is cut, so the page stays small on any i
 THUMB_PIXELS = 96  # longest side of a thumbnail; smaller images are enlarged by CSS only
 CLASS_TABLE_ROWS = 100  # classes in the class x detector table; beyond, those with most removed
 CSV_ROWS = 20_000  # removed rows in the page's CSV (about 1 MB); beyond, the highest scores
+CSV_BYTES = 1_000_000  # and at most this much CSV text (ids can be long)
 
 
 # --- run time: the projection saved into scores.parquet ------------------------------------
@@ -248,20 +249,18 @@ def removed_rows_csv(report: dict, scores: pa.Table, flagged: np.ndarray) -> tup
     """The removed rows as CSV text, and how many removed rows it leaves out.
 
     Columns ``sample_id, label, class, poison_score, reasons`` (reasons joined by ``;``),
-    rows in source order. Beyond ``CSV_ROWS`` removed rows, those with the highest
-    poison_score are written (the full list is quarantine.parquet).
+    rows in source order. At most ``CSV_ROWS`` rows and ``CSV_BYTES`` of text: beyond, the
+    rows with the highest poison_score (the full list is quarantine.parquet).
     """
     rows = np.flatnonzero(flagged)
-    left_out = max(len(rows) - CSV_ROWS, 0)
-    if left_out:
-        poison = scores.column(POISON_SCORE).to_numpy(zero_copy_only=False)[rows]
-        rows = np.sort(rows[np.argsort(-poison, kind="stable")[:CSV_ROWS]])
-    taken = scores.take(pa.array(rows, type=pa.int64()))
+    poison = scores.column(POISON_SCORE).to_numpy(zero_copy_only=False)[rows]
+    by_score = rows[np.argsort(-poison, kind="stable")[:CSV_ROWS]]
+    taken = scores.take(pa.array(by_score, type=pa.int64()))
     names = {k: str(v.get("name", k)) for k, v in report.get("per_class", {}).items()}
-    buf = io.StringIO()
-    writer = csv.writer(buf)
-    writer.writerow([SAMPLE_ID, LABEL, "class", POISON_SCORE, REASONS])
-    for sample_id, label, score, reasons in zip(
+    lines: list[tuple[int, str]] = []
+    size = 0
+    for row, sample_id, label, score, reasons in zip(
+        by_score,
         taken.column(SAMPLE_ID).to_pylist(),
         taken.column(LABEL).to_pylist(),
         taken.column(POISON_SCORE).to_pylist(),
@@ -269,17 +268,28 @@ def removed_rows_csv(report: dict, scores: pa.Table, flagged: np.ndarray) -> tup
         strict=True,
     ):
         key = "" if label is None else str(label)
-        score_text = "" if score is None else f"{score:.6g}"
-        writer.writerow(
+        line = _csv_line(
             [
                 _inert(str(sample_id)),
                 key,
                 _inert(names.get(key, key)),
-                score_text,
+                "" if score is None else f"{score:.6g}",
                 ";".join(reasons or []),
             ]
         )
-    return buf.getvalue(), left_out
+        size += len(line)
+        if size > CSV_BYTES and lines:
+            break
+        lines.append((int(row), line))
+    header = _csv_line([SAMPLE_ID, LABEL, "class", POISON_SCORE, REASONS])
+    body = "".join(line for _, line in sorted(lines))
+    return header + body, len(rows) - len(lines)
+
+
+def _csv_line(cells: list[str]) -> str:
+    buf = io.StringIO()
+    csv.writer(buf).writerow(cells)
+    return buf.getvalue()
 
 
 def _inert(cell: str) -> str:
