@@ -1124,6 +1124,168 @@ SUITES: dict[str, tuple[Case, ...]] = {
             rate=0.05,
         ),
     ),
+    # Issue 33's held-out suite, written down and committed before any of its cases ran,
+    # to be run once with --seed 23 (no earlier suite's seed) on the code of its commit,
+    # and never tuned on: attack families no suite had (all-to-all and multi-target labels,
+    # clean-label patches and blends beside SIG), images of 64 x 64, long-tailed and
+    # near-duplicate clean sets, a long-tailed set poisoned into a tail class, and
+    # triggers, options, targets and rates no earlier suite used.
+    "heldout33": (
+        Case(
+            "cifar10-all2all-white3-bl-5pct",
+            "cifar10",
+            "all_to_all",
+            (
+                ("attack", "badnets"),
+                ("params", (("pattern", "white"), ("size", 3), ("position", "bottom_left"))),
+                ("n_classes", 10),
+            ),
+            rate=0.05,
+        ),
+        Case(
+            "mnist-all2all-4x4-tr-6pct",
+            "mnist",
+            "all_to_all",
+            (
+                ("attack", "badnets"),
+                ("params", (("size", 4), ("position", "top_right"))),
+                ("n_classes", 10),
+            ),
+            rate=0.06,
+        ),
+        Case(
+            "gtsrb-all2all-kitty-q1-a20-8pct",
+            "gtsrb",
+            "all_to_all",
+            (
+                ("attack", "blend"),
+                (
+                    "params",
+                    (("trigger_path", f"{TOOLBOX}/hellokitty_split_1_32.png"), ("alpha", 0.2)),
+                ),
+                ("n_classes", 43),
+            ),
+            rate=0.08,
+        ),
+        Case(
+            "cifar10-multi-badencoder-t2-kitty-q2-t7-6pct",
+            "cifar10",
+            "multi_target",
+            (
+                (
+                    "parts",
+                    (
+                        ("badnets", (("trigger_path", f"{TOOLBOX}/BadEncoder_32.png"),), 2),
+                        (
+                            "blend",
+                            (
+                                ("trigger_path", f"{TOOLBOX}/hellokitty_split_2_32.png"),
+                                ("alpha", 0.2),
+                            ),
+                            7,
+                        ),
+                    ),
+                ),
+            ),
+            rate=0.06,
+        ),
+        Case(
+            "gtsrb-multi3-nc2-vig80-dn161-9pct-t5-17-31",
+            "gtsrb",
+            "multi_target",
+            (
+                (
+                    "parts",
+                    (
+                        ("trojan", (("trigger_path", f"{TOOLBOX}/NC_clean-2.png"),), 5),
+                        ("filter", (("kind", "vignette"), ("strength", 0.8)), 17),
+                        (
+                            "lowfreq",
+                            (
+                                (
+                                    "pattern_path",
+                                    f"{BACKDOORBENCH}/lowFrequency/gtsrb_densenet161_0_255.npy",
+                                ),
+                            ),
+                            31,
+                        ),
+                    ),
+                ),
+            ),
+            rate=0.09,
+        ),
+        Case(
+            "cifar10-cl-firefox-q1-6pct-t6",
+            "cifar10",
+            "clean_label",
+            (
+                ("attack", "trojan"),
+                ("params", (("trigger_path", f"{TOOLBOX}/firefox_corner_split_1_32.png"),)),
+            ),
+            target=6,
+            rate=0.06,
+        ),
+        Case(
+            "cifar10-cl-blend-noise-s33-a12-4pct-t9",
+            "cifar10",
+            "clean_label",
+            (
+                ("attack", "blend"),
+                ("params", (("pattern", "noise"), ("alpha", 0.12), ("noise_seed", 33))),
+            ),
+            target=9,
+            rate=0.04,
+        ),
+        Case(
+            "gtsrb-cl-badnets-4x4-bl-3pct-t2",
+            "gtsrb",
+            "clean_label",
+            (("attack", "badnets"), ("params", (("size", 4), ("position", "bottom_left")))),
+            target=2,
+            rate=0.03,
+        ),
+        Case(
+            "cifar10-64px-badnets-phoenix224-3pct-t8",
+            "cifar10",
+            "badnets",
+            (("trigger_path", f"{TOOLBOX}/phoenix_corner_224.png"),),
+            target=8,
+            rate=0.03,
+            side=64,
+        ),
+        Case(
+            "cifar10-64px-blend-kitty224-a15-4.5pct-t1",
+            "cifar10",
+            "blend",
+            (("trigger_path", f"{TOOLBOX}/hellokitty_224.png"), ("alpha", 0.15)),
+            target=1,
+            rate=0.045,
+            side=64,
+        ),
+        Case(
+            "mnist-64px-trojan-wm224-4pct-t9",
+            "mnist",
+            "trojan",
+            (("trigger_path", f"{TOOLBOX}/trojan_watermark_224.png"),),
+            target=9,
+            rate=0.04,
+            side=64,
+        ),
+        Case(
+            "cifar10-longtail-badnets-center-2pct-t8",
+            "cifar10",
+            "badnets",
+            (("position", "center"),),
+            target=8,
+            rate=0.02,
+            subset="longtail",
+        ),
+        Case("cifar10-wanet-k8-s75-7pct-t5", "cifar10", "wanet", (("k", 8), ("s", 0.75)), 5, 0.07),
+        Case("gtsrb-filter-sepia-7pct-t9", "gtsrb", "filter", (("kind", "sepia"),), 9, 0.07),
+        Case("cifar10-longtail-clean", "cifar10", "none", rate=0.0, subset="longtail"),
+        Case("cifar10-neardup-clean", "cifar10", "none", rate=0.0, subset="neardup"),
+        Case("mnist-longtail-clean", "mnist", "none", rate=0.0, subset="longtail"),
+    ),
 }
 
 
