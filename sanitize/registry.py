@@ -43,11 +43,16 @@ class Registry(Generic[T]):
     def names(self) -> tuple[str, ...]:
         return tuple(sorted(self._classes))
 
-    def build(self, name: str, **params: Any) -> T:
-        """An instance of the class registered as ``name``, its parameters checked at once."""
+    def lookup(self, name: str) -> type[T]:
+        """The class registered as ``name``; ConfigError listing the known names otherwise."""
         cls = self._classes.get(name)
         if cls is None:
             raise ConfigError(f"unknown {self.kind} {name!r}; known: {', '.join(self.names())}")
+        return cls
+
+    def build(self, name: str, **params: Any) -> T:
+        """An instance of the class registered as ``name``, its parameters checked at once."""
+        cls = self.lookup(name)
         accepted = keyword_params(cls)
         unknown = sorted(set(params) - set(accepted))
         if unknown:

@@ -35,6 +35,7 @@ from sanitize.errors import ConfigError, InputError
 
 TRIGGERS = Path(__file__).resolve().parents[1].parent / "shared/datasets/triggers/backdoor-toolbox"
 DIRTY = ("badnets", "blend", "trojan", "filter", "wanet", "lowfreq")
+COMPOSITE = ("all_to_all", "multi_target", "clean_label")
 CHANNELS = pytest.mark.parametrize("channels", [1, 3], ids=["grey", "rgb"])
 
 
@@ -49,12 +50,12 @@ def dataset(n: int = 120, channels: int = 3, side: int = 16, classes: int = 4, s
 
 
 def test_registry_lists_every_attack():
-    assert set(available_attacks()) == {*DIRTY, "sig", "none"}
+    assert set(available_attacks()) == {*DIRTY, "sig", "none", *COMPOSITE}
     assert get_attack("sig").clean_label and not get_attack("blend").clean_label
 
 
 def test_unknown_attack_and_bad_params_raise_config_errors():
-    with pytest.raises(ConfigError, match=r"unknown attack 'x'; known: badnets, blend"):
+    with pytest.raises(ConfigError, match=r"unknown attack 'x'; known: all_to_all, badnets, blend"):
         get_attack("x")
     with pytest.raises(ConfigError, match=r"has no parameter\(s\) \['beta'\]"):
         get_attack("blend", beta=1)
@@ -546,7 +547,7 @@ def test_cli_poison(tmp_path, capsys):
 @pytest.mark.parametrize(
     "args, message",
     [
-        (["--attack", "magic"], "unknown attack 'magic'; known: badnets, blend, filter"),
+        (["--attack", "magic"], "unknown attack 'magic'; known: all_to_all, badnets, blend"),
         (["--attack", "blend", "--param", "alpha"], "--param expects key=value, got 'alpha'"),
         (["--attack", "blend", "--param", "alpha=2"], "alpha must be a number in (0, 1]"),
         (["--attack", "blend", "--target", "9"], "target 9 is not a class of the source"),

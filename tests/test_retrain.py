@@ -6,6 +6,7 @@ import importlib.util
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
@@ -15,6 +16,7 @@ import torch
 
 from sanitize.config import SanitizeConfig
 from sanitize.errors import InputError
+from sanitize.evaluate import read_truth
 from sanitize.retrain import RetrainRecipe, random_crop, read_image_parquet, retrain_and_score
 from tests.conftest import REPO, SAMPLE_SOURCE
 
@@ -231,3 +233,37 @@ def test_benchmark_case_runner_end_to_end_on_tiny_digits(tmp_path):
         [again], settings.arms, {"epochs": 1, "machine": "m", "command": "c"}
     )
     assert "| digits-badnets-5pct |" in table and "| - |" not in table
+
+
+def test_benchmark_builds_composite_and_shaped_cases(tmp_path):
+    """Every new kind of case builds its data: labels, ground truth and ASR rows agree."""
+    bench = _benchmark_module()
+    table = pq.read_table(SAMPLE_SOURCE)
+    (tmp_path / "digits").mkdir()
+    pq.write_table(table.slice(0, 400), tmp_path / "digits" / "train.parquet")
+    pq.write_table(table.slice(400, 100), tmp_path / "digits" / "test.parquet")
+    parts = (("badnets", (("size", 3),), 2), ("blend", (("alpha", 0.3),), 7))
+    cases = [
+        bench.Case("multi", "digits", "multi_target", (("parts", parts),), rate=0.06),
+        bench.Case("all2all", "digits", "all_to_all", (("n_classes", 10),), rate=0.05),
+        bench.Case("cl", "digits", "clean_label", (("attack", "wanet"),), target=3, rate=0.05),
+        bench.Case("tail", "digits", "none", rate=0.0, subset="longtail"),
+        bench.Case("dup", "digits", "badnets", target=1, rate=0.05, subset="neardup", side=24),
+    ]
+    assert [c.targets for c in cases] == ["2+7", "all", "3", "0", "1"]
+    assert [c.dirty_label for c in cases] == [True, True, False, False, True]
+    settings = bench.Settings(datasets=tmp_path, rows=200, test_rows=50)
+    summaries = {}
+    for case in cases:
+        (tmp_path / case.name).mkdir()
+        summaries[case.name] = bench.build_case(case, settings, tmp_path / case.name)[1]
+    multi = pq.read_table(summaries["multi"].out).column("label").to_numpy()
+    truth = read_truth(summaries["multi"].truth)
+    assert sorted(multi[np.array(list(truth.values()))].tolist()) == [2] * 6 + [7] * 6
+    tail = np.bincount(pq.read_table(summaries["tail"].out).column("label").to_numpy())
+    assert tail[0] > tail[-1] and tail.sum() == 200
+    dup = summaries["dup"]
+    assert dup.n_rows == 210 and (dup.height, dup.n_poisoned) == (24, 10)
+    assert bench.build_only(cases, settings) == 0
+    nested = bench.Case("n", "digits", "clean_label", (("params", (("p", "triggers/x.png"),)),))
+    assert nested.attack_params(Path("/d")) == {"params": (("p", "/d/triggers/x.png"),)}

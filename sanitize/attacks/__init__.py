@@ -15,6 +15,10 @@ sig         clean-label  a horizontal sinusoid on target-class rows (Barni et al
 none        -            nothing: the clean case
 =========== ============ ============================================================
 
+and, in :mod:`~sanitize.attacks.composite`, attacks made of those triggers:
+``all_to_all`` (class c -> c + 1 mod K), ``multi_target`` (several triggers, each into its
+own target) and ``clean_label`` (any trigger on target-class rows, labels kept).
+
 >>> from sanitize.attacks import get_attack
 >>> attack = get_attack("sig", delta=20)
 >>> attack.clean_label
@@ -28,11 +32,13 @@ from sanitize.attacks.base import (
     Attack,
     PoisonPlan,
     PoisonResult,
+    attack_class,
     available_attacks,
     get_attack,
     register,
 )
 from sanitize.attacks.blend import Blend
+from sanitize.attacks.composite import AllToAll, CleanLabel, MultiTarget
 from sanitize.attacks.dataset import PoisonSummary, poison_source
 from sanitize.attacks.filter import Filter
 from sanitize.attacks.lowfreq import LowFrequency
@@ -44,11 +50,14 @@ from sanitize.attacks.wanet import WaNet
 
 __all__ = [
     "SIG",
+    "AllToAll",
     "Attack",
     "BadNets",
     "Blend",
+    "CleanLabel",
     "Filter",
     "LowFrequency",
+    "MultiTarget",
     "NoAttack",
     "PoisonPlan",
     "PoisonResult",
@@ -56,6 +65,7 @@ __all__ = [
     "Trojan",
     "WaNet",
     "apply_patch",
+    "attack_class",
     "available_attacks",
     "checkerboard",
     "get_attack",

@@ -46,12 +46,15 @@ class PoisonPlan:
         The seed the rows were drawn with; attacks with per-row randomness derive from it.
     info : dict
         What was done (see :class:`PoisonResult`).
+    part : ndarray of shape (n_samples,), dtype int, or None
+        Attacks made of several triggers: the index of the one each row carries (-1: none).
     """
 
     poisoned: np.ndarray
     labels: np.ndarray
     seed: int
     info: dict[str, Any] = field(default_factory=dict)
+    part: np.ndarray | None = None
 
 
 @dataclass
@@ -67,7 +70,8 @@ class PoisonResult:
     poisoned : ndarray of shape (n_samples,), dtype bool
         The ground truth.
     info : dict
-        ``attack``, ``params``, ``clean_label``, ``target``, ``rate``, ``seed``,
+        ``attack``, ``params``, ``clean_label``, ``target``, ``targets`` (the labels
+        poisoned rows are trained towards, None for every class), ``rate``, ``seed``,
         ``n_rows``, ``requested`` (``round(rate * n_rows)``), ``candidates`` (rows the
         poisons were drawn from), ``n_poisoned``, and ``note`` when fewer rows than
         requested were poisoned (a clean-label attack capped at the target class size).
@@ -101,6 +105,10 @@ class Attack(ABC):
 
     def _check_params(self) -> None:  # noqa: B027 - optional hook, a no-op by default
         """Raise :class:`~sanitize.errors.ConfigError` for a parameter out of range."""
+
+    def target_classes(self, target: int) -> tuple[int, ...] | None:
+        """The labels poisoned rows are trained towards, for ``target``; None: every class."""
+        return (target,)
 
     def _varies_per_row(self) -> bool:
         """Whether ``_stamp`` draws a different trigger for every row from its generator."""
@@ -170,24 +178,32 @@ class Attack(ABC):
         new_labels = labels.copy()
         if not self.clean_label:
             new_labels[poisoned] = target
-        info: dict[str, Any] = {
-            "attack": self.name,
-            "params": self.get_params(),
-            "clean_label": self.clean_label,
-            "target": target,
-            "rate": rate,
-            "seed": seed,
-            "n_rows": n,
-            "requested": requested,
-            "candidates": len(candidates),
-            "n_poisoned": count,
-        }
+        info = self._plan_info(
+            target=target,
+            rate=rate,
+            seed=seed,
+            n_rows=n,
+            requested=requested,
+            candidates=len(candidates),
+            n_poisoned=count,
+        )
         if count < requested:
             info["note"] = (
                 f"rate {rate} asks for {requested} poisons but target class {target} has "
                 f"{len(candidates)} rows; all of them were poisoned"
             )
         return PoisonPlan(poisoned=poisoned, labels=new_labels, seed=seed, info=info)
+
+    def _plan_info(self, *, target: int, **fields: Any) -> dict[str, Any]:
+        """A plan's ``info`` (see :class:`PoisonResult`): the attack's, then ``fields``."""
+        return {
+            "attack": self.name,
+            "params": self.get_params(),
+            "clean_label": self.clean_label,
+            "target": target,
+            "targets": self.target_classes(target),
+            **fields,
+        }
 
     def execute(self, images: np.ndarray, plan: PoisonPlan, *, start: int = 0) -> np.ndarray:
         """Apply a plan to rows ``start .. start + len(images)`` of the set it was made for.
@@ -289,6 +305,17 @@ def register(cls: type[Attack]) -> type[Attack]:
 def available_attacks() -> tuple[str, ...]:
     """Names of the registered attacks, sorted."""
     return _ATTACKS.names()
+
+
+def attack_class(name: str) -> type[Attack]:
+    """The class registered as ``name`` (its traits, e.g. ``clean_label``, without building it).
+
+    Raises
+    ------
+    ConfigError
+        Unknown name (the message lists the known ones).
+    """
+    return _ATTACKS.lookup(name)
 
 
 def get_attack(name: str, **params: Any) -> Attack:
