@@ -39,6 +39,9 @@ DEFAULT_DETECTORS = KNOWN_DETECTORS
 # Smallest side the bootstrap network takes: it halves the image three times
 # (sanitize.model.net), and a 1 x 1 map cannot be pooled again.
 MIN_IMAGE_SIZE = 8
+# Largest side chosen when data.image_size is unset: bounds the cost (bootstrap time grows
+# with pixels) and the decoded images' size on disk (rows x channels x 64 x 64 bytes).
+MAX_WORKING_SIZE = 64
 
 
 @dataclass(frozen=True)
@@ -53,10 +56,10 @@ class DataConfig:
         Column whose values are every output's ``sample_id``; another name than the default
         must exist (and then no ``sample_id`` column may); no ``sample_id``: the row ordinal.
     image_size : int or None, default=None
-        Side in pixels that every image is resized to, in [8, 512]; None takes the first
-        readable image's size, at least ``MIN_IMAGE_SIZE``.
+        Side in pixels that every image is resized to, in [8, 512]; None: the median side
+        of the first images read, within [``MIN_IMAGE_SIZE``, ``MAX_WORKING_SIZE``].
     channels : int or None, default=None
-        1 (grey) or 3 (RGB); None takes the first readable image's mode.
+        1 (grey) or 3 (RGB); None: the mode most of the first images read have.
     batch_rows : int, default=2048
         Rows read and decoded at a time (bounds memory of the read stage).
     allow_external_paths : bool, default=False

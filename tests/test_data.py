@@ -15,9 +15,10 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
-from sanitize.config import DataConfig
+from sanitize.config import MAX_WORKING_SIZE, MIN_IMAGE_SIZE, DataConfig
 from sanitize.data import decode_image, image_bytes, open_source, probe_image, read_source
 from sanitize.data.expected import read_expected_counts
+from sanitize.data.read import working_shape
 from sanitize.data.schema import (
     CLASSES_FILE,
     IMAGES_FILE,
@@ -174,13 +175,42 @@ def test_configured_size_and_channels_resize(tmp_path):
     assert (summary.image_size, summary.channels) == (16, 3)
 
 
-def test_size_and_channels_from_first_readable_image(tmp_path):
-    payloads = [b"junk", b"junk", png(0, 10, "RGB"), png(1, 6, "L")]
-    path = write(hf_table([0, 1, 0, 1], payloads=payloads), tmp_path / "a.parquet")
+def test_size_and_channels_from_the_first_readable_images(tmp_path):
+    payloads = [b"junk", b"junk", png(0, 10, "RGB"), png(1, 10, "RGB"), png(2, 6, "L")]
+    path = write(hf_table([0, 1, 0, 1, 0], payloads=payloads), tmp_path / "a.parquet")
     summary, rows, images = read(path, tmp_path, batch_rows=2)
-    assert images.shape == (4, 3, 10, 10)
-    assert rows["ok"].to_pylist() == [False, False, True, True]
+    assert images.shape == (5, 3, 10, 10)  # the first batch with a readable image decides
+    assert rows["ok"].to_pylist() == [False, False, True, True, True]
     assert not images[:2].any()
+
+
+def test_working_size_is_the_median_side_within_bounds(caplog):
+    assert working_shape([]) is None
+    assert working_shape([(3, 32)] * 5 + [(3, 64)]) == (3, 32)  # one odd image sets nothing
+    assert working_shape([(3, 224)] * 3 + [(1, 224)]) == (3, MAX_WORKING_SIZE)
+    assert working_shape([(1, 4), (1, 2)]) == (1, MIN_IMAGE_SIZE)
+    with caplog.at_level(logging.WARNING, logger="sanitize"):
+        working_shape([(3, 32)] * 9 + [(3, 3000)])
+    assert "1 of the first 10 images are far from the working size 32x32" in caplog.text
+
+
+def test_a_large_first_image_does_not_set_the_size(tmp_path):
+    payloads = [png(0, 64, "RGB")] + [png(i, 32, "RGB") for i in range(1, 6)]
+    path = write(hf_table([0, 1, 0, 1, 0, 1], payloads=payloads), tmp_path / "a.parquet")
+    _, rows, images = read(path, tmp_path)
+    assert images.shape == (6, 3, 32, 32)
+    assert all(rows["ok"].to_pylist())
+
+
+def test_an_image_above_pillows_pixel_limit_is_unreadable_not_decoded(tmp_path, monkeypatch):
+    from PIL import Image as PILImage
+
+    monkeypatch.setattr(PILImage, "MAX_IMAGE_PIXELS", 30 * 30)  # a 40 x 40 image is a "bomb"
+    payloads = [png(0, 16), png(1, 40), png(2, 16), png(3, 16)]
+    path = write(hf_table([0, 1, 0, 1], payloads=payloads), tmp_path / "a.parquet")
+    _, rows, _ = read(path, tmp_path)
+    assert rows["ok"].to_pylist() == [True, False, True, True]
+    assert rows["reason"].to_pylist() == [None, "unreadable", None, None]
 
 
 def test_directory_of_parquet_files_in_name_order(tmp_path):

@@ -21,8 +21,8 @@ def _png(side: int, value: int) -> bytes:
 
 
 def _tiny_source(path):
-    """A 2 x 2 first row, 1 x 1 rows among 16 x 16 ones."""
-    sides = [2] + [1 if i % 10 == 0 else 16 for i in range(1, 40)]
+    """A 2 x 2 first row, 1 x 1 rows among 4 x 4 ones."""
+    sides = [2] + [1 if i % 10 == 0 else 4 for i in range(1, 40)]
     images = [_png(side, 6 * i) for i, side in enumerate(sides)]
     pq.write_table(pa.table({"image": images, "label": [i % 2 for i in range(40)]}), path)
     return path

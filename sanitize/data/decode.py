@@ -86,15 +86,21 @@ def decode_many(
 
 
 def probe_image(data: bytes) -> tuple[int, int]:
-    """(channels, size) an image suggests: 1 for grey modes else 3, and max(width, height).
+    """(channels, size) an image's header suggests: 1 for grey modes else 3, max(width, height).
 
     Raises
     ------
     ValueError
         The bytes are not a decodable image.
     """
-    image = _open(data)
-    return (1 if image.mode in GREY_MODES else 3), max(image.size)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(io.BytesIO(data)) as image:  # the header only: no pixel decoded
+                mode, size = image.mode, image.size
+    except Exception as exc:  # noqa: BLE001 - Pillow raises OSError, SyntaxError, ...
+        raise ValueError(f"cannot read image header: {exc}") from None
+    return (1 if mode in GREY_MODES else 3), max(size)
 
 
 class PathRefused(ValueError):
@@ -211,8 +217,9 @@ def _read(fs: fsspec.AbstractFileSystem, resolved: str, path: str) -> bytes:
 def _open(data: bytes) -> Image.Image:
     try:
         with warnings.catch_warnings():
-            # A bomb warning would go to stderr for every large image; the error stays.
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            # Pillow warns above MAX_IMAGE_PIXELS (89 megapixels) and refuses twice that;
+            # either is a row set aside, never hundreds of MB decoded for a thumbnail.
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
             image = Image.open(io.BytesIO(data))
             image.load()
     except Exception as exc:  # noqa: BLE001 - Pillow raises OSError, SyntaxError, ...

@@ -23,7 +23,7 @@ from PIL import Image
 from sanitize.config import MIN_IMAGE_SIZE, DataConfig
 from sanitize.data.decode import image_bytes, probe_image
 from sanitize.data.observed import ObservedSource
-from sanitize.data.read import decoded_size, id_column, read_source
+from sanitize.data.read import PROBED_IMAGES, id_column, read_source, working_shape
 from sanitize.data.schema import REASON_MISSING_LABEL, REASON_UNREADABLE, ROWS_FILE
 from sanitize.data.source import Source, open_source
 from sanitize.progress import track
@@ -169,7 +169,7 @@ def describe_source(uri: str, data: DataConfig, *, sample: int = 64) -> SourceDe
                 zip(summary.class_values, summary.class_names, strict=True)
             )
         ],
-        image_size=data.image_size or decoded_size(sampler.first_size or summary.image_size),
+        image_size=data.image_size or sampler.working_size or summary.image_size,
         channels=summary.channels,
         image_sizes=dict(sampler.sizes.most_common()),
         image_modes=dict(sampler.modes.most_common()),
@@ -196,7 +196,8 @@ class _Sample:
         self.sizes: Counter[str] = Counter()
         self.modes: Counter[str] = Counter()
         self.sampled = 0
-        self.first_size: int | None = None  # max(w, h) of the first readable image
+        self._probes: list[tuple[int, int]] = []  # of the first images, as the run probes
+        self.working_size: int | None = None
 
     def observe(self, batch: pa.RecordBatch, base_dir: str, start: int) -> None:
         if self._column not in batch.schema.names:
@@ -205,17 +206,15 @@ class _Sample:
         wanted = [i for i in range(batch.num_rows) if start + i in self._rows]
         for cell in column.take(pa.array(wanted, pa.int64())).to_pylist():
             self._tally(cell, base_dir)
-        for i in range(batch.num_rows if self.first_size is None else 0):
-            self.first_size = self._probe(column[i].as_py(), base_dir)
-            if self.first_size is not None:
+        for i in range(batch.num_rows if self.working_size is None else 0):
+            if len(self._probes) == PROBED_IMAGES:
                 break
-
-    def _probe(self, cell: Any, base_dir: str) -> int | None:
-        """max(width, height) of a cell's image, as the run probes it; None if unreadable."""
-        try:
-            return probe_image(self._bytes(cell, base_dir))[1]
-        except ValueError:
-            return None
+            try:
+                self._probes.append(probe_image(self._bytes(column[i].as_py(), base_dir)))
+            except ValueError:
+                continue
+        if self.working_size is None and self._probes:
+            self.working_size = working_shape(self._probes, warn=False)[1]  # read warns
 
     def _bytes(self, cell: Any, base_dir: str) -> bytes:
         return image_bytes(

@@ -19,6 +19,7 @@ import json
 import logging
 import multiprocessing
 import os
+from collections import Counter
 from collections.abc import Callable, Iterator
 from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -31,7 +32,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from sanitize.config import MIN_IMAGE_SIZE, DataConfig
+from sanitize.config import MAX_WORKING_SIZE, MIN_IMAGE_SIZE, DataConfig
 from sanitize.data.decode import PathRefused, decode_many, image_bytes, probe_image
 from sanitize.data.npyfile import NpyWriter
 from sanitize.data.schema import (
@@ -49,6 +50,8 @@ log = logging.getLogger("sanitize")
 
 _LABEL_TYPES = "integers, integral floats, bools or strings"
 _DECODE_THREADS = min(8, os.cpu_count() or 1)
+# Images of the first batch whose headers set the working size and mode.
+PROBED_IMAGES = 256
 DECODE_WORKERS_ENV = "SANITIZE_DECODE_WORKERS"
 # Rule: the fork server starts in a few seconds (a fresh interpreter importing sanitize);
 # one CPU decodes about 5,000 CIFAR-10 images a second, so below 20,000 rows the start-up
@@ -208,10 +211,10 @@ def _read_rows(source: Source, data: DataConfig, has_id: bool, images_path: Path
             fetch = _fetcher(source, base_dir, data.allow_external_paths, refused)
             payloads = list(pool.map(fetch, range(start, start + rows), cells))
             if images is None and (size is None or channels is None):
-                probed = _first_probe(payloads)
+                probed = working_shape(_probes(payloads))
                 if probed is not None:
                     channels = channels or probed[0]
-                    size = size or decoded_size(probed[1])
+                    size = size or probed[1]
             if images is None and size is not None and channels is not None:
                 shape = (n, channels, size, size)
                 images = files.enter_context(NpyWriter(images_path, shape, np.uint8))
@@ -511,21 +514,46 @@ def _fetcher(
     return fetch
 
 
-def _first_probe(payloads: list[bytes | None]) -> tuple[int, int] | None:
+def _probes(payloads: list[bytes | None]) -> list[tuple[int, int]]:
+    """(channels, side) of the first ``PROBED_IMAGES`` readable images, from their headers."""
+    probes: list[tuple[int, int]] = []
     for payload in payloads:
         if payload is None:
             continue
         try:
-            return probe_image(payload)
+            probes.append(probe_image(payload))
         except ValueError:
             continue
-    return None
+        if len(probes) == PROBED_IMAGES:
+            break
+    return probes
 
 
-def decoded_size(first_size: int) -> int:
-    """Side images are decoded to when the first readable image's side is ``first_size``:
-    that side, upsampled to ``MIN_IMAGE_SIZE`` when smaller."""
-    return max(first_size, MIN_IMAGE_SIZE)
+def working_shape(probes: list[tuple[int, int]], *, warn: bool = True) -> tuple[int, int] | None:
+    """(channels, side) every image is decoded to, from the probes of the first images.
+
+    The mode most of them have, and their median side within [``MIN_IMAGE_SIZE``,
+    ``MAX_WORKING_SIZE``]: one odd first image sets nothing, and a set of large images
+    costs what a 64 x 64 one does. None when no image could be probed.
+    """
+    if not probes:
+        return None
+    channels = Counter(c for c, _ in probes).most_common(1)[0][0]
+    sides = np.array([side for _, side in probes])
+    size = int(min(max(int(np.median(sides)), MIN_IMAGE_SIZE), MAX_WORKING_SIZE))
+    far = int(np.sum((sides > 2 * size) | (2 * sides < size)))
+    if far and warn:
+        log.warning(
+            "%d of the first %d images are far from the working size %dx%d (sides %d to %d); "
+            "every image is resized to it (set data.image_size to choose another)",
+            far,
+            len(sides),
+            size,
+            size,
+            int(sides.min()),
+            int(sides.max()),
+        )
+    return channels, size
 
 
 def decode_workers(n_rows: int) -> int:
