@@ -1,4 +1,5 @@
-"""SIGTERM (timeout, systemd, a CI cancel) stops `sanitize run` and everything it started."""
+"""SIGTERM (timeout, systemd, a CI cancel) and SIGINT (Ctrl-C) stop `sanitize run` and
+everything it started."""
 
 import os
 import signal
@@ -34,7 +35,15 @@ def _children(proc: psutil.Process) -> list[psutil.Process]:
         return []
 
 
-def test_sigterm_stops_the_embedded_server(tmp_path):
+@pytest.mark.parametrize(
+    ("signum", "status", "line"),
+    [
+        (signal.SIGTERM, 143, "sanitize: error: terminated by SIGTERM"),
+        (signal.SIGINT, 130, "sanitize: interrupted"),
+    ],
+    ids=["SIGTERM", "SIGINT"],
+)
+def test_a_signal_stops_the_embedded_server(tmp_path, signum, status, line):
     config = tmp_path / "long.toml"
     config.write_text(FAST_TOML)
     env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}
@@ -49,7 +58,7 @@ def test_sigterm_stops_the_embedded_server(tmp_path):
         # Into the flow's work (the bootstrap trains for minutes at 50 epochs).
         _wait_for(lambda: (tmp_path / "out" / ".work").exists(), timeout=60)
         children = _children(parent)
-        proc.send_signal(signal.SIGTERM)
+        proc.send_signal(signum)
         _, err = proc.communicate(timeout=60)
     finally:
         if proc.poll() is None:
@@ -58,6 +67,6 @@ def test_sigterm_stops_the_embedded_server(tmp_path):
     for child in alive:
         child.kill()
     assert not alive, [c.cmdline() for c in alive]
-    assert proc.returncode == 143
+    assert proc.returncode == status
     lines = err.decode().strip().splitlines()
-    assert lines == ["sanitize: error: terminated by SIGTERM"], lines
+    assert lines == [line], lines
