@@ -6,10 +6,11 @@ For each kept case folder (``benchmarks/detection.py --keep-work`` leaves
 1. recomputes the last-conv channel norms from the kept bootstrap model in one embedding
    pass, timed against the same pass without them (the embed stage's added cost);
 2. runs the PGD probe and both new detectors on the kept features, timed;
-3. reads the other detectors' scores and own flags from the run's ``scores.parquet``;
-4. prints, per detector, the in-class AUROC (rows of the classes the poisons carry as
-   labels, poison vs clean), its own TPR and FPR over all rows, and the seconds the new
-   work took on this machine;
+3. reads the other detectors' scores and own flags from the run's stage files
+   (``run/.work/detector_<name>.npz``);
+4. prints, per detector (and the run's decision), the in-class AUROC (rows of the
+   classes the poisons carry as labels, poison vs clean), its own TPR and FPR over all
+   rows, and the seconds the new work took on this machine;
 5. prints what the bootstrap model offers any probe at all, read with the ground truth:
    the best in-class AUROC of a single last-conv channel's l_inf (and l_1) norm, either
    direction, an upper bound for a probe that picks one unit; the share of the PGD
@@ -41,7 +42,6 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from sanitize.data.schema import issue_column, score_column  # noqa: E402
 from sanitize.detect import DetectorContext, get_detector  # noqa: E402
 from sanitize.evaluate import detection_metrics, read_truth  # noqa: E402
 from sanitize.model import NetSpec, embed_rows, load_checkpoint  # noqa: E402
@@ -130,17 +130,26 @@ def run_case(kept: Path, repeats: int) -> dict:
     truth = np.array([truth_by_id[ids[i]] for i in usable])
     targets = np.unique(labels[truth])
     in_class = np.isin(labels, targets)
-    scores = pq.read_table(paths.out / SCORES_FILE)
-    by_id = {sid: i for i, sid in enumerate(scores.column("sample_id").to_pylist())}
+    old = sorted(
+        f.stem.removeprefix("detector_")
+        for f in paths.work.glob("detector_*.npz")
+        if f.stem.removeprefix("detector_") not in NEW
+    )
+    decision = pq.read_table(
+        paths.out / SCORES_FILE, columns=["sample_id", "poison_score", "flagged"]
+    )
+    by_id = {sid: i for i, sid in enumerate(decision.column("sample_id").to_pylist())}
     order = np.array([by_id[ids[i]] for i in usable])
-    old = [c.removeprefix("score_") for c in scores.column_names if c.startswith("score_")]
     table = []
-    for name in [n for n in old if n not in NEW] + list(NEW):
-        if name in results:
+    for name in old + list(NEW) + ["decision"]:
+        if name == "decision":
+            score = decision.column("poison_score").to_numpy()[order]
+            flagged = decision.column("flagged").to_numpy(zero_copy_only=False)[order]
+        elif name in results:
             score, flagged = results[name].score, results[name].flagged
-        else:
-            score = scores.column(score_column(name)).to_numpy(zero_copy_only=False)[order]
-            flagged = scores.column(issue_column(name)).to_numpy(zero_copy_only=False)[order]
+        else:  # the run's own scores and flags, one a usable row
+            saved = np.load(paths.detector_scores(name))
+            score, flagged = saved["score"], saved["flagged"]
         overall = detection_metrics(flagged, score, truth)
         inside = detection_metrics(flagged[in_class], score[in_class], truth[in_class])
         table.append(
