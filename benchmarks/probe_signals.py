@@ -163,16 +163,18 @@ def run_case(kept: Path, repeats: int) -> dict:
             }
         )
     moved = probe.predicted != labels[probe.rows]
-    ceiling = {
-        "linf_channel": _best_unit(norms[in_class, 2], truth[in_class]),
-        "l1_channel": _best_unit(norms[in_class, 0], truth[in_class]),
-        "landing_share": float(np.isin(probe.predicted[moved], targets).mean())
-        if moved.any()
-        else float("nan"),
-        "chance_share": float(len(targets) / len(classes["names"])),
-        "loss_poison": float(np.median(loss[truth])),
-        "loss_clean": float(np.median(loss[in_class & ~truth])),
-    }
+    ceiling = {}
+    if truth.any():  # a clean set has no poisons to read a ceiling from
+        ceiling = {
+            "linf_channel": _best_unit(norms[in_class, 2], truth[in_class]),
+            "l1_channel": _best_unit(norms[in_class, 0], truth[in_class]),
+            "landing_share": float(np.isin(probe.predicted[moved], targets).mean())
+            if moved.any()
+            else float("nan"),
+            "chance_share": float(len(targets) / len(classes["names"])),
+            "loss_poison": float(np.median(loss[truth])),
+            "loss_clean": float(np.median(loss[in_class & ~truth])),
+        }
     return {
         "case": kept.name.removeprefix("kept-"),
         "ceiling": ceiling,
@@ -237,6 +239,8 @@ def markdown(cases: list[dict]) -> str:
     ]
     for case in cases:
         c = case["ceiling"]
+        if not c:
+            continue
         lines.append(
             f"| {case['case']} | {c['linf_channel']:.3f} | {c['l1_channel']:.3f} | "
             f"{_fmt(c['landing_share'], 2)} ({c['chance_share']:.2f}) | "
