@@ -205,6 +205,26 @@ def _fmt(value: float | None, digits: int = 3) -> str:
     return "n/a" if not np.isfinite(value) else f"{value:.{digits}f}"
 
 
+def wide(cases: list[dict]) -> str:
+    """One row a case, one column a detector: in-class AUROC / TPR / FPR."""
+    names = list(dict.fromkeys(row["detector"] for case in cases for row in case["table"]))
+    head = [f"**{n}**" if n in NEW else n for n in names]
+    lines = [
+        "| case | " + " | ".join(head) + " |",
+        "|---|" + "---|" * len(names),
+    ]
+    for case in cases:
+        rows = {row["detector"]: row for row in case["table"]}
+        cells = [
+            " / ".join(_fmt(rows[n][k], 2) for k in ("auroc_in_class", "tpr", "fpr"))
+            if n in rows
+            else ""
+            for n in names
+        ]
+        lines.append(f"| {case['case']} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def markdown(cases: list[dict]) -> str:
     lines = [
         "| case | detector | in-class AUROC | TPR | FPR | seconds |",
@@ -254,6 +274,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("kept", nargs="+", type=Path, help="kept-<case> folders")
     parser.add_argument("--repeats", type=int, default=2, help="embedding passes timed (2)")
     parser.add_argument("--json", type=Path, help="also write the figures here")
+    parser.add_argument(
+        "--wide", action="store_true", help="also a case x detector table (AUROC / TPR / FPR)"
+    )
     args = parser.parse_args(argv)
     torch.manual_seed(0)
     cases = []
@@ -263,6 +286,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             continue
         print(f"{kept.name} ...", file=sys.stderr, flush=True)
         cases.append(run_case(kept, args.repeats))
+    if args.wide:
+        print(wide(cases) + "\n")
     print(markdown(cases))
     if args.json:
         args.json.write_text(json.dumps(cases, indent=1))
