@@ -107,9 +107,17 @@ class RunPaths:
     def loss_bootstrap(self) -> Path:
         return self.work / "loss_bootstrap.npy"
 
+    @property
+    def channel_norms(self) -> Path:
+        """Per-channel l_1 / l_2 / l_inf norms of the last conv maps, (rows, 3, channels)."""
+        return self.work / "channel_norms.npy"
+
     def shard_features(self, shard: int) -> Path:
         """Features of one embedding shard (its source rows only); merged into ``features``."""
         return self.work / f"features_shard{shard}.npy"
+
+    def shard_channel_norms(self, shard: int) -> Path:
+        return self.work / f"channel_norms_shard{shard}.npy"
 
     def shard_loss(self, shard: int) -> Path:
         return self.work / f"loss_bootstrap_shard{shard}.npy"

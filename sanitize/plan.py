@@ -100,12 +100,13 @@ _RUNNERS: dict[str, Callable[..., dict[str, Any]]] = {
 _OUTPUTS: dict[str, Callable[[Stage, RunPaths], tuple[Path, ...]]] = {
     "read": lambda st, p: (p.images, p.rows, p.classes),
     "bootstrap": lambda st, p: (p.train_rows, p.model_bootstrap, p.loss_history),
-    "embed": lambda st, p: (p.features, p.loss_bootstrap),
+    "embed": lambda st, p: (p.features, p.channel_norms, p.loss_bootstrap),
     "embed_shard": lambda st, p: (
         p.shard_features(st.shard),
+        p.shard_channel_norms(st.shard),
         p.shard_loss(st.shard),
     ),
-    "embed_merge": lambda st, p: (p.features, p.loss_bootstrap),
+    "embed_merge": lambda st, p: (p.features, p.channel_norms, p.loss_bootstrap),
     "clean_model": lambda st, p: (p.model_clean, p.loss_clean),
     "class_stats": lambda st, p: (p.class_stats, p.class_projections),
     "detect": lambda st, p: (p.detector_scores(st.detector), p.detector_info(st.detector)),

@@ -8,6 +8,7 @@ without moving arrays between tasks.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import time
@@ -32,6 +33,7 @@ from sanitize.data.schema import (
     score_column,
 )
 from sanitize.detect import DetectorContext, DetectorResult, decide, get_detector
+from sanitize.detect.base import AdversarialProbe
 from sanitize.detect.cbd import confounder_loss
 from sanitize.detect.class_size import expected_shares
 from sanitize.detect.class_stats import ClassStatistics
@@ -49,6 +51,7 @@ from sanitize.model import (
     stratified_sample,
     train_model,
 )
+from sanitize.model.probe import adversarial_probe, probe_sample
 from sanitize.model.train import epochs_for
 from sanitize.paths import (
     CLEAN_FILE,
@@ -210,7 +213,10 @@ def bootstrap_stage(config: SanitizeConfig, paths: RunPaths) -> dict[str, Any]:
 
 
 def embed_stage(config: SanitizeConfig, paths: RunPaths) -> dict[str, Any]:
-    """Penultimate features and final loss of f_B for every usable row."""
+    """Penultimate features, last-conv channel norms and final loss of f_B for every usable row.
+
+    The channel norms come from the same forward pass as the features (no second pass).
+    """
     start = time.perf_counter()
     device = resolve_device(config.bootstrap.device)
     usable, y, classes = _usable(paths)
@@ -225,6 +231,7 @@ def embed_stage(config: SanitizeConfig, paths: RunPaths) -> dict[str, Any]:
             usable,
             device=device,
             features_out=paths.features,
+            norms_out=paths.channel_norms,
             on_batch=bar.advance,
         )
     np.save(paths.loss_bootstrap, loss)
@@ -238,7 +245,8 @@ def embed_shard_stage(
 ) -> dict[str, Any]:
     """Like :func:`embed_stage` for the usable rows among source rows ``[start, stop)`` only.
 
-    Writes ``paths.shard_features(shard)`` and ``paths.shard_loss(shard)``, one row a
+    Writes ``paths.shard_features(shard)``, ``paths.shard_channel_norms(shard)`` and
+    ``paths.shard_loss(shard)``, one row a
     source row of the range; :func:`merge_embed_shards_stage` puts the shards together.
     """
     begin = time.perf_counter()
@@ -257,6 +265,7 @@ def embed_shard_stage(
             part,
             device=device,
             features_out=paths.shard_features(shard),
+            norms_out=paths.shard_channel_norms(shard),
             on_batch=bar.advance,
         )
     np.save(paths.shard_loss(shard), loss)
@@ -268,7 +277,8 @@ def embed_shard_stage(
 def merge_embed_shards_stage(
     paths: RunPaths, shards: list[tuple[int, int]], shard_results: list[dict[str, Any]]
 ) -> dict[str, Any]:
-    """Copy the shards' features and losses into ``paths.features`` and ``paths.loss_bootstrap``.
+    """Copy the shards' features, channel norms and losses into ``paths.features``,
+    ``paths.channel_norms`` and ``paths.loss_bootstrap``.
 
     The result counts the shards' own seconds too, so ``embed`` in the report's timings is
     the embedding work, whichever workers did it.
@@ -278,12 +288,17 @@ def merge_embed_shards_stage(
     features = np.lib.format.open_memmap(
         paths.features, mode="w+", dtype=np.float32, shape=(n_rows, dim)
     )
+    norms = np.lib.format.open_memmap(
+        paths.channel_norms, mode="w+", dtype=np.float32, shape=(n_rows, 3, dim)
+    )
     loss = np.full(n_rows, np.nan, dtype=np.float32)
     for shard, (start, stop) in enumerate(shards):
         features[start:stop] = np.load(paths.shard_features(shard), mmap_mode="r")
+        norms[start:stop] = np.load(paths.shard_channel_norms(shard), mmap_mode="r")
         loss[start:stop] = np.load(paths.shard_loss(shard))
     features.flush()
-    del features
+    norms.flush()
+    del features, norms
     np.save(paths.loss_bootstrap, loss)
     seconds = time.perf_counter() - begin + sum(r["seconds"] for r in shard_results)
     rows = sum(r["rows"] for r in shard_results)
@@ -390,6 +405,16 @@ def detect_stage(name: str, config: SanitizeConfig, paths: RunPaths) -> dict[str
         pixels=block_means(_images(paths), usable) if "pixels" in detector.requires else None,
         images=_image_rows(paths, usable) if "images" in detector.requires else None,
         class_stats=shared,
+        channel_norms=(
+            _optional_rows(paths.channel_norms, usable)
+            if "channel_norms" in detector.requires
+            else None
+        ),
+        adversarial_probe=(
+            _adversarial_probe(detector, config, paths, usable, y, classes)
+            if "adversarial_probe" in detector.requires
+            else None
+        ),
     )
     missing = [field for field in detector.requires if getattr(context, field) is None]
     if missing:
@@ -421,6 +446,38 @@ def detect_stage(name: str, config: SanitizeConfig, paths: RunPaths) -> dict[str
         "detect    %-21s %s; %d flagged", name, _rate(len(usable), seconds), result.flagged.sum()
     )
     return {"seconds": seconds, "rows": int(len(usable)), "flagged": int(result.flagged.sum())}
+
+
+def _adversarial_probe(
+    detector: Any,
+    config: SanitizeConfig,
+    paths: RunPaths,
+    usable: np.ndarray,
+    y: np.ndarray,
+    classes: dict[str, Any],
+) -> AdversarialProbe:
+    """PGD examples of f_B on a seeded sample of ``detector.n_probe`` usable rows.
+
+    Bounded cost: ``detector.steps`` forward and backward passes and one forward pass over
+    the sample, whatever the number of rows. ``rows`` are positions among ``usable``.
+    """
+    device = resolve_device(config.bootstrap.device)
+    spec = NetSpec(classes["channels"], len(classes["names"]), config.bootstrap.width)
+    model, normalizer = load_checkpoint(paths.model_bootstrap, spec=spec, device=device)
+    positions = probe_sample(len(usable), detector.n_probe, config.seed)
+    with track(f"probe {detector.name}"):
+        probe = adversarial_probe(
+            model,
+            normalizer,
+            _images(paths),
+            y,
+            usable[positions],
+            eps=detector.eps,
+            steps=detector.steps,
+            step_size=detector.eps / 5,
+            device=device,
+        )
+    return dataclasses.replace(probe, rows=positions)
 
 
 def decide_stage(config: SanitizeConfig, paths: RunPaths) -> dict[str, Any]:

@@ -343,9 +343,11 @@ def test_missing_context_is_named():
 def test_registry():
     known = (
         "activation_clustering",
+        "adversarial_overlap",
         "cbd",
         "contrast_spectral",
         "early_loss",
+        "linf_activation",
         "pixel_spectral",
         "spectral",
         "spectre",

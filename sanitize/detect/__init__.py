@@ -5,6 +5,7 @@ Importing this package registers every built-in detector; build one by name with
 """
 
 from sanitize.detect.activation_clustering import ActivationClustering
+from sanitize.detect.adversarial_overlap import AdversarialOverlap
 from sanitize.detect.base import (
     Detector,
     DetectorContext,
@@ -17,6 +18,7 @@ from sanitize.detect.cbd import CBD
 from sanitize.detect.contrast_spectral import ContrastSpectral
 from sanitize.detect.decision import Decision, decide
 from sanitize.detect.early_loss import EarlyLoss
+from sanitize.detect.linf_activation import LinfActivation
 from sanitize.detect.pixel_spectral import PixelSpectral
 from sanitize.detect.spectral import SpectralSignature
 from sanitize.detect.spectre import Spectre
@@ -25,12 +27,14 @@ from sanitize.detect.stamp import Stamp
 __all__ = [
     "CBD",
     "ActivationClustering",
+    "AdversarialOverlap",
     "ContrastSpectral",
     "Decision",
     "Detector",
     "DetectorContext",
     "DetectorResult",
     "EarlyLoss",
+    "LinfActivation",
     "PixelSpectral",
     "SpectralSignature",
     "Spectre",

@@ -28,6 +28,28 @@ MAD_TO_SD = 1.4826
 
 
 @dataclass(frozen=True)
+class AdversarialProbe:
+    """Adversarial examples of the bootstrap model on a sample of the scored rows.
+
+    Parameters
+    ----------
+    rows : ndarray of shape (n_probe,)
+        int indices, into the scored rows, of the rows the probe perturbed.
+    features : ndarray of shape (n_probe, n_features)
+        float32 penultimate features of the adversarial example of each of those rows.
+    predicted : ndarray of shape (n_probe,)
+        int class the bootstrap model gives each adversarial example.
+    info : dict, default={}
+        JSON-serialisable settings of the probe (budget, steps, seconds).
+    """
+
+    rows: np.ndarray
+    features: np.ndarray
+    predicted: np.ndarray
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
 class DetectorContext:
     """What a detector may use besides the features and the labels.
 
@@ -55,6 +77,13 @@ class DetectorContext:
         Per-class means and top scatter eigenpairs of the same rows, computed once for
         every detector that reads them; a detector computes its own when this is None or
         describes other rows (:func:`sanitize.detect.class_stats.class_statistics`).
+    channel_norms : ndarray of shape (n_rows, 3, n_channels) or None, default=None
+        float32 l_1, l_2 and l_inf norms of each channel map of the bootstrap model's last
+        conv block (:func:`sanitize.model.net.channel_norms`), recorded by the embedding
+        pass.
+    adversarial_probe : AdversarialProbe or None, default=None
+        PGD examples of the bootstrap model on a sample of the rows
+        (:func:`sanitize.model.probe.adversarial_probe`).
     """
 
     n_classes: int
@@ -65,6 +94,8 @@ class DetectorContext:
     pixels: np.ndarray | None = None
     images: np.ndarray | None = None
     class_stats: ClassStatistics | None = None
+    channel_norms: np.ndarray | None = None
+    adversarial_probe: AdversarialProbe | None = None
 
 
 @dataclass
@@ -271,6 +302,15 @@ class Detector(ABC):
                     f"{who}: context.images must be uint8 of shape (rows, channels, height, "
                     f"width) with {n} rows, got {dtype} {shape}"
                 )
+        if context.channel_norms is not None:
+            shape = np.shape(context.channel_norms)
+            if len(shape) != 3 or shape[0] != n or shape[1] != 3:
+                raise InputError(
+                    f"{who}: context.channel_norms must have shape (rows, 3, channels) with "
+                    f"{n} rows, got {shape}"
+                )
+        if context.adversarial_probe is not None:
+            self._validate_probe(context.adversarial_probe, features, context.n_classes)
         for key in _CONTEXT_ARRAYS:
             value = getattr(context, key)
             if value is None:
@@ -290,6 +330,31 @@ class Detector(ABC):
                         f"(got {value[bad]})"
                     )
         return features, labels.astype(np.int64, copy=False)
+
+    def _validate_probe(
+        self, probe: AdversarialProbe, features: np.ndarray, n_classes: int
+    ) -> None:
+        who = f"detector {self.name!r}: context.adversarial_probe"
+        rows = np.asarray(probe.rows)
+        m = rows.shape[0] if rows.ndim == 1 else -1
+        if m < 0 or not np.issubdtype(rows.dtype, np.integer):
+            raise InputError(
+                f"{who}.rows must be 1-D integer indices, got {rows.dtype} {rows.shape}"
+            )
+        if m and not ((rows >= 0) & (rows < features.shape[0])).all():
+            raise InputError(f"{who}.rows index outside the {features.shape[0]} scored rows")
+        if np.shape(probe.features) != (m, features.shape[1]):
+            raise InputError(
+                f"{who}.features has shape {np.shape(probe.features)}, expected "
+                f"({m}, {features.shape[1]})"
+            )
+        if not np.isfinite(probe.features).all():
+            raise InputError(f"{who}.features holds NaN or infinite values")
+        predicted = np.asarray(probe.predicted)
+        if predicted.shape != (m,) or (
+            m and not ((predicted >= 0) & (predicted < n_classes)).all()
+        ):
+            raise InputError(f"{who}.predicted must be {m} class indices in [0, {n_classes})")
 
 
 _DETECTORS: Registry[Detector] = Registry("detector")

@@ -26,6 +26,7 @@ def embed_rows(
     device: torch.device,
     batch_size: int = 512,
     features_out: Path | None = None,
+    norms_out: Path | None = None,
     keep_features: bool = True,
     on_batch: Callable[[int], None] | None = None,
     release_every: int = 16384,
@@ -45,6 +46,11 @@ def embed_rows(
     features_out : Path, optional
         When given, features are written to this ``.npy`` file batch by batch (never held
         whole in RAM) and returned as a read-only memory map of it.
+    norms_out : Path, optional
+        When given, the per-channel l_1 / l_2 / l_inf norms of the last conv block's maps
+        (:func:`sanitize.model.net.channel_norms`) are written to this ``.npy`` file, shape
+        (n_rows, 3, feature_dim) float32, batch by batch from the same forward pass as the
+        features; rows not embedded are zero.
     keep_features : bool, default=True
         False (without ``features_out``): compute the loss only and return None features.
 
@@ -58,6 +64,9 @@ def embed_rows(
     n_rows = images.shape[0]
     shape = (n_rows, model.feature_dim)
     writer = NpyWriter(features_out, shape, np.float32) if features_out is not None else None
+    norms_writer = None
+    if norms_out is not None:
+        norms_writer = NpyWriter(norms_out, (n_rows, 3, model.feature_dim), np.float32)
     features = np.zeros(shape, dtype=np.float32) if keep_features and writer is None else None
     loss = np.full(n_rows, np.nan, dtype=np.float32)
     rows = np.asarray(rows, dtype=np.int64)
@@ -69,7 +78,11 @@ def embed_rows(
             x = normalizer.apply(x).contiguous(memory_format=fmt)
             y = torch.from_numpy(labels[idx].astype(np.int64)).to(device)
             with autocast(device):
-                logits, feats = model.forward_with_features(x)
+                if norms_writer is not None:
+                    logits, feats, norms = model.forward_with_maps(x)
+                    norms_writer.write_rows(idx, norms.float().cpu().numpy())
+                else:
+                    logits, feats = model.forward_with_features(x)
             if writer is not None:
                 writer.write_rows(idx, feats.float().cpu().numpy())
             elif features is not None:
@@ -84,6 +97,8 @@ def embed_rows(
     finally:
         if writer is not None:
             writer.close()
+        if norms_writer is not None:
+            norms_writer.close()
     release_pages(images)
     if writer is not None:
         features = np.load(features_out, mmap_mode="r")

@@ -43,7 +43,9 @@ class BootstrapNet(nn.Module):
 
     Input is a float tensor of shape (batch, channels, H, W), already normalised; any H, W
     >= 8 works because the head follows a global pool. ``features`` returns the pooled
-    penultimate activations, shape (batch, 8 * width), which the detectors read.
+    penultimate activations, shape (batch, 8 * width), which the detectors read;
+    ``forward_with_maps`` also returns per-channel norms of the last block's maps (the
+    ones the pool averages), from the same forward pass.
     """
 
     def __init__(self, spec: NetSpec):
@@ -73,3 +75,22 @@ class BootstrapNet(nn.Module):
     def forward_with_features(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         feats = self.body(x)
         return self.head(feats), feats
+
+    def forward_with_maps(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Logits, pooled features and :func:`channel_norms` of the last conv block's maps."""
+        maps = self.body[:-2](x)  # the blocks, before the global pool and the flatten
+        feats = self.body[-2:](maps)
+        return self.head(feats), feats, channel_norms(maps)
+
+
+def channel_norms(maps: torch.Tensor) -> torch.Tensor:
+    """``a_k^p = ||vec A_k||_p`` for p = 1, 2, inf of every channel map ``A_k``.
+
+    Cheng et al., arXiv 2002.12162, Sec. 3: a triggered input drives a few channels of the
+    last convolutional layer to a sharp peak, so its l_inf norm stands out far more than
+    its l_1 and l_2 norms. ``maps`` has shape (batch, channels, H, W); the result (batch,
+    3, channels), rows l_1, l_2, l_inf. After a ReLU the maps are non-negative, so the
+    pooled features are exactly ``a^1 / (H * W)``.
+    """
+    flat = maps.float().flatten(2).abs()
+    return torch.stack((flat.sum(dim=2), flat.square().sum(dim=2).sqrt(), flat.amax(dim=2)), dim=1)
