@@ -173,9 +173,13 @@ def _signals_stop_the_run() -> Iterator[None]:
     except ValueError:  # not the main thread: signals are not ours to handle
         yield
         return
+    # A parent that blocked them (the mask is inherited across exec) would leave them
+    # pending forever: unblocked here, before the threads that inherit the mask start.
+    mask = signal.pthread_sigmask(signal.SIG_UNBLOCK, set(_SIGNAL_EXITS))
     try:
         yield
     finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, mask)
         for signum, handler in previous.items():
             signal.signal(signum, handler)
 

@@ -50,13 +50,20 @@ def test_a_signal_stops_the_embedded_server(tmp_path, signum, status, line):
     env["PREFECT_HOME"] = str(tmp_path / "prefect-home")
     argv = [sys.executable, "-m", "sanitize.cli", "run", str(SAMPLE_SOURCE)]
     argv += ["--out", str(tmp_path / "out"), "--config", str(config), "--no-progress"]
-    proc = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    # Started with both signals blocked, as a parent that blocks them (some job runners,
+    # a thread of a test process) leaves its children: the run must unblock them.
+    blocked = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
+    try:
+        proc = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
     parent = psutil.Process(proc.pid)
     try:
         if not _wait_for(lambda: _server_up(parent), timeout=180):
             pytest.fail("the embedded Prefect server never started")
         # Into the flow's work (the bootstrap trains for minutes at 50 epochs).
-        _wait_for(lambda: (tmp_path / "out" / ".work").exists(), timeout=60)
+        if not _wait_for(lambda: (tmp_path / "out" / ".work").exists(), timeout=180):
+            pytest.fail("the run never reached its first stage")
         children = _children(parent)
         proc.send_signal(signum)
         _, err = proc.communicate(timeout=60)
