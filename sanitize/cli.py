@@ -158,6 +158,9 @@ def _on_signal(signum: int, frame: object) -> None:
     removes the temporary files this one leaves.
     """
     message, code = _SIGNAL_EXITS[signum]
+    # Other threads would log the server's going away (Prefect's event client) after the
+    # one line; nothing is logged from here on.
+    logging.disable(logging.CRITICAL)
     print(message, file=sys.stderr, flush=True)
     runners = sys.modules.get("flows.runners")
     if runners is not None:
