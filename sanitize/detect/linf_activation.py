@@ -7,7 +7,7 @@ import dataclasses
 import numpy as np
 
 from sanitize.detect.base import Detector, DetectorContext, DetectorResult, register
-from sanitize.detect.mixture import ClassGroups, group_test_by_class
+from sanitize.detect.mixture import ClassGroups, check_group_test_params, group_test_by_class
 from sanitize.errors import ConfigError
 
 
@@ -122,14 +122,7 @@ class LinfActivation(Detector):
             raise ConfigError(f"{pre}relative_eps must be > 0, got {self.relative_eps}")
         if self.max_channels < 1:
             raise ConfigError(f"{pre}max_channels must be >= 1, got {self.max_channels}")
-        if not (self.separation_threshold > 0 and self.z_threshold > 0):
-            raise ConfigError(f"{pre}separation_threshold and z_threshold must be > 0")
-        if self.min_group_size < 2 or self.min_class_size < 4:
-            raise ConfigError(f"{pre}min_group_size must be >= 2 and min_class_size >= 4")
-        if not 0 < self.max_group_weight < 1:
-            raise ConfigError(f"{pre}max_group_weight must be in (0, 1)")
-        if self.max_fit_rows < 100:
-            raise ConfigError(f"{pre}max_fit_rows must be >= 100, got {self.max_fit_rows}")
+        check_group_test_params(self)
 
     def _score(
         self, features: np.ndarray, labels: np.ndarray, context: DetectorContext

@@ -16,6 +16,7 @@ from sklearn.exceptions import ConvergenceWarning
 from sklearn.mixture import GaussianMixture
 
 from sanitize.detect.base import DetectorResult, contract_score, ratio_score, robust_z
+from sanitize.errors import ConfigError
 
 
 @dataclass
@@ -290,6 +291,19 @@ class ClassGroups:
             "classes_skipped": self.skipped,
             "per_class": self.per_class,
         }
+
+
+def check_group_test_params(detector) -> None:
+    """ConfigError unless a detector's :func:`group_test_by_class` settings are in range."""
+    pre = f"{detector.name}."
+    if not (detector.separation_threshold > 0 and detector.z_threshold > 0):
+        raise ConfigError(f"{pre}separation_threshold and z_threshold must be > 0")
+    if detector.min_group_size < 2 or detector.min_class_size < 4:
+        raise ConfigError(f"{pre}min_group_size must be >= 2 and min_class_size >= 4")
+    if not 0 < detector.max_group_weight < 1:
+        raise ConfigError(f"{pre}max_group_weight must be in (0, 1)")
+    if detector.max_fit_rows < 100:
+        raise ConfigError(f"{pre}max_fit_rows must be >= 100, got {detector.max_fit_rows}")
 
 
 def group_test_by_class(
