@@ -36,10 +36,11 @@ if str(REPO) not in sys.path:
 
 from sanitize.config import DataConfig, DecisionConfig, SanitizeConfig  # noqa: E402
 from sanitize.data.expected import read_expected_counts  # noqa: E402
-from sanitize.detect import DetectorContext, decide, get_detector  # noqa: E402
-from sanitize.detect.class_size import expected_shares  # noqa: E402
+from sanitize.decision import decide  # noqa: E402
+from sanitize.decision.class_size import expected_shares  # noqa: E402
+from sanitize.decision.decide import Decision, size_rule_agreement  # noqa: E402
+from sanitize.detect import DetectorContext, get_detector  # noqa: E402
 from sanitize.detect.class_stats import ClassStatistics  # noqa: E402
-from sanitize.detect.decision import size_rule_agreement  # noqa: E402
 from sanitize.detect.pixel_spectral import block_means  # noqa: E402
 from sanitize.evaluate import detection_metrics, read_truth  # noqa: E402
 from sanitize.paths import REPORT_JSON, RunPaths  # noqa: E402
@@ -94,11 +95,9 @@ def expected_counts_from(datasets: Path, case_name: str) -> dict[str, float]:
     return read_expected_counts(split, DataConfig())
 
 
-def rescore(
-    case: dict, detectors: Sequence[str], config: SanitizeConfig
-) -> tuple[dict, np.ndarray]:
-    """Detectors and decision as the pipeline runs them: class statistics computed once.
-    Returns the metrics by detector (and "decision") and the decision's poison scores."""
+def score_detectors(case: dict, detectors: Sequence[str], config: SanitizeConfig) -> dict:
+    """The detectors' results and every other input of the decision, as the pipeline
+    computes them (class statistics once)."""
     stats = ClassStatistics.compute(case["features"], case["labels"], case["context"].n_classes)
     context = dataclasses.replace(case["context"], class_stats=stats)
     results, seconds = {}, {}
@@ -115,16 +114,14 @@ def rescore(
         case["classes"]["values"],
         np.unique(case["labels"]),
     )
-    decision = decide(
-        results,
-        len(case["labels"]),
-        config.decision,
-        labels=case["labels"],
-        coordinates=stats.projections if shared else None,
-        seed=config.seed,
-        expected_shares=expected,
-        row_loss=case["context"].loss_bootstrap,
-        label_agreement=size_rule_agreement(
+    return {
+        "results": results,
+        "seconds": seconds,
+        "labels": case["labels"],
+        "coordinates": stats.projections if shared else None,
+        "expected": expected,
+        "row_loss": case["context"].loss_bootstrap,
+        "agreement": size_rule_agreement(
             case["images"],
             case["labels"],
             config.decision,
@@ -132,11 +129,35 @@ def rescore(
             image_rows=case["image_rows"],
             seed=config.seed,
         ),
+    }
+
+
+def decide_case(scored: dict, config: SanitizeConfig) -> Decision:
+    """The decision on a case's detector results (:func:`score_detectors`)."""
+    return decide(
+        scored["results"],
+        len(scored["labels"]),
+        config.decision,
+        labels=scored["labels"],
+        coordinates=scored["coordinates"],
+        seed=config.seed,
+        expected_shares=scored["expected"],
+        row_loss=scored["row_loss"],
+        label_agreement=scored["agreement"],
     )
+
+
+def rescore(
+    case: dict, detectors: Sequence[str], config: SanitizeConfig
+) -> tuple[dict, np.ndarray]:
+    """Detectors and decision as the pipeline runs them. Returns the metrics by detector
+    (and "decision") and the decision's poison scores."""
+    scored = score_detectors(case, detectors, config)
+    decision = decide_case(scored, config)
     truth = case["truth"]
     out = {
-        name: detection_metrics(r.flagged, r.score, truth) | {"seconds": seconds[name]}
-        for name, r in results.items()
+        name: detection_metrics(r.flagged, r.score, truth) | {"seconds": scored["seconds"][name]}
+        for name, r in scored["results"].items()
     }
     out["decision"] = detection_metrics(decision.flagged, decision.poison_score, truth)
     return out, decision.poison_score

@@ -65,7 +65,8 @@ from detection import (  # noqa: E402
 )
 
 from sanitize.config import DecisionConfig  # noqa: E402
-from sanitize.detect import DetectorContext, DetectorResult, decide, get_detector  # noqa: E402
+from sanitize.decision import decide  # noqa: E402
+from sanitize.detect import DetectorContext, DetectorResult, get_detector  # noqa: E402
 from sanitize.detect.class_stats import ClassStatistics  # noqa: E402
 from sanitize.detect.kmeans import BACKEND_ENV, faiss_backend  # noqa: E402
 from sanitize.evaluate import detection_metrics, read_truth  # noqa: E402

@@ -31,6 +31,7 @@ KNOWN_DETECTORS = (
     "cbd",
     "pixel_spectral",
     "stamp",
+    "shared_direction",
     "linf_activation",
     "adversarial_overlap",
 )
@@ -213,7 +214,7 @@ class DecisionConfig:
         kept clean rows less). 0.75 is midway between chance and the agreeing classes.
     consensus : bool, default=True
         Also flag the candidate rows of a class that several detectors single out (see
-        ``sanitize.detect.consensus``).
+        ``sanitize.decision.consensus``).
     consensus_z : float, default=3.0
         Robust z of a class's evidence among the classes that counts as a detector's vote.
         Rule: the cross-class z bar of activation clustering; among ten or so clean
@@ -264,7 +265,7 @@ class DecisionConfig:
         flags its candidate group alone when the group's images look like other classes'
         in pixel space: the AUROC with which its rows' ten nearest images carry their
         label less often than the rest of the class's do
-        (:func:`sanitize.detect.pixel_neighbours.label_agreement`) is at least this. A
+        (:func:`sanitize.decision.pixel_neighbours.label_agreement`) is at least this. A
         dirty-label poison is an image of another class; a natural subgroup of a large
         class is not. None turns this off. Rule: in the grown targets of 26 kept benchmark
         sets, detector groups that were mostly poison reached 0.94-0.97 on MNIST and
@@ -283,7 +284,7 @@ class DecisionConfig:
         In a class where an oriented detector (early loss) flags more than half of the
         rows, keep only its flags there; where it flags a group (``refine_min_rows``) and
         most of the other flags there lie off its side, keep only the flags on its side
-        (see ``sanitize.detect.orient``). Rule: on a clean-label SIG case poisoning 80% of
+        (see ``sanitize.decision.orient``). Rule: on a clean-label SIG case poisoning 80% of
         its target class, activation clustering and spectral signatures removed the
         class's clean 20% (FPR 0.027); on a blend at 5% into a GTSRB class of 227 rows,
         spectral signatures flagged its clean 225 rows while the early loss flagged 155
@@ -291,7 +292,7 @@ class DecisionConfig:
     size_orient : bool, default=True
         In a class more than twice the other classes' median size, and a robust outlier
         among them (``size_z``), turn minority flags over to the rest of the class (see
-        ``sanitize.detect.class_size``). Rule: the added rows of a dirty-label attack are
+        ``sanitize.decision.class_size``). Rule: the added rows of a dirty-label attack are
         then most of the class, so the smaller side the feature-space detectors flag is
         its clean rest: BadNets 15% on 5,000 MNIST rows removed 629 clean rows and no
         poison (spectral flagged the clean 41% of the target class, separation 6.2). On
@@ -303,7 +304,7 @@ class DecisionConfig:
         An inflated class (see ``size_orient``) with fewer than ``refine_min_rows`` flags
         is suspect by its size alone: the rows that ``consensus_agree`` detectors' splits
         put on the side where the early loss's candidates are denser are flagged (see
-        ``sanitize.detect.class_size``). On WaNet 10% (51% of its target poison) and
+        ``sanitize.decision.class_size``). On WaNet 10% (51% of its target poison) and
         blended noise at 15% on MNIST no detector singled the target out, and this flagged
         405 rows (305 poisons) and 780 rows (727 poisons). None: on exactly when
         ``expected_class_counts`` is given; otherwise only for an inflated class whose rows'
@@ -334,7 +335,7 @@ class DecisionConfig:
         (Iglewicz and Hoaglin 1993).
     growth_check : bool, default=True
         Withdraw the flags of a class whose size does not account for them (see
-        ``sanitize.detect.growth``): a dirty-label group is rows its class gained, so a
+        ``sanitize.decision.growth``): a dirty-label group is rows its class gained, so a
         class that did not grow by about as many rows as a feature detector flags in it
         holds a natural mode, not a poisoned group. Classes the size rules judged, and
         those where the early loss flags a group (a clean-label attack adds no rows), keep
@@ -356,7 +357,7 @@ class DecisionConfig:
     growth_trim : bool, default=True
         Where the sizes can tell and a class keeps its flags, keep at most its gain plus
         ``growth_spreads`` spreads of them, the highest scored (see
-        ``sanitize.detect.growth``): a group beyond what the class gained holds clean rows
+        ``sanitize.decision.growth``): a group beyond what the class gained holds clean rows
         a detector swept in. Rule: the poisons are the rows the class gained, and the
         margin is the one at which sizes can tell at all. Of 42 kept benchmark cases it
         changed two: a green Hello Kitty blend at 4% kept 305 of its target's 388 flags
@@ -364,9 +365,9 @@ class DecisionConfig:
         (11 clean rows and 10 poisons fewer, TPR 0.912 to 0.892).
     growth_pixel_auc : float or None, default=0.75
         Where pixels can tell classes apart (``growth_pixel_reference``), a class that the
-        sizes let keep its flags keeps them only when they look like other classes' images:
+        sizes do not withdraw keeps its flags only when they look like other classes' images:
         the AUROC with which the flagged rows' nearest images carry their label less often
-        than the class's other rows' do is at least this (see ``sanitize.detect.growth``).
+        than the class's other rows' do is at least this (see ``sanitize.decision.growth``).
         None: sizes alone decide. Rule: as ``consensus_pixel_auc``, the same measure. In
         MNIST subsets the ones are naturally 1.1-1.2 times the other digits, and
         activation clustering, splitting them by slant, flagged 154 of a clean subset's
@@ -381,7 +382,7 @@ class DecisionConfig:
     refine : bool, default=True
         Re-draw the flagged group inside each class that has one with a cross-fitted linear
         discriminant on the class's top principal coordinates (see
-        ``sanitize.detect.refine``); needs the shared class statistics.
+        ``sanitize.decision.refine``); needs the shared class statistics.
     refine_components : int, default=16
         Principal coordinates a class's discriminant uses. Rule: SPECTRE's 16; on the kept
         CIFAR-10 probe cases 16 and 32 gave the same mean TPR, all 256 features 0.03 less

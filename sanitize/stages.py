@@ -32,12 +32,13 @@ from sanitize.data.schema import (
     issue_column,
     score_column,
 )
-from sanitize.detect import DetectorContext, DetectorResult, decide, get_detector
+from sanitize.decision import decide
+from sanitize.decision.class_size import expected_shares
+from sanitize.decision.decide import size_rule_agreement
+from sanitize.detect import DetectorContext, DetectorResult, get_detector
 from sanitize.detect.base import AdversarialProbe
 from sanitize.detect.cbd import confounder_loss
-from sanitize.detect.class_size import expected_shares
 from sanitize.detect.class_stats import ClassStatistics
-from sanitize.detect.decision import size_rule_agreement
 from sanitize.detect.pixel_spectral import block_means
 from sanitize.errors import SourceChangedError
 from sanitize.export import StagedOutputs, dataset_card, write_tables

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from sanitize.config import DecisionConfig
-from sanitize.detect import DetectorResult, decide
-from sanitize.detect.class_size import (
+from sanitize.decision import decide
+from sanitize.decision.class_size import (
     above_reference,
     class_size_z,
     dominant_class,
@@ -20,7 +20,8 @@ from sanitize.detect.class_size import (
     pixel_excess,
     size_suspects,
 )
-from sanitize.detect.decision import REFERENCE_ROWS, size_rule_agreement
+from sanitize.decision.decide import REFERENCE_ROWS, size_rule_agreement
+from sanitize.detect import DetectorResult
 from sanitize.errors import ConfigError
 
 

@@ -9,8 +9,9 @@ import numpy as np
 import pytest
 
 from sanitize.config import DecisionConfig
-from sanitize.detect import DetectorResult, decide
-from sanitize.detect.refine import refine_by_class
+from sanitize.decision import decide
+from sanitize.decision.refine import refine_by_class
+from sanitize.detect import DetectorResult
 from sanitize.errors import ConfigError
 
 
@@ -399,7 +400,7 @@ def test_decide_leaves_a_group_the_input_detector_alone_voted_for_unrefined():
 
 
 def test_input_space_only_classes_need_every_flag_from_the_input_detector():
-    from sanitize.detect.decision import _input_space_only
+    from sanitize.decision.decide import _input_space_only
 
     labels = np.repeat(np.arange(4), 10)
     flagged = np.zeros(40, dtype=bool)

@@ -349,6 +349,7 @@ def test_registry():
         "early_loss",
         "linf_activation",
         "pixel_spectral",
+        "shared_direction",
         "spectral",
         "spectre",
         "stamp",

@@ -8,9 +8,10 @@ import numpy as np
 import pytest
 
 from sanitize.config import DecisionConfig
-from sanitize.detect import DetectorResult, decide
-from sanitize.detect.class_size import keep_highest
-from sanitize.detect.growth import flags_without_growth
+from sanitize.decision import decide
+from sanitize.decision.class_size import keep_highest
+from sanitize.decision.growth import flags_without_growth
+from sanitize.detect import DetectorResult
 from sanitize.errors import ConfigError
 
 
@@ -94,6 +95,21 @@ def test_a_grown_class_whose_flags_look_like_its_own_images_loses_them():
     gained[flags] -= 0.5
     out = check(flags, labels, **(pixels | {"label_agreement": gained}))
     assert not out.withdrawn.any() and out.info["checked"]["1"]["pixel_auc"] > 0.99
+
+
+def test_a_long_tail_head_class_whose_flags_look_like_its_own_images_loses_them():
+    # Sizes from 1,223 down to 122 (a long tail): the head class's flags are fewer than
+    # two spreads of such sizes, so the size cannot tell; the pixels still can.
+    rng = np.random.default_rng(2)
+    labels = sized_set([1223, 947, 733, 568, 440, 341, 264, 204, 158, 122])
+    flags = first_rows(labels, 1, 465)
+    agreement = np.clip(0.87 + rng.normal(0, 0.05, labels.size), 0, 1)
+    pixels = {"label_agreement": agreement, "reference": labels > 1, "pixel_auc": 0.75}
+    out = check(flags, labels, **pixels)
+    entry = out.info["checked"]["1"]
+    assert np.array_equal(out.withdrawn, flags) and entry["withdrawn"]
+    gained = np.where(flags, agreement - 0.5, agreement)  # images of other classes
+    assert not check(flags, labels, **(pixels | {"label_agreement": gained})).withdrawn.any()
 
 
 def test_the_pixel_test_waits_for_pixels_that_tell_classes_apart():

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from sanitize.detect.pixel_neighbours import balanced_pool, block_means, label_agreement
+from sanitize.decision.pixel_neighbours import balanced_pool, block_means, label_agreement
 
 
 def test_block_means_average_each_block_of_each_channel():

@@ -1,7 +1,7 @@
 """Read the class distribution a clean delivery should have (``--expected-classes``).
 
 The decision judges a class's size against it (``decision.expected_class_counts``, see
-:mod:`sanitize.detect.class_size`): a class that holds far more rows than its expected
+:mod:`sanitize.decision.class_size`): a class that holds far more rows than its expected
 share has gained rows, which is what a dirty-label attack does to its target. Sources:
 
 - a JSON object mapping class (name or label value) to count or share;

@@ -1,7 +1,7 @@
-"""Detectors of poisoned rows, one module each, and the vote that combines them.
+"""Detectors of poisoned rows, one module each.
 
 Importing this package registers every built-in detector; build one by name with
-:func:`get_detector` and combine results with :func:`decide`.
+:func:`get_detector`. :func:`sanitize.decision.decide` combines their results.
 """
 
 from sanitize.detect.activation_clustering import ActivationClustering
@@ -16,10 +16,10 @@ from sanitize.detect.base import (
 )
 from sanitize.detect.cbd import CBD
 from sanitize.detect.contrast_spectral import ContrastSpectral
-from sanitize.detect.decision import Decision, decide
 from sanitize.detect.early_loss import EarlyLoss
 from sanitize.detect.linf_activation import LinfActivation
 from sanitize.detect.pixel_spectral import PixelSpectral
+from sanitize.detect.shared_direction import SharedDirection
 from sanitize.detect.spectral import SpectralSignature
 from sanitize.detect.spectre import Spectre
 from sanitize.detect.stamp import Stamp
@@ -29,18 +29,17 @@ __all__ = [
     "ActivationClustering",
     "AdversarialOverlap",
     "ContrastSpectral",
-    "Decision",
     "Detector",
     "DetectorContext",
     "DetectorResult",
     "EarlyLoss",
     "LinfActivation",
     "PixelSpectral",
+    "SharedDirection",
     "SpectralSignature",
     "Spectre",
     "Stamp",
     "available_detectors",
-    "decide",
     "get_detector",
     "register",
 ]

@@ -120,7 +120,7 @@ class DetectorResult:
         it so on its own. Detectors that compare classes set it, with a numeric
         ``info["per_class"][c]["evidence"]`` per class; the decision uses both to act on
         a class that several detectors single out (see
-        :func:`sanitize.detect.decision.decide`).
+        :func:`sanitize.decision.decide.decide`).
     oriented : ndarray of shape (n_rows,) or None, default=None
         bool, within ``flagged``; flags whose side the detector's own signal settles in a
         class where a group test alone would not (a class whose flags are the rest of a
@@ -190,7 +190,7 @@ class Detector(ABC):
     # Whether the detector's own signal says which side of a class is poisoned (an early
     # loss: the side learned first), rather than calling the smaller side the poison. The
     # decision orients a class by such a detector's flags when they are most of the class
-    # (``sanitize.detect.orient``).
+    # (``sanitize.decision.orient``).
     oriented: ClassVar[bool] = False
     # How the detector's flags vote in the decision: "rows", every flag; "groups", only
     # flags in classes where it flags a group (``decision.group_vote_min_rows``), for a

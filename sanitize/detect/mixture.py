@@ -29,7 +29,7 @@ class GroupTest:
         Rows past the point where the candidate component becomes the more likely one,
         whether or not the class passed the separation test: the group the class would
         lose if other evidence says it is poisoned (see
-        :func:`sanitize.detect.decision.decide`). All False when the candidate is too
+        :func:`sanitize.decision.decide.decide`). All False when the candidate is too
         large or too small to be a group.
     """
 

@@ -29,7 +29,7 @@ what it would hold (the poison, if any, a minority), a detector at a lower bar
 (``confirm_z``) flags its candidate group alone when an independent check
 (``confirm``) backs the group: the decision asks whether the group's images look like
 other classes' in pixel space, as a dirty-label poison's do (Gu et al. 2017) and a
-natural subgroup's do not (:mod:`sanitize.detect.pixel_neighbours`).
+natural subgroup's do not (:mod:`sanitize.decision.pixel_neighbours`).
 """
 
 from __future__ import annotations

@@ -8,8 +8,7 @@ from typing import Any
 import numpy as np
 
 from sanitize.config import DecisionConfig
-from sanitize.detect.base import DetectorResult, available_detectors, get_detector
-from sanitize.detect.class_size import (
+from sanitize.decision.class_size import (
     above_reference,
     cap_to_excess,
     class_size_z,
@@ -19,16 +18,17 @@ from sanitize.detect.class_size import (
     orient_by_size,
     size_suspects,
 )
-from sanitize.detect.consensus import class_consensus
-from sanitize.detect.growth import flags_without_growth, rank_auc
+from sanitize.decision.consensus import class_consensus
+from sanitize.decision.growth import flags_without_growth, rank_auc
+from sanitize.decision.orient import orient_by_shortcut
+from sanitize.decision.pixel_neighbours import label_agreement
+from sanitize.decision.refine import refine_by_class
+from sanitize.detect.base import DetectorResult, available_detectors, get_detector
 from sanitize.detect.mixture import class_evidence_z
-from sanitize.detect.orient import orient_by_shortcut
-from sanitize.detect.pixel_neighbours import label_agreement
-from sanitize.detect.refine import refine_by_class
 from sanitize.errors import ConfigError
 
 _BELOW_HALF = np.nextafter(np.float32(0.5), np.float32(0.0))
-# The reason of a row the size rules flagged (:mod:`sanitize.detect.class_size`).
+# The reason of a row the size rules flagged (:mod:`sanitize.decision.class_size`).
 SIZE_REASON = "class_size"
 
 
@@ -84,20 +84,20 @@ def decide(
     row's ``poison_score`` is the k-th largest of its detector scores, so that, each
     detector keeping ``score >= 0.5 <=> flagged``, ``poison_score >= 0.5`` exactly when
     ``k`` detectors voted for it. With ``labels`` and ``config.consensus``, the rows of
-    :func:`sanitize.detect.consensus.class_consensus` are flagged too, with
+    :func:`sanitize.decision.consensus.class_consensus` are flagged too, with
     ``poison_score = 0.5 + 0.5 * s`` (``s`` the agreeing detectors' mean score) and
     reasons ``consensus:<detector>``; in a class whose size is a robust outlier above the
-    others' (:func:`sanitize.detect.class_size.inflated_classes` with
+    others' (:func:`sanitize.decision.class_size.inflated_classes` with
     ``config.consensus_grown_gain``) the detectors' bar there is
     ``config.consensus_inflated_z``, and in a class under twice the rows it would have if
     it were like the others one detector at ``config.consensus_solo_z`` suffices. With
     ``labels`` and ``config.orient``, a class where the oriented detectors
     (``Detector.oriented``, and a result's ``oriented`` rows) flag a majority, or a group
     that most of the other flags there lie off, keeps only the flags on their side
-    (:func:`sanitize.detect.orient.orient_by_shortcut`); the others get a score just below
+    (:func:`sanitize.decision.orient.orient_by_shortcut`); the others get a score just below
     0.5. With ``labels`` and ``config.size_orient``, a class inflated far beyond the
     others' size, where the flags are a minority, has them replaced by the rest of the
-    class (:func:`sanitize.detect.class_size.orient_by_size`; reason ``class_size``, the
+    class (:func:`sanitize.decision.class_size.orient_by_size`; reason ``class_size``, the
     class's scores turned over); with ``config.size_suspect`` (by default: when
     ``expected_shares`` is given, or when ``label_agreement`` says the class holds far more
     images of other classes than the others do) such a class without flags is flagged by
@@ -106,12 +106,12 @@ def decide(
     size rules acted on keeps at most the rows it gained flagged (its ``removal_cap``,
     applied after the refinement, highest scores first). With ``labels``,
     ``coordinates`` and ``config.refine``, the flags of each class are then re-drawn by
-    :func:`sanitize.detect.refine.refine_by_class`: a row it adds gets
+    :func:`sanitize.decision.refine.refine_by_class`: a row it adds gets
     ``poison_score = 0.5 + 0.5 * p`` (``p`` its cross-fitted probability) and the reason
     ``refine``; a row it drops, a score just below 0.5. With ``labels`` and
     ``config.growth_check``, a class whose size does not account for its flags, none of
     them a group of the oriented detectors', loses them
-    (:func:`sanitize.detect.growth.flags_without_growth`; scores just below 0.5), and with
+    (:func:`sanitize.decision.growth.flags_without_growth`; scores just below 0.5), and with
     ``config.growth_trim`` a class that keeps flags beyond its growth keeps only its cap,
     highest scores first. When
     more than ``floor(config.max_removal_fraction * n_rows)`` rows are flagged, only that
@@ -151,7 +151,7 @@ def decide(
     row_loss : ndarray of shape (n_rows,), optional
         Every row's final loss under the bootstrap model; flags it cannot fit are not
         turned over by the size orientation (see
-        :func:`sanitize.detect.class_size.orient_by_size`).
+        :func:`sanitize.decision.class_size.orient_by_size`).
     label_agreement : ndarray of shape (n_rows,), optional
         Share of each row's nearest images that carry its label, in the classes the size
         rules judge and a sample of the others (:func:`size_rule_agreement`); it orients
@@ -583,7 +583,7 @@ def _oriented_side(
 
 @dataclass
 class _PixelCheck:
-    """``confirm`` of :func:`sanitize.detect.consensus.class_consensus`: does a detector's
+    """``confirm`` of :func:`sanitize.decision.consensus.class_consensus`: does a detector's
     group in a grown class look like other classes' images (``config.consensus_pixel_auc``)?
 
     ``classes`` are those it may judge: grown (``config.consensus_grown_gain``) but under

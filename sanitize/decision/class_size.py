@@ -6,7 +6,7 @@ target class grows by the number of poisons (Gu et al. 2017; at a 15% rate in a 
 and spectral signatures split a class in two and call the smaller side the poison (Chen et
 al. 2018, Sec. 3.2; Tran et al. 2018): in such a class the smaller side is the clean rest,
 and removing it keeps every poison. The early loss orients a class where the backdoor is
-learned first (:mod:`sanitize.detect.orient`); where it is not (MNIST, whose digits are
+learned first (:mod:`sanitize.decision.orient`); where it is not (MNIST, whose digits are
 learned within the first epoch as fast as the patch), the class's size still says which
 side the poison is on.
 
@@ -264,7 +264,7 @@ def orient_by_size(
         never turned over).
     label_agreement : ndarray of shape (n_rows,), optional
         Share of each row's nearest images that carry its label
-        (:func:`sanitize.detect.pixel_neighbours.label_agreement`). In a class the oriented
+        (:func:`sanitize.decision.pixel_neighbours.label_agreement`). In a class the oriented
         detectors do not single out (not in ``oriented_classes``), their side says nothing,
         and the flags are turned over when their rows agree with their label more than the
         rest of the class does: the poison is images of other classes.
@@ -393,7 +393,7 @@ def pixel_excess(
     share stood at most 2.3 such deviations above the others' (birds); the class a 10%
     WaNet poison doubled, at 5.0. A naturally large clean class agrees with its label as
     often as the others (neighbours come from a pool balanced by class, see
-    :mod:`sanitize.detect.pixel_neighbours`), so only a class filled with images of
+    :mod:`sanitize.decision.pixel_neighbours`), so only a class filled with images of
     other classes passes. None with fewer than ``REFERENCE_MIN_ROWS`` reference rows.
     """
     if reference is None or int(reference.sum()) < REFERENCE_MIN_ROWS:

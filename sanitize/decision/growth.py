@@ -17,7 +17,7 @@ Size cannot tell a gain from a class that is naturally more common: the ones of 
 surplus seems to account for. Where the images' nearest neighbours in pixel space mostly
 carry their label (MNIST: 0.87 of them; CIFAR-10: 0.27), a gained dirty-label group is
 images of other classes and agrees with its label less often than the rest of its class
-(:mod:`sanitize.detect.pixel_neighbours`); a group that does not is withdrawn however the
+(:mod:`sanitize.decision.pixel_neighbours`); a group that does not is withdrawn however the
 class grew.
 """
 
@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 import scipy.stats
 
-from sanitize.detect.class_size import class_size_z
+from sanitize.decision.class_size import class_size_z
 
 
 @dataclass
@@ -40,7 +40,7 @@ class GrowthCheck:
         bool; the flags to withdraw (all the flags of the classes that fail the check).
     caps : dict of int to int
         Per class that keeps more flags than its growth accounts for, the most flags it
-        may keep (see :func:`sanitize.detect.class_size.keep_highest`).
+        may keep (see :func:`sanitize.decision.class_size.keep_highest`).
     info : dict
         JSON-able: per class checked, its rows, the rows it would have, the spread of the
         class sizes in rows, its flags, whether they were withdrawn and its cap.
@@ -73,13 +73,15 @@ def flags_without_growth(
     poison), and it is not in ``skip`` (the classes the size rules judged). With ``n`` its
     rows, ``m`` the rows it would have if it were like the other classes and ``s`` the
     robust spread of the class sizes in rows (both from
-    :func:`sanitize.detect.class_size.class_size_z`, against ``expected`` when given), its
+    :func:`sanitize.decision.class_size.class_size_z`, against ``expected`` when given), its
     ``f`` flags are withdrawn when the sizes could tell (``f >= min_spreads * s``) and the
     class grew by less than ``min_share`` of them (``n - m < min_share * f``): the growth
     lies nearer to no gain than to a gain of ``f`` rows. When the sizes could tell and
     the class keeps its flags, it may keep at most ``ceil(n - m + min_spreads * s)`` of
     them (``caps``): its gain, and the same margin of spreads for the natural spread of
-    its size.
+    its size. Where pixels tell classes apart, a class keeps its flags only if they look
+    like other classes' images (``pixel_auc``), whether or not its size could tell: in a
+    long-tailed set a head class's size looks like a gain that no size spread rules out.
 
     Parameters
     ----------
@@ -102,13 +104,13 @@ def flags_without_growth(
         Classes left as they are.
     label_agreement : ndarray of shape (n_rows,), optional
         Share of each row's nearest images that carry its label, NaN where not scored
-        (:func:`sanitize.detect.pixel_neighbours.label_agreement`).
+        (:func:`sanitize.decision.pixel_neighbours.label_agreement`).
     reference : ndarray of shape (n_rows,), optional
         bool; the rows of classes like the others whose agreement says whether pixels can
         tell classes apart at all.
     pixel_auc : float or None, default=None
         When the reference rows' mean agreement is at least ``pixel_reference``, a class
-        that would keep its flags by its growth, every row of it scored, keeps them only if
+        that its size does not withdraw, every row of it scored, keeps its flags only if
         the flags agree with their label less often than its other rows do, with an AUROC
         of at least this. None: sizes alone decide.
     pixel_reference : float, default=0.5
@@ -136,7 +138,7 @@ def flags_without_growth(
         can_tell = n_flags >= min_spreads * spread_rows
         withdraw = can_tell and growth < min_share * n_flags
         looks_gained = None
-        if can_tell and not withdraw and pixels_tell and not np.isnan(label_agreement[rows]).any():
+        if not withdraw and pixels_tell and not np.isnan(label_agreement[rows]).any():
             # Fewer of a gained row's neighbours carry its label than of the class's own.
             looks_gained = rank_auc(flagged[rows], -label_agreement[rows])
             withdraw = looks_gained < pixel_auc
