@@ -51,10 +51,8 @@ VARIANTS: dict[str, Callable[[SanitizeConfig], SanitizeConfig]] = {
     "no_size_suspect": _with(size_suspect=False),
     "no_refine": _with(refine=False),
     "no_growth": _with(growth_check=False),
-    "no_growth_trim": _with(growth_trim=False),
     "no_growth_pixel": _with(growth_pixel_auc=None),
     "no_settle": lambda config: config,  # the stamp detector's settles_classes, below
-    "no_settle_groups": _with(settle_groups=False),
     "no_removal_cap": _with(max_removal_fraction=1.0),
     "vote_only": _with(
         consensus=False,
@@ -62,7 +60,6 @@ VARIANTS: dict[str, Callable[[SanitizeConfig], SanitizeConfig]] = {
         size_orient=False,
         refine=False,
         growth_check=False,
-        settle_groups=False,
     ),
 }
 

@@ -354,15 +354,6 @@ class DecisionConfig:
         gain from a natural spread, and the class keeps its flags. Rule: at 2 spreads the
         midpoint lies a spread from either answer; at 1% on 5,000 MNIST rows the target's
         49 flags are 1.5 spreads (33 rows), and the poisons are kept.
-    growth_trim : bool, default=True
-        Where the sizes can tell and a class keeps its flags, keep at most its gain plus
-        ``growth_spreads`` spreads of them, the highest scored (see
-        ``sanitize.decision.growth``): a group beyond what the class gained holds clean rows
-        a detector swept in. Rule: the poisons are the rows the class gained, and the
-        margin is the one at which sizes can tell at all. Of 42 kept benchmark cases it
-        changed two: a green Hello Kitty blend at 4% kept 305 of its target's 388 flags
-        (83 clean rows and one poison fewer, FPR 0.040 to 0.023), WaNet at 5% 297 of 318
-        (11 clean rows and 10 poisons fewer, TPR 0.912 to 0.892).
     growth_pixel_auc : float or None, default=0.75
         Where pixels can tell classes apart (``growth_pixel_reference``), a class that the
         sizes do not withdraw keeps its flags only when they look like other classes' images:
@@ -414,25 +405,6 @@ class DecisionConfig:
         ``min_group_size``; a handful of tail rows is not a group to learn from.
     refine_folds : int, default=5
         Cross-fitting folds.
-    settle_groups : bool, default=True
-        In a class where ``stamp`` flags rows, another input-space detector's candidate
-        group there that holds all of them (at most half of the class, the stamp at most
-        ``settle_group_share`` of it) is the larger attack the stamped rows are a sample
-        of, and is flagged too. Rule: a Hello Kitty blend at alpha 0.20 into GTSRB's
-        class 25 (3%) is exact in 10 of its 150 poisons, where the images saturate;
-        ``pixel_spectral``'s candidate group held all 10 and was the 150 poisons exactly,
-        and the class's z among 43 classes (2.6) kept it from flagging them. Feature-space
-        groups do not count: on BadNets at 1% (CIFAR-10, 50 poisons, all stamped)
-        activation clustering's group held all 50 with 68 clean rows, which were removed
-        when it counted.
-    settle_group_share : float, default=0.2
-        Largest share of a group holding a stamp (``settle_groups``) that the stamped rows
-        may be, for the stamp to be taken as a sample of the group's attack. Rule: a blend
-        is exact only in the poisons whose images saturate under the stamp: 10 of 150 on
-        the GTSRB blend above (7%), 13 of 500 and 54 of 750 (3-7%) on MNIST WaNet. A patch
-        stamped in every poison, held by a group with clean neighbours, is a larger share:
-        ``pixel_spectral``'s group of 238 rows around the 100 Trojan-square poisons of
-        MNIST at 2% (42%), and activation clustering's group above (42%).
     """
 
     min_votes: int | None = 1
@@ -460,7 +432,6 @@ class DecisionConfig:
     growth_check: bool = True
     growth_share: float = 0.5
     growth_spreads: float = 2.0
-    growth_trim: bool = True
     growth_pixel_auc: float | None = 0.75
     growth_pixel_reference: float = 0.5
     refine: bool = True
@@ -470,8 +441,6 @@ class DecisionConfig:
     refine_min_kept: float = 0.75
     refine_min_rows: int = 10
     refine_folds: int = 5
-    settle_groups: bool = True
-    settle_group_share: float = 0.2
 
     def validate(self) -> None:
         if self.min_votes is not None and self.min_votes < 1:
@@ -559,10 +528,6 @@ class DecisionConfig:
         if not 0.0 <= self.weight_min_agreement <= 1.0:
             raise ConfigError(
                 f"decision.weight_min_agreement must be in [0, 1], got {self.weight_min_agreement}"
-            )
-        if not 0 < self.settle_group_share <= 0.5:
-            raise ConfigError(
-                f"decision.settle_group_share must be in (0, 0.5], got {self.settle_group_share}"
             )
         if self.weight_min_flagged < 1:
             raise ConfigError(

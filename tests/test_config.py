@@ -61,10 +61,6 @@ def test_from_toml(tmp_path):
             "decision.weight_min_agreement must be in",
         ),
         (
-            lambda: SanitizeConfig(decision=DecisionConfig(settle_group_share=0.6)),
-            r"decision.settle_group_share must be in \(0, 0.5\]",
-        ),
-        (
             lambda: SanitizeConfig.from_dict({"decision": {"expected_class_counts": {"cat": 0}}}),
             "class 'cat' has 0.0; counts must be finite and > 0",
         ),

@@ -124,21 +124,6 @@ def test_the_pixel_test_waits_for_pixels_that_tell_classes_apart():
     assert not out.withdrawn.any() and out.info["pixels_tell"] is True
 
 
-def test_flags_beyond_the_gain_are_capped_at_the_gain_and_two_spreads():
-    sizes = list(BALANCED)
-    sizes[6] += 200  # 200 poisons; a detector flags them and 200 clean rows of the class
-    labels = sized_set(sizes)
-    out = check(first_rows(labels, 6, 400), labels)
-    entry = out.info["checked"]["6"]
-    assert not out.withdrawn.any()
-    gain = entry["rows"] - entry["rows_like_others"]
-    assert out.caps == {6: int(np.ceil(gain + 2.0 * entry["size_spread_rows"]))}
-    assert entry["cap"] == out.caps[6] and 200 <= out.caps[6] < 300
-    # Flags within the gain and its margin, or too few for the sizes to tell, are not capped.
-    assert check(first_rows(labels, 6, 220), labels).caps == {}
-    assert check(first_rows(labels, 6, 400), labels, min_spreads=100.0).caps == {}
-
-
 def test_keep_highest_keeps_the_top_scores_of_each_capped_class():
     labels = np.array([0, 0, 0, 0, 1, 1, 1])
     flagged = np.array([True, True, True, False, True, True, True])
@@ -216,30 +201,6 @@ def test_decide_withdraws_a_naturally_large_class_mode_that_looks_like_its_class
         label_agreement=agreement,
     )
     assert np.array_equal(off.flagged, mode)
-
-
-def test_decide_trims_a_gained_class_to_its_gain_by_score():
-    sizes = list(BALANCED)
-    sizes[6] += 200
-    labels = sized_set(sizes)
-    swept = first_rows(labels, 6, 400)
-    poison = first_rows(labels, 6, 200)  # scored above the clean rows swept in with them
-    score = np.where(poison, 0.9, np.where(swept, 0.6, 0.1))
-    results = {"activation_clustering": result(score)}
-    config = DecisionConfig(refine=False, consensus=False)
-    decision = decide(results, labels.size, config, labels=labels)
-    cap = decision.info["growth"]["checked"]["6"]["cap"]
-    assert decision.flagged.sum() == cap and (decision.flagged & poison).sum() == 200
-    assert decision.info["growth"]["n_trimmed"] == 400 - cap
-    assert np.array_equal(decision.poison_score >= 0.5, decision.flagged)
-    assert all(decision.reasons[i] == [] for i in np.flatnonzero(swept & ~decision.flagged))
-    untrimmed = decide(
-        results,
-        labels.size,
-        DecisionConfig(refine=False, consensus=False, growth_trim=False),
-        labels=labels,
-    )
-    assert np.array_equal(untrimmed.flagged, swept)
 
 
 @pytest.mark.parametrize(

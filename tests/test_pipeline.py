@@ -134,17 +134,19 @@ def test_bad_rows_go_to_quarantine_with_their_reason(run):
 
 def test_output_directory_loads_as_a_hugging_face_dataset(run, tmp_path, monkeypatch):
     datasets = pytest.importorskip("datasets")
-    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))  # its cache, away from the user's
     monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    # A cache of its own: the user's (or an earlier run's, keyed by the same path) would
+    # serve stale rows. datasets reads HF_HOME once, at import, so it is passed here.
+    cache = str(tmp_path / "hf")
     _, out, result = run
-    clean = datasets.load_dataset(str(out), split="train")
+    clean = datasets.load_dataset(str(out), split="train", cache_dir=cache)
     assert clean.num_rows == result.counts["kept"]
     assert clean.features["label"].names == [str(d) for d in range(10)]
     assert type(clean.features["image"]).__name__ == "Image"
     assert clean[0]["image"].size == (24, 24)  # the sample digits, upscaled by its build
-    quarantine = datasets.load_dataset(str(out), "quarantine", split="train")
+    quarantine = datasets.load_dataset(str(out), "quarantine", split="train", cache_dir=cache)
     assert quarantine.num_rows == result.counts["removed"]
-    scores = datasets.load_dataset(str(out), "scores", split="train")
+    scores = datasets.load_dataset(str(out), "scores", split="train", cache_dir=cache)
     assert scores.num_rows == 3000
     assert scores.features["label"].names == [str(d) for d in range(10)]
     assert scores.features["is_spectral_issue"].dtype == "bool"

@@ -139,7 +139,7 @@ def test_page_has_every_section_and_nothing_from_outside(run):
     assert report["verdict"]["text"] in text
     for name in report["per_detector"]:
         assert name in text
-    assert report["decision"]["group_voters"] == ["cbd"]
+    assert report["decision"]["group_voters"] == ["cbd", "shared_direction"]
     assert "it votes only where it flags a group of a class" in text
     for entry in report["per_class"].values():
         assert entry["name"] in text

@@ -14,7 +14,6 @@ from sanitize.decision.class_size import (
     class_size_z,
     dominant_class,
     inflated_classes,
-    keep_highest,
     orient_by_size,
     size_suspects,
 )
@@ -111,9 +110,7 @@ def decide(
     ``refine``; a row it drops, a score just below 0.5. With ``labels`` and
     ``config.growth_check``, a class whose size does not account for its flags, none of
     them a group of the oriented detectors', loses them
-    (:func:`sanitize.decision.growth.flags_without_growth`; scores just below 0.5), and with
-    ``config.growth_trim`` a class that keeps flags beyond its growth keeps only its cap,
-    highest scores first. When
+    (:func:`sanitize.decision.growth.flags_without_growth`; scores just below 0.5). When
     more than ``floor(config.max_removal_fraction * n_rows)`` rows are flagged, only that
     many, those of highest poison score, stay flagged; the scores of the others are lowered
     to just below 0.5 so the contract holds.
@@ -348,10 +345,6 @@ def decide(
         _unflag(growth.withdrawn, poison_score, reasons)
         flagged = flagged & ~growth.withdrawn
         growth_info = growth.info
-        if config.growth_trim:
-            trimmed = keep_highest(flagged, poison_score, np.asarray(labels), growth.caps)
-            growth_info["n_trimmed"] = _unflag(flagged & ~trimmed, poison_score, reasons)
-            flagged = trimmed
 
     settled_info = None
     settlers = [nm for nm in names if _detector_attr(nm, "settles_classes", False)]
@@ -485,15 +478,7 @@ def _settle_classes(
     An exact stamp holds every poison of a patch attack, so the other flags of its class
     are clean rows; where the stamp is a small part of the class's flags (a blend whose
     trigger is exact only where the images saturate) it is part of a larger attack, and
-    its rows are only added to the flags. With ``config.settle_groups``, another
-    input-space detector's (``Detector.feature_space`` False) candidate group that holds
-    every stamped row of the class, the stamp at most ``config.settle_group_share`` of it,
-    counts as part of the attack too: the stamped rows are a sample of that attack's
-    poisons and the group is flagged (reason ``stamp_group:<detector>``). A group the
-    stamp is a larger share of is a patch's rows with clean neighbours, and a feature-space
-    group holding a stamp is what a learned patch gives anyway (activation clustering's
-    side of a class): no sign of a larger attack, and the group's other rows stay
-    unflagged."""
+    its rows are only added to the flags."""
     exact = np.any([results[nm].flagged for nm in settlers], axis=0)
     exact_score = np.max([results[nm].score for nm in settlers], axis=0)
     flagged = flagged.copy()
@@ -501,14 +486,7 @@ def _settle_classes(
     counts = np.bincount(labels[exact], minlength=int(labels.max()) + 1)
     for c in np.flatnonzero(counts >= config.refine_min_rows):
         rows = labels == c
-        holders = (
-            _groups_holding(results, settlers, rows, exact, config.settle_group_share)
-            if config.settle_groups
-            else []
-        )
-        held = np.stack([results[nm].candidate & rows for nm in holders]) if holders else None
-        # A group holding the stamp as a sample is the attack: the class is not settled.
-        settled = held is None and counts[c] >= 0.5 * (rows & (flagged | exact)).sum()
+        settled = counts[c] >= 0.5 * (rows & (flagged | exact)).sum()
         added = rows & exact & ~flagged
         dropped = rows & flagged & ~exact if settled else np.zeros_like(flagged)
         poison_score[added] = np.maximum(exact_score[added], 0.5)
@@ -516,48 +494,13 @@ def _settle_classes(
             reasons[i] = [nm for nm in settlers if results[nm].flagged[i]]
         _unflag(dropped, poison_score, reasons)
         flagged = (flagged | added) & ~dropped
-        grouped = np.zeros_like(flagged)
-        if held is not None:  # never settled (above)
-            grouped = held.any(axis=0) & ~flagged
-            score = np.max([results[nm].score for nm in holders], axis=0)
-            poison_score[grouped] = np.clip(score[grouped], 0.5, 0.999)
-            for i in np.flatnonzero(grouped):
-                reasons[i] = [f"stamp_group:{nm}" for j, nm in enumerate(holders) if held[j, i]]
-            flagged |= grouped
         per_class[str(c)] = {
             "settled": bool(settled),
             "kept": int(counts[c]),
             "added": int(added.sum()),
             "dropped": int(dropped.sum()),
-            "groups_holding": holders,
-            "grouped": int(grouped.sum()),
         }
     return flagged, {"by": settlers, "per_class": per_class}
-
-
-def _groups_holding(
-    results: dict[str, DetectorResult],
-    settlers: list[str],
-    rows: np.ndarray,
-    stamped: np.ndarray,
-    max_share: float,
-) -> list[str]:
-    """The input-space detectors (other than ``settlers``) whose candidate group in the
-    class ``rows`` holds every ``stamped`` row there, at most half of the class (a group,
-    not the class), and the stamped rows at most ``max_share`` of it (a sample)."""
-    n_stamped = int((stamped & rows).sum())
-    holders = []
-    for nm, r in results.items():
-        if nm in settlers or r.candidate is None or _detector_attr(nm, "feature_space", True):
-            continue
-        group = r.candidate & rows
-        if (
-            not (stamped & rows & ~group).any()
-            and group.sum() <= 0.5 * rows.sum()
-            and n_stamped <= max_share * group.sum()
-        ):
-            holders.append(nm)
-    return holders
 
 
 def _detector_attr(name: str, attr: str, default: Any) -> Any:

@@ -38,16 +38,12 @@ class GrowthCheck:
 
     withdrawn : ndarray of shape (n_rows,)
         bool; the flags to withdraw (all the flags of the classes that fail the check).
-    caps : dict of int to int
-        Per class that keeps more flags than its growth accounts for, the most flags it
-        may keep (see :func:`sanitize.decision.class_size.keep_highest`).
     info : dict
         JSON-able: per class checked, its rows, the rows it would have, the spread of the
-        class sizes in rows, its flags, whether they were withdrawn and its cap.
+        class sizes in rows, its flags and whether they were withdrawn.
     """
 
     withdrawn: np.ndarray
-    caps: dict[int, int] = field(default_factory=dict)
     info: dict[str, Any] = field(default_factory=dict)
 
 
@@ -76,12 +72,10 @@ def flags_without_growth(
     :func:`sanitize.decision.class_size.class_size_z`, against ``expected`` when given), its
     ``f`` flags are withdrawn when the sizes could tell (``f >= min_spreads * s``) and the
     class grew by less than ``min_share`` of them (``n - m < min_share * f``): the growth
-    lies nearer to no gain than to a gain of ``f`` rows. When the sizes could tell and
-    the class keeps its flags, it may keep at most ``ceil(n - m + min_spreads * s)`` of
-    them (``caps``): its gain, and the same margin of spreads for the natural spread of
-    its size. Where pixels tell classes apart, a class keeps its flags only if they look
-    like other classes' images (``pixel_auc``), whether or not its size could tell: in a
-    long-tailed set a head class's size looks like a gain that no size spread rules out.
+    lies nearer to no gain than to a gain of ``f`` rows. Where pixels tell classes apart,
+    a class keeps its flags only if they look like other classes' images (``pixel_auc``),
+    whether or not its size could tell: in a long-tailed set a head class's size looks
+    like a gain that no size spread rules out.
 
     Parameters
     ----------
@@ -121,7 +115,6 @@ def flags_without_growth(
     withdrawn = np.zeros(flagged.shape[0], dtype=bool)
     sizes = class_size_z(labels, expected)
     checked: dict[str, dict[str, Any]] = {}
-    caps: dict[int, int] = {}
     pixels_tell = None
     if pixel_auc is not None and label_agreement is not None and reference is not None:
         scored_reference = reference & ~np.isnan(label_agreement)
@@ -142,18 +135,14 @@ def flags_without_growth(
             # Fewer of a gained row's neighbours carry its label than of the class's own.
             looks_gained = rank_auc(flagged[rows], -label_agreement[rows])
             withdraw = looks_gained < pixel_auc
-        cap = int(np.ceil(growth + min_spreads * spread_rows))
         if withdraw:
             withdrawn |= flagged & rows
-        elif can_tell and n_flags > cap:
-            caps[int(c)] = cap
         checked[str(c)] = {
             "rows": size.rows,
             "rows_like_others": size.like_others,
             "size_spread_rows": spread_rows,
             "flagged": n_flags,
             "withdrawn": bool(withdraw),
-            "cap": caps.get(int(c)),
             "pixel_auc": looks_gained,
         }
     info = {
@@ -164,7 +153,7 @@ def flags_without_growth(
         "pixels_tell": pixels_tell,
         "n_withdrawn": int(withdrawn.sum()),
     }
-    return GrowthCheck(withdrawn=withdrawn, caps=caps, info=info)
+    return GrowthCheck(withdrawn=withdrawn, info=info)
 
 
 def rank_auc(positive: np.ndarray, score: np.ndarray) -> float:

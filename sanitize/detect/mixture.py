@@ -88,23 +88,7 @@ def separated_group(
     fit_rows = values
     if values.size > max_fit_rows:
         fit_rows = values[rng.choice(values.size, max_fit_rows, replace=False)]
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", ConvergenceWarning)
-        # reg_covar (in units of the values' own spread) keeps a component from collapsing
-        # onto a few tied values.
-        w0, m0, v0 = two_means_1d(fit_rows)
-        gmm = GaussianMixture(
-            2,
-            reg_covar=1e-3,
-            weights_init=w0,
-            means_init=m0[:, None],
-            precisions_init=(1.0 / (v0 + 1e-3))[:, None, None],
-            random_state=seed,
-        )
-        gmm.fit(fit_rows[:, None])
-    means = gmm.means_.ravel()
-    var = gmm.covariances_.ravel()
-    weights = gmm.weights_
+    means, var, weights = fit_two_components(fit_rows, seed)
     minor_weight = float(weights.min())
     if side == "either":
         minor = int(np.argmin(weights))
@@ -121,7 +105,9 @@ def separated_group(
     sign = 1.0 if minor_side == "high" else -1.0
     q = sign * values
     m_major, m_minor = sign * means[major], sign * means[minor]
-    boundary = _crossing(m_major, var[major], weights[major], m_minor, var[minor], weights[minor])
+    boundary = component_crossing(
+        m_major, var[major], weights[major], m_minor, var[minor], weights[minor]
+    )
     candidate = (q >= boundary) if plausible else np.zeros(values.size, dtype=bool)
 
     if not group:
@@ -169,6 +155,26 @@ def separated_group(
     )
 
 
+def fit_two_components(values: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Means, variances and weights of a two-component Gaussian mixture fitted to 1-D
+    ``values``, started from their exact 2-means split (deterministic, no restarts)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        # reg_covar (in units of the values' own spread) keeps a component from collapsing
+        # onto a few tied values.
+        w0, m0, v0 = two_means_1d(values)
+        gmm = GaussianMixture(
+            2,
+            reg_covar=1e-3,
+            weights_init=w0,
+            means_init=m0[:, None],
+            precisions_init=(1.0 / (v0 + 1e-3))[:, None, None],
+            random_state=seed,
+        )
+        gmm.fit(values[:, None])
+    return gmm.means_.ravel(), gmm.covariances_.ravel(), gmm.weights_
+
+
 # The separation of a two-component fit to n draws of one Gaussian exceeds about
 # NULL_SEPARATION_FLOOR + NULL_SEPARATION_PER_ROW / n once in a thousand fits: simulated
 # with this module's own fit, 4,000 draws a size, 99.9th percentiles 7.17 (25 rows), 4.37
@@ -191,7 +197,7 @@ def small_sample_separation(n_rows: int) -> float:
     return NULL_SEPARATION_FLOOR + NULL_SEPARATION_PER_ROW / max(int(n_rows), 1)
 
 
-def _crossing(m0: float, v0: float, w0: float, m1: float, v1: float, w1: float) -> float:
+def component_crossing(m0: float, v0: float, w0: float, m1: float, v1: float, w1: float) -> float:
     """First point above ``m0`` (toward ``m1 > m0``) where component 1 becomes more likely.
 
     Solves ``w0 N(q; m0, v0) = w1 N(q; m1, v1)``, a quadratic in ``q``, and returns its

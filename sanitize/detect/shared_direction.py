@@ -7,7 +7,6 @@ import warnings
 import numpy as np
 from sklearn.decomposition import FastICA
 from sklearn.exceptions import ConvergenceWarning
-from sklearn.mixture import GaussianMixture
 
 from sanitize.detect.base import (
     Detector,
@@ -17,7 +16,7 @@ from sanitize.detect.base import (
     ratio_score,
     register,
 )
-from sanitize.detect.mixture import _crossing, two_means_1d
+from sanitize.detect.mixture import component_crossing, fit_two_components
 from sanitize.errors import ConfigError
 
 
@@ -60,9 +59,10 @@ class SharedDirection(Detector):
     -----
     Its flags vote only in the classes where it flags a group (``votes = "groups"``,
     ``decision.group_vote_min_rows``): a trigger's rows are a group in every class they
-    are in, and a stray row of a natural component is not. ``score`` is ``s / (1 + s)`` of a row's largest group strength (1 at the cut) over the
-    components with a group, 0 where no component has one. ``info["components"]`` lists
-    each component's separation, group weight and rows flagged.
+    are in, and a stray row of a natural component is not. ``score`` is ``s / (1 + s)``
+    of a row's largest group strength (1 at the cut) over the components with a group, 0
+    where no component has one. ``info["components"]`` lists each component's
+    separation, group weight and rows flagged.
     """
 
     name = "shared_direction"
@@ -144,22 +144,11 @@ class SharedDirection(Detector):
         fit = values
         if fit.size > self.max_fit_rows:
             fit = np.random.default_rng(seed).choice(values, self.max_fit_rows, replace=False)
-        w0, m0, v0 = two_means_1d(fit)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", ConvergenceWarning)
-            gmm = GaussianMixture(
-                2,
-                reg_covar=1e-3,
-                weights_init=w0,
-                means_init=m0[:, None],
-                precisions_init=(1.0 / (v0 + 1e-3))[:, None, None],
-                random_state=seed,
-            ).fit(fit[:, None])
-        means, var, weights = gmm.means_.ravel(), gmm.covariances_.ravel(), gmm.weights_
+        means, var, weights = fit_two_components(fit, seed)
         hi, lo = int(np.argmax(means)), int(np.argmin(means))
         separation = float((means[hi] - means[lo]) / np.sqrt(var[lo]))
         weight = float(weights[hi])
-        cut = _crossing(means[lo], var[lo], weights[lo], means[hi], var[hi], weights[hi])
+        cut = component_crossing(means[lo], var[lo], weights[lo], means[hi], var[hi], weights[hi])
         n_group = int(np.sum(values >= cut))
         if (
             separation < self.separation_threshold
