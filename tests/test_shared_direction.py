@@ -40,6 +40,15 @@ def test_flags_nothing_without_a_trigger():
     assert not result.flagged.any()
 
 
+def test_identical_rows_within_each_class_give_no_component():
+    labels = np.repeat(np.arange(4), 30)
+    features = np.eye(4, 8, dtype=np.float32)[labels]  # each row is its class's centre
+    result = get_detector("shared_direction").score(
+        features, labels, DetectorContext(n_classes=4, seed=0)
+    )
+    assert not result.flagged.any() and result.info["n_components"] == 0
+
+
 def test_rejects_out_of_range_parameters():
     with pytest.raises(ConfigError, match="max_group_weight"):
         get_detector("shared_direction", max_group_weight=0.9).score(

@@ -181,6 +181,8 @@ def independent_components(
     mean = residuals[fit].mean(axis=0)
     _, singular, vt = np.linalg.svd(residuals[fit] - mean, full_matrices=False)
     k = int(min(n_components, np.sum(singular > singular[0] * 1e-6)))
+    if k == 0 or singular[0] == 0:  # every residual the same: nothing to rotate
+        return np.zeros((residuals.shape[0], 0))
     scale = singular[:k] / np.sqrt(fit.size)
     whitened = (residuals - mean) @ vt[:k].T / scale
     with warnings.catch_warnings():
