@@ -42,10 +42,6 @@ def _with(**fields: object) -> Callable[[SanitizeConfig], SanitizeConfig]:
 VARIANTS: dict[str, Callable[[SanitizeConfig], SanitizeConfig]] = {
     "all": lambda config: config,
     "no_group_votes": _with(group_vote_min_rows=1),
-    "no_consensus": _with(consensus=False),
-    "no_consensus_pixel": _with(consensus_pixel_auc=None),
-    "no_consensus_solo": _with(consensus_solo_z=None),
-    "no_consensus_inflated": _with(consensus_inflated_z=3.0),
     "no_orient": _with(orient=False),
     "no_size_orient": _with(size_orient=False),
     "no_size_suspect": _with(size_suspect=False),
@@ -55,7 +51,6 @@ VARIANTS: dict[str, Callable[[SanitizeConfig], SanitizeConfig]] = {
     "no_settle": lambda config: config,  # the stamp detector's settles_classes, below
     "no_removal_cap": _with(max_removal_fraction=1.0),
     "vote_only": _with(
-        consensus=False,
         orient=False,
         size_orient=False,
         refine=False,

@@ -180,7 +180,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         nargs="+",
         default=[],
         metavar="KEY=VALUE",
-        help="DecisionConfig fields, e.g. consensus=false consensus_z=2.5",
+        help="DecisionConfig fields, e.g. refine=false size_z=3.0",
     )
     parser.add_argument("--only-decision", action="store_true", help="print decision rows only")
     parser.add_argument(

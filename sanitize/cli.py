@@ -336,7 +336,8 @@ def _add_data_options(parser: argparse.ArgumentParser) -> None:
     data.add_argument(
         "--image-size",
         type=int,
-        help="resize images to N x N, N >= 8 (default: first image's, at least 8)",
+        help="resize images to N x N, 8 <= N <= 512 (default: median side of the first images, "
+        "8-64)",
     )
     data.add_argument(
         "--channels", type=int, choices=(1, 3), help="1 grey or 3 RGB (default: first image's)"

@@ -212,74 +212,6 @@ class DecisionConfig:
         removed by mistake (GTSRB) 0.53; MNIST, whose bootstrap learns the digits before
         the patch so that CBD's premise fails, 0.42 (its missed poisons weighed 1.0, the
         kept clean rows less). 0.75 is midway between chance and the agreeing classes.
-    consensus : bool, default=True
-        Also flag the candidate rows of a class that several detectors single out (see
-        ``sanitize.decision.consensus``).
-    consensus_z : float, default=3.0
-        Robust z of a class's evidence among the classes that counts as a detector's vote.
-        Rule: the cross-class z bar of activation clustering; among ten or so clean
-        classes the most split class of one detector reaches 2-3.
-    consensus_votes : int, default=2
-        Detectors that must single out a class. Rule: two independent signals; one is
-        what each detector's own bar already judges.
-    consensus_agree : int, default=2
-        Of those, detectors whose candidate group must hold a row. Rule: as votes.
-    consensus_inflated_z : float, default=2.0
-        ``consensus_z`` in a class whose size is a robust outlier above the others'
-        (``size_z``) and more than ``consensus_grown_gain`` times the rows it would have if
-        it were like them: its size already says it gained rows, as a dirty-label attack's
-        target does. Rule: among the top three classes of 35 kept benchmark sets, 10
-        classes without poison had two detectors at z >= 2 (7 of them GTSRB's
-        near-duplicate classes), none of them inflated, and no class without poison in the
-        42 kept cases of session 19 was a size outlier; on a blended trigger at 15% (60% of
-        its class poison) all four detectors singled out the target at z 2.3-2.8, and
-        nothing was flagged at 3 (TPR 0.933 at FPR 0.012 at 2).
-    consensus_grown_gain : float, default=1.25
-        How many times the rows it would have a size outlier must hold for
-        ``consensus_inflated_z`` (and ``consensus_pixel_auc``) to apply: 1.0, any size
-        outlier; 2.0, only the inflated classes of ``size_orient``. Rule: a low-frequency
-        trigger at 6% grew its CIFAR-10 class to 1.68 times the others, and activation
-        clustering and spectral signatures singled it out at z 2.6 and 2.1 only (TPR 0.000
-        with 2.0, 0.810 at FPR 0.015 below it; a random-place patch at 3%, 1.37 times,
-        0.867 to 0.980 at FPR 0.001 to 0.008). Not below 1.25 (``size_gain``'s bar): in
-        the full MNIST training set the ones are naturally 1.14 times the other digits, a
-        size outlier at z 6.7, and activation clustering and the input-space spectral
-        signature single them out at z 2.3 and 2.7 (as they do in most MNIST subsets):
-        at 1.0 the clean set lost 1,048 ones (1.8% of its rows), at 1.25 none. Clean
-        MNIST and CIFAR-10 sets with one class naturally 1.3-3.2 times the others lost the
-        same 0-2 rows at either, and none of 64 kept benchmark sets changed between the
-        two.
-    consensus_solo_z : float or None, default=6.0
-        Robust z of a class's evidence at which one detector alone makes it suspect and
-        flags its candidate group there, in a class under twice the rows it would have if
-        it were like the others (so the poison cannot be most of it; measured against
-        ``expected_class_counts`` when given). None turns this off. Rule: over the 115
-        kept benchmark sets and seven detectors, no class without poison reached 5.2 with
-        a candidate group; at 6 and above, in classes under twice their size, 98% of the
-        19,594 candidate rows were poisons, and the one class no other rule caught was a
-        Hello Kitty JPEG blend at alpha 0.10 (``pixel_spectral`` z 6.7, 333 poisons of
-        350 candidates).
-    consensus_pixel_auc : float or None, default=0.75
-        In a class ``consensus_grown_gain`` treats as grown, but under twice the rows it
-        would have if it were like the others, one detector at ``consensus_inflated_z``
-        flags its candidate group alone when the group's images look like other classes'
-        in pixel space: the AUROC with which its rows' ten nearest images carry their
-        label less often than the rest of the class's do
-        (:func:`sanitize.decision.pixel_neighbours.label_agreement`) is at least this. A
-        dirty-label poison is an image of another class; a natural subgroup of a large
-        class is not. None turns this off. Rule: in the grown targets of 26 kept benchmark
-        sets, detector groups that were mostly poison reached 0.94-0.97 on MNIST and
-        0.6-0.79 on CIFAR-10 patches and warps; a blended, filtered or low-frequency
-        trigger's poisons are each other's neighbours (0.39-0.50), which the rule leaves
-        to the other votes. In clean classes naturally 1.14-1.8 times the others (MNIST,
-        CIFAR-10), detector groups at z >= 2 reached 0.32-0.56. Over 64 kept sets it
-        changed two: a WaNet at 3% on MNIST, singled out by activation clustering alone at
-        z 2.6 (AUROC 0.956), from TPR 0.000 to 0.920 at FPR 0.001, and a random-place
-        patch at 6% from 0.983 to 0.987 at FPR 0.004.
-    consensus_mad_floor : float, default=0.1
-        Floor on the MAD of a detector's class evidence, as a share of its median.
-        Rule: mixture separations of clean classes spread by about 0.1-0.2 of their
-        median; a tighter spread would turn jitter into votes.
     orient : bool, default=True
         In a class where an oriented detector (early loss) flags more than half of the
         rows, keep only its flags there; where it flags a group (``refine_min_rows``) and
@@ -302,7 +234,7 @@ class DecisionConfig:
         the size rules acted on loses at most the rows it gained.
     size_suspect : bool or None, default=None
         An inflated class (see ``size_orient``) with fewer than ``refine_min_rows`` flags
-        is suspect by its size alone: the rows that ``consensus_agree`` detectors' splits
+        is suspect by its size alone: the rows that two detectors' splits
         put on the side where the early loss's candidates are denser are flagged (see
         ``sanitize.decision.class_size``). On WaNet 10% (51% of its target poison) and
         blended noise at 15% on MNIST no detector singled the target out, and this flagged
@@ -359,7 +291,8 @@ class DecisionConfig:
         sizes do not withdraw keeps its flags only when they look like other classes' images:
         the AUROC with which the flagged rows' nearest images carry their label less often
         than the class's other rows' do is at least this (see ``sanitize.decision.growth``).
-        None: sizes alone decide. Rule: as ``consensus_pixel_auc``, the same measure. In
+        None: sizes alone decide. Rule: a dirty-label poison is an image of another class; a
+        natural subgroup of a large class is not. In
         MNIST subsets the ones are naturally 1.1-1.2 times the other digits, and
         activation clustering, splitting them by slant, flagged 154 of a clean subset's
         ones (3.4% of its rows removed; AUROC about 0.5), while every poisoned MNIST
@@ -414,15 +347,6 @@ class DecisionConfig:
     weight_suspect_only: bool = True
     weight_min_flagged: int = 10
     weight_min_agreement: float = 0.75
-    consensus: bool = True
-    consensus_z: float = 3.0
-    consensus_votes: int = 2
-    consensus_agree: int = 2
-    consensus_mad_floor: float = 0.1
-    consensus_inflated_z: float = 2.0
-    consensus_solo_z: float | None = 6.0
-    consensus_grown_gain: float = 1.25
-    consensus_pixel_auc: float | None = 0.75
     orient: bool = True
     size_orient: bool = True
     size_suspect: bool | None = None
@@ -449,39 +373,14 @@ class DecisionConfig:
             raise ConfigError(
                 f"decision.max_removal_fraction must be in (0, 1], got {self.max_removal_fraction}"
             )
-        if not self.consensus_z > 0:
-            raise ConfigError(f"decision.consensus_z must be > 0, got {self.consensus_z}")
-        if self.consensus_votes < 2 or self.consensus_agree < 2:
-            raise ConfigError(
-                "decision.consensus_votes and consensus_agree must be >= 2, got "
-                f"{self.consensus_votes} and {self.consensus_agree}"
-            )
-        if self.consensus_agree > self.consensus_votes:
-            raise ConfigError("decision.consensus_agree must not exceed consensus_votes")
-        if not self.consensus_inflated_z > 0:
-            raise ConfigError(
-                f"decision.consensus_inflated_z must be > 0, got {self.consensus_inflated_z}"
-            )
-        if self.consensus_solo_z is not None and not self.consensus_solo_z > self.consensus_z:
-            raise ConfigError(
-                "decision.consensus_solo_z must be above consensus_z "
-                f"({self.consensus_z}), got {self.consensus_solo_z}"
-            )
-        for key in ("consensus_pixel_auc", "growth_pixel_auc"):
-            auc = getattr(self, key)
-            if auc is not None and not 0.5 < auc <= 1:
-                raise ConfigError(f"decision.{key} must be in (0.5, 1] or None, got {auc}")
+        auc = self.growth_pixel_auc
+        if auc is not None and not 0.5 < auc <= 1:
+            raise ConfigError(f"decision.growth_pixel_auc must be in (0.5, 1] or None, got {auc}")
         if not 0 < self.growth_pixel_reference <= 1:
             raise ConfigError(
                 "decision.growth_pixel_reference must be in (0, 1], got "
                 f"{self.growth_pixel_reference}"
             )
-        if not self.consensus_grown_gain >= 1:
-            raise ConfigError(
-                f"decision.consensus_grown_gain must be >= 1, got {self.consensus_grown_gain}"
-            )
-        if not self.consensus_mad_floor > 0:
-            raise ConfigError("decision.consensus_mad_floor must be > 0")
         if self.group_vote_min_rows < 1:
             raise ConfigError(
                 f"decision.group_vote_min_rows must be >= 1, got {self.group_vote_min_rows}"

@@ -88,7 +88,7 @@ def test_decision_turns_an_inflated_class_over_with_scores_and_reasons():
     clean_rest = (labels == 3) & ~poison
     score = np.where(clean_rest, 0.9, 0.1).astype(np.float32)
     results = {"spectral": DetectorResult(score=score, flagged=score >= 0.5)}
-    cfg = DecisionConfig(refine=False, consensus=False, max_removal_fraction=1.0)
+    cfg = DecisionConfig(refine=False, max_removal_fraction=1.0)
     d = decide(results, labels.size, cfg, labels=labels)
     assert np.array_equal(d.flagged, poison)
     assert np.array_equal(d.poison_score >= 0.5, d.flagged)
@@ -96,113 +96,6 @@ def test_decision_turns_an_inflated_class_over_with_scores_and_reasons():
     assert d.info["size_orient"]["inflated"]["3"]["turned_over"]
     off = decide(results, labels.size, replace(cfg, size_orient=False), labels=labels)
     assert np.array_equal(off.flagged, clean_rest)
-
-
-def _class_result(labels, evidence, candidate):
-    per_class = {str(c): {"evidence": float(e)} for c, e in enumerate(evidence)}
-    score = np.where(candidate, 0.4, 0.1).astype(np.float32)
-    return DetectorResult(
-        score=score,
-        flagged=np.zeros(labels.size, dtype=bool),
-        info={"per_class": per_class},
-        candidate=candidate,
-    )
-
-
-def test_consensus_bar_is_lower_in_an_inflated_class_only():
-    rng = np.random.default_rng(5)
-    labels, poison = inflated_set(rng, poisons=900)
-    # Two detectors single out the target (3) and another class (6) at z of about 2.5: under
-    # the usual bar of 3; their candidate groups are the poisons and 40 rows of class 6.
-    evidence = np.array([1.0, 1.1, 0.9, 1.37, 1.0, 0.95, 1.37, 1.05, 1.0, 0.9])
-    candidate = poison.copy()
-    candidate[np.flatnonzero(labels == 6)[:40]] = True
-    results = {nm: _class_result(labels, evidence, candidate) for nm in ("spectral", "spectre")}
-    cfg = DecisionConfig(refine=False, max_removal_fraction=1.0)
-    z = decide(results, labels.size, replace(cfg, consensus_inflated_z=10.0), labels=labels)
-    assert not z.flagged.any()
-    d = decide(results, labels.size, cfg, labels=labels)
-    assert d.info["consensus"]["suspect_classes"] == [3]
-    assert np.array_equal(d.flagged, poison)
-
-
-def test_consensus_bar_is_lower_in_a_class_grown_less_than_twofold():
-    rng = np.random.default_rng(7)
-    # 300 poisons on top of about 430 clean rows: a size outlier at 1.8 times the others,
-    # short of inflated.
-    labels, poison = inflated_set(rng, clean_per_class=400, poisons=300)
-    evidence = np.array([1.0, 1.1, 0.9, 1.37, 1.0, 0.95, 1.37, 1.05, 1.0, 0.9])
-    candidate = poison.copy()
-    candidate[np.flatnonzero(labels == 6)[:40]] = True
-    results = {nm: _class_result(labels, evidence, candidate) for nm in ("spectral", "spectre")}
-    cfg = DecisionConfig(refine=False, max_removal_fraction=1.0)
-    d = decide(results, labels.size, cfg, labels=labels)
-    assert d.info["size_orient"]["inflated"] == {}
-    assert d.info["consensus"]["suspect_classes"] == [3]
-    assert np.array_equal(d.flagged, poison)
-    only_inflated = decide(
-        results, labels.size, replace(cfg, consensus_grown_gain=2.0), labels=labels
-    )
-    assert not only_inflated.flagged.any()
-    with pytest.raises(ConfigError, match="consensus_grown_gain"):
-        DecisionConfig(consensus_grown_gain=0.5).validate()
-
-
-def _one_detector_singles_out_a_grown_class(rng):
-    """A target grown to about 1.4 times the others by 150 dirty-label rows; one detector
-    singles it out at z about 2.5 with the poisons as its candidate group, another does
-    not single it out."""
-    labels, poison = inflated_set(rng, clean_per_class=450, poisons=150)
-    lone = np.array([1.0, 1.1, 0.9, 1.37, 1.0, 0.95, 1.05, 1.05, 1.0, 0.9])
-    other = np.array([1.0, 1.1, 0.9, 1.0, 1.0, 0.95, 1.37, 1.05, 1.0, 0.9])
-    results = {
-        "spectral": _class_result(labels, lone, poison.copy()),
-        "spectre": _class_result(labels, other, np.zeros(labels.size, dtype=bool)),
-    }
-    return labels, poison, results
-
-
-def _target_agreement(labels: np.ndarray, values: np.ndarray) -> np.ndarray:
-    """Pixel label agreement ``values`` on the target's rows (class 3), NaN elsewhere."""
-    agreement = np.full(labels.size, np.nan)
-    agreement[labels == 3] = values
-    return agreement
-
-
-def test_a_lone_detector_acts_in_a_grown_class_where_its_group_looks_like_other_classes():
-    rng = np.random.default_rng(8)
-    labels, poison, results = _one_detector_singles_out_a_grown_class(rng)
-    cfg = DecisionConfig(refine=False, max_removal_fraction=1.0)
-    target = labels == 3
-    # The poisons' nearest images carry other labels; the target's clean rows, its own.
-    own = np.where(poison[target], 0.1, 0.9) + rng.uniform(0, 0.1, target.sum())
-    agreement = _target_agreement(labels, own)
-    d = decide(results, labels.size, cfg, labels=labels, label_agreement=agreement)
-    assert np.array_equal(d.flagged, poison)
-    assert d.reasons[int(np.flatnonzero(poison)[0])] == ["consensus:spectral"]
-    info = d.info["consensus"]
-    assert info["per_suspect"]["3"]["confirmed"] == ["spectral"]
-    assert info["pixel_auc"]["3"]["spectral"] > 0.99
-
-    # Without the pixels, or with the check off, one detector is no consensus.
-    assert not decide(results, labels.size, cfg, labels=labels).flagged.any()
-    off = replace(cfg, consensus_pixel_auc=None)
-    assert not decide(
-        results, labels.size, off, labels=labels, label_agreement=agreement
-    ).flagged.any()
-
-
-def test_a_lone_detector_leaves_a_natural_subgroup_of_a_grown_class():
-    rng = np.random.default_rng(9)
-    labels, _, results = _one_detector_singles_out_a_grown_class(rng)
-    cfg = DecisionConfig(refine=False, max_removal_fraction=1.0)
-    # The group's nearest images carry its label as often as the rest's do.
-    agreement = _target_agreement(labels, rng.uniform(0.7, 1.0, int((labels == 3).sum())))
-    d = decide(results, labels.size, cfg, labels=labels, label_agreement=agreement)
-    assert not d.flagged.any()
-    assert 0.35 < d.info["consensus"]["pixel_auc"]["3"]["spectral"] < 0.65
-    with pytest.raises(ConfigError, match="consensus_pixel_auc"):
-        DecisionConfig(consensus_pixel_auc=0.5).validate()
 
 
 def test_size_rule_agreement_scores_the_grown_classes_and_leaves_them_out_of_the_reference():
@@ -217,7 +110,7 @@ def test_size_rule_agreement_scores_the_grown_classes_and_leaves_them_out_of_the
     assert not np.isnan(agreement[np.isin(labels, list(above))]).any()  # every row
     reference = ~np.isin(labels, list(above))
     assert (~np.isnan(agreement) & reference).sum() == min(REFERENCE_ROWS, reference.sum())
-    off = replace(cfg, consensus_pixel_auc=None, growth_pixel_auc=None)
+    off = replace(cfg, growth_pixel_auc=None)
     assert size_rule_agreement(images, labels, off) is None
 
 
@@ -232,7 +125,7 @@ def test_candidates_of_the_early_loss_back_a_minority_in_an_inflated_class():
         candidate=poison,
     )
     results = {"spectral": DetectorResult(score=spectral, flagged=spectral >= 0.5)}
-    cfg = DecisionConfig(refine=False, consensus=False, max_removal_fraction=1.0)
+    cfg = DecisionConfig(refine=False, max_removal_fraction=1.0)
     alone = decide(results, labels.size, cfg, labels=labels)
     assert alone.info["size_orient"]["inflated"]["3"]["turned_over"]
     backed = decide({**results, "early_loss": early}, labels.size, cfg, labels=labels)
@@ -295,7 +188,7 @@ def test_size_suspicion_is_on_only_with_an_expected_distribution():
         candidate=poison,
     )
     results = {"spectral": split, "spectre": split, "early_loss": early}
-    cfg = DecisionConfig(refine=False, consensus=False, max_removal_fraction=1.0)
+    cfg = DecisionConfig(refine=False, max_removal_fraction=1.0)
     off = decide(results, labels.size, cfg, labels=labels)  # off without one
     assert not off.flagged.any()
     d = decide(results, labels.size, replace(cfg, size_suspect=True), labels=labels)
@@ -378,7 +271,7 @@ def test_the_size_rules_remove_no_more_than_the_class_gained():
     part[clean[:60]] = True  # 60 of the 122 clean rows
     score = np.where(part, 0.9, np.where(poison, 0.05, 0.3)).astype(np.float32)
     results = {"spectral": DetectorResult(score=score, flagged=part)}
-    cfg = DecisionConfig(refine=False, consensus=False, max_removal_fraction=1.0)
+    cfg = DecisionConfig(refine=False, max_removal_fraction=1.0)
     d = decide(results, labels.size, cfg, labels=labels)
     entry = d.info["size_orient"]["inflated"]["3"]
     like = entry["rows_like_others"]

@@ -284,8 +284,6 @@ def test_every_config_field_is_reachable_from_toml(tmp_path):
             # Halving these would make them invalid.
             halving_invalid = {
                 "size_gain": 1.5,
-                "consensus_grown_gain": 1.5,
-                "consensus_pixel_auc": 0.9,
                 "growth_pixel_auc": 0.9,
             }
             value = halving_invalid.get(f.name, value)

@@ -123,7 +123,7 @@ def test_weights_act_only_in_the_classes_the_decision_found_poisoned():
     score[class_1[:20]] = 0.9  # class 1 loses 20 rows the weights rank highest
     w[class_1[:20]] = 1.0
     score[np.flatnonzero(labels == 3)[:3]] = 0.9  # class 3 a few outliers only
-    off = {"refine": False, "consensus": False, "orient": False}
+    off = {"refine": False, "orient": False}
     results = {"cbd": result(score, weight=w), "spectral": result(score)}
     d = decide(results, n, DecisionConfig(**off), labels=labels)
     kept = ~d.flagged
@@ -158,102 +158,28 @@ def test_bad_inputs():
         decide({"a": result([0.1, 0.2])}, 3, DecisionConfig())
 
 
-# --- class consensus ---------------------------------------------------------------------
+# --- candidate groups ------------------------------------------------------------------
 
 
-def _class_result(
-    labels: np.ndarray, evidence: dict[int, float], candidate: np.ndarray, score: float = 0.3
-) -> DetectorResult:
-    """A detector that flags nothing itself but reports class evidence and candidates."""
-    n = labels.size
-    per_class = {str(c): {"evidence": e, "n_flagged": 0} for c, e in evidence.items()}
-    return DetectorResult(
-        score=np.where(candidate, score, 0.05).astype(np.float32),
-        flagged=np.zeros(n, dtype=bool),
-        info={"per_class": per_class},
-        candidate=candidate,
-    )
-
-
-def _consensus_case(n_agree: int = 2, evidence_4: float = 3.2, rows_4: int = 100):
-    """Ten classes of 100 rows (class 4: ``rows_4``); class 4 is the most split for
-    ``n_agree`` of 3 detectors, its evidence ``evidence_4`` against the others' 1.8 +- 0.1
-    (robust z about 5 at 3.2, 8 at 4.0)."""
-    labels = np.repeat(np.arange(10), [rows_4 if c == 4 else 100 for c in range(10)])
-    rng = np.random.default_rng(0)
-    poison = np.zeros(labels.size, dtype=bool)
-    poison[np.flatnonzero(labels == 4)[:20]] = True
-    results = {}
-    for j, name in enumerate(["a", "b", "c"]):
-        evidence = {c: 1.8 + 0.1 * rng.normal() for c in range(10)}
-        candidate = np.zeros(labels.size, dtype=bool)
-        # Every detector has a candidate group in every class (a 2-component fit always
-        # finds one); only in class 4 do the singling-out detectors put the poison there.
-        for c in range(10):
-            rows = np.flatnonzero(labels == c)
-            candidate[rng.choice(rows, 30, replace=False)] = True
-        if j < n_agree:
-            evidence[4] = evidence_4
-            candidate[labels == 4] = poison[labels == 4]
-        results[name] = _class_result(labels, evidence, candidate)
-    return results, labels, poison
-
-
-def test_consensus_flags_candidates_of_a_class_two_detectors_single_out():
-    results, labels, poison = _consensus_case(n_agree=2)
-    decision = decide(results, labels.size, DecisionConfig(), labels=labels)
-    assert np.array_equal(decision.flagged, poison)
-    assert np.all(decision.poison_score[poison] >= 0.5)
-    assert np.all(decision.poison_score[~poison] < 0.5)
-    assert decision.reasons[int(np.flatnonzero(poison)[0])] == ["consensus:a", "consensus:b"]
-    info = decision.info["consensus"]
-    assert info["suspect_classes"] == [4] and info["n_added"] == poison.sum()
-
-
-def test_consensus_needs_two_detectors_and_can_be_turned_off():
-    results, labels, _ = _consensus_case(n_agree=1)
+def test_a_candidate_group_without_flags_removes_nothing():
+    """Class evidence and a candidate group are what the size rules read; without a flag
+    (or a class the size rules judge) they remove no row, however far a class stands out."""
+    labels = np.repeat(np.arange(10), 100)
+    candidate = np.zeros(labels.size, dtype=bool)
+    candidate[np.flatnonzero(labels == 4)[:20]] = True
+    per_class = {str(c): {"evidence": 4.0 if c == 4 else 1.8, "n_flagged": 0} for c in range(10)}
+    results = {
+        nm: DetectorResult(
+            score=np.where(candidate, 0.45, 0.05).astype(np.float32),
+            flagged=np.zeros(labels.size, dtype=bool),
+            info={"per_class": per_class},
+            candidate=candidate,
+        )
+        for nm in ("a", "b")
+    }
     decision = decide(results, labels.size, DecisionConfig(), labels=labels)
     assert not decision.flagged.any()
-    assert decision.info["consensus"]["suspect_classes"] == []
-
-    results, labels, _ = _consensus_case(n_agree=2)
-    off = decide(results, labels.size, DecisionConfig(consensus=False), labels=labels)
-    assert not off.flagged.any() and off.info["consensus"] is None
-    no_labels = decide(results, labels.size, DecisionConfig())
-    assert not no_labels.flagged.any()
-
-
-def test_consensus_lets_one_detector_act_on_a_class_it_singles_out_by_far():
-    results, labels, poison = _consensus_case(n_agree=1, evidence_4=4.0)
-    decision = decide(results, labels.size, DecisionConfig(), labels=labels)
-    assert np.array_equal(decision.flagged, poison)
-    assert decision.reasons[int(np.flatnonzero(poison)[0])] == ["consensus:a"]
-    info = decision.info["consensus"]
-    assert info["suspect_classes"] == [4] and info["per_suspect"]["4"]["solo"] == ["a"]
-    assert info["per_suspect"]["4"]["z"]["a"] >= DecisionConfig().consensus_solo_z
-
-    off = decide(results, labels.size, DecisionConfig(consensus_solo_z=None), labels=labels)
-    assert not off.flagged.any()
-
-
-def test_consensus_keeps_one_detector_out_of_a_class_the_poison_could_be_most_of():
-    # Class 4 holds 2.5 times the rows of the others: its candidate group may be the clean
-    # rest of a poison majority, which the size rules judge instead.
-    results, labels, _ = _consensus_case(n_agree=1, evidence_4=4.0, rows_4=250)
-    decision = decide(
-        results, labels.size, DecisionConfig(size_orient=False, growth_check=False), labels=labels
-    )
-    assert not decision.flagged.any()
-    assert decision.info["consensus"]["suspect_classes"] == []
-
-
-def test_consensus_config_is_validated():
-    with pytest.raises(ConfigError, match="consensus_votes"):
-        DecisionConfig(consensus_votes=1).validate()
-    with pytest.raises(ConfigError, match="must not exceed"):
-        DecisionConfig(consensus_votes=2, consensus_agree=3).validate()
-    with pytest.raises(ConfigError, match="consensus_solo_z must be above"):
-        DecisionConfig(consensus_solo_z=2.0).validate()
+    assert np.all(decision.poison_score < 0.5)
 
 
 # --- refinement inside classes -------------------------------------------------------------
@@ -373,27 +299,25 @@ def test_decide_leaves_a_group_only_the_input_space_detector_found_unrefined():
     assert both.flagged[poison].mean() >= 0.9
 
 
-def test_decide_leaves_a_group_the_input_detector_alone_voted_for_unrefined():
-    """A lone detector's consensus group (``consensus_solo_z``) drawn in the input is kept
-    as drawn; the same group from a feature-space detector is re-drawn by the refinement."""
+def test_decide_leaves_a_group_the_input_detector_alone_flagged_unrefined():
+    """A group only an input-space detector flagged is kept as drawn; the same group from a
+    feature-space detector is re-drawn by the refinement."""
     labels, coords, poison = planted_coordinates(grown=True)
     rng = np.random.default_rng(3)
     group = poison & (rng.random(poison.size) < 0.6)
     group[rng.choice(np.flatnonzero((labels == 2) & ~poison), 10, replace=False)] = True
-    evidence = {0: 1.8, 1: 1.9, 2: 4.0, 3: 1.7, 4: 1.85}  # class 2 at robust z about 8
     for name, unrefined in (("pixel_spectral", True), ("spectral", False)):
         decision = decide(
-            {name: _class_result(labels, evidence, group)},
+            {name: result(np.where(group, 0.9, 0.1))},
             labels.size,
             DecisionConfig(growth_check=False),
             labels=labels,
             coordinates=coords,
         )
-        assert decision.info["consensus"]["per_suspect"]["2"]["solo"] == [name]
         assert np.array_equal(decision.flagged, group) == unrefined
         assert (decision.info["refine"]["skipped"] == [2]) == unrefined
         if unrefined:
-            assert decision.reasons[int(np.flatnonzero(group)[0])] == [f"consensus:{name}"]
+            assert decision.reasons[int(np.flatnonzero(group)[0])] == [name]
         else:
             assert decision.flagged[poison].mean() >= 0.95
 
@@ -407,8 +331,8 @@ def test_input_space_only_classes_need_every_flag_from_the_input_detector():
     reasons: list[list[str]] = [[] for _ in range(40)]
     reasons[0] = reasons[1] = reasons[10] = ["pixel_spectral"]
     reasons[11] = ["pixel_spectral", "spectral"]  # a feature detector flags class 1 too
-    reasons[20] = reasons[21] = ["consensus:pixel_spectral"]  # the input detector's group
-    reasons[30] = ["consensus:pixel_spectral"]
+    reasons[20] = reasons[21] = ["pixel_spectral"]
+    reasons[30] = ["pixel_spectral"]
     reasons[31] = ["class_size"]  # a decision rule's flag, no detector's
     names = ["pixel_spectral", "spectral"]
     assert _input_space_only(names, flagged, labels, reasons) == frozenset({0, 2})
@@ -545,7 +469,6 @@ def test_cbd_votes_only_where_it_flags_a_group():
     w = np.where(cbd >= 0.5, 0.02, 0.9).astype(np.float32)
     off = {
         "refine": False,
-        "consensus": False,
         "orient": False,
         "size_orient": False,
         "growth_check": False,
@@ -589,7 +512,7 @@ def test_a_stamp_settles_its_class():
         "stamp": result(np.where(stamp, 1.0, 0.0)),
         "spectral": result(np.where(feature, 0.8, 0.1)),
     }
-    config = DecisionConfig(consensus=False, refine=False, growth_check=False)
+    config = DecisionConfig(refine=False, growth_check=False)
     decision = decide(results, 300, config, labels=labels)
     assert np.flatnonzero(decision.flagged).tolist() == [*range(100, 120), *range(200, 215)]
     assert decision.reasons[115] == ["stamp"] and decision.reasons[150] == []

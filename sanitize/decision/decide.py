@@ -11,13 +11,10 @@ from sanitize.config import DecisionConfig
 from sanitize.decision.class_size import (
     above_reference,
     cap_to_excess,
-    class_size_z,
     dominant_class,
-    inflated_classes,
     orient_by_size,
     size_suspects,
 )
-from sanitize.decision.consensus import class_consensus
 from sanitize.decision.growth import flags_without_growth, rank_auc
 from sanitize.decision.orient import orient_by_shortcut
 from sanitize.decision.pixel_neighbours import label_agreement
@@ -29,6 +26,11 @@ from sanitize.errors import ConfigError
 _BELOW_HALF = np.nextafter(np.float32(0.5), np.float32(0.0))
 # The reason of a row the size rules flagged (:mod:`sanitize.decision.class_size`).
 SIZE_REASON = "class_size"
+# A class an oriented detector singles out: its class evidence this many robust deviations
+# above the other classes' (:func:`sanitize.detect.mixture.class_evidence_z`, with that
+# floor on the deviation relative to the median).
+SINGLED_OUT_Z = 2.0
+CLASS_MAD_FLOOR = 0.1
 
 
 @dataclass
@@ -82,14 +84,7 @@ def decide(
     ``config.group_vote_min_rows`` rows; its score elsewhere counts as just below 0.5. A
     row's ``poison_score`` is the k-th largest of its detector scores, so that, each
     detector keeping ``score >= 0.5 <=> flagged``, ``poison_score >= 0.5`` exactly when
-    ``k`` detectors voted for it. With ``labels`` and ``config.consensus``, the rows of
-    :func:`sanitize.decision.consensus.class_consensus` are flagged too, with
-    ``poison_score = 0.5 + 0.5 * s`` (``s`` the agreeing detectors' mean score) and
-    reasons ``consensus:<detector>``; in a class whose size is a robust outlier above the
-    others' (:func:`sanitize.decision.class_size.inflated_classes` with
-    ``config.consensus_grown_gain``) the detectors' bar there is
-    ``config.consensus_inflated_z``, and in a class under twice the rows it would have if
-    it were like the others one detector at ``config.consensus_solo_z`` suffices. With
+    ``k`` detectors voted for it. With
     ``labels`` and ``config.orient``, a class where the oriented detectors
     (``Detector.oriented``, and a result's ``oriented`` rows) flag a majority, or a group
     that most of the other flags there lie off, keeps only the flags on their side
@@ -132,10 +127,9 @@ def decide(
     n_rows : int
         Number of rows scored.
     config : DecisionConfig
-        ``min_votes``, ``max_removal_fraction``, ``weight_clip``, the consensus and the
-        refinement settings.
+        ``min_votes``, ``max_removal_fraction``, ``weight_clip`` and each rule's settings.
     labels : ndarray of shape (n_rows,), optional
-        Class index of every row; without it there is no consensus and no refinement.
+        Class index of every row; without it only the vote and the removal cap run.
     coordinates : ndarray of shape (n_rows, k), optional
         Every row's coordinates on its class's top principal directions (the shared class
         statistics' projections); without them there is no refinement.
@@ -153,7 +147,7 @@ def decide(
         Share of each row's nearest images that carry its label, in the classes the size
         rules judge and a sample of the others (:func:`size_rule_agreement`); it orients
         the classes the oriented detectors do not single out (their class evidence under
-        ``config.consensus_inflated_z``), and tells which large classes without flags hold
+        ``SINGLED_OUT_Z``), and tells which large classes without flags hold
         images of other classes.
 
     Returns
@@ -200,43 +194,6 @@ def decide(
     for i in np.flatnonzero(flagged):
         reasons[i] = [names[j] for j in np.flatnonzero(flags[:, i])]
 
-    consensus_info = None
-    if labels is not None and config.consensus:
-        pixel_check = _PixelCheck.for_decision(
-            np.asarray(labels), config, expected_shares, label_agreement
-        )
-        consensus = class_consensus(
-            results,
-            np.asarray(labels),
-            z_threshold=config.consensus_z,
-            votes=config.consensus_votes,
-            agree=config.consensus_agree,
-            relative_mad_floor=config.consensus_mad_floor,
-            class_z_thresholds={
-                c: config.consensus_inflated_z
-                for c in inflated_classes(
-                    labels, config.size_z, expected_shares, min_gain=config.consensus_grown_gain
-                )
-            },
-            solo_z=config.consensus_solo_z,
-            solo_classes=frozenset(
-                c
-                for c, size in class_size_z(np.asarray(labels), expected_shares).items()
-                if size.rows < 2 * size.like_others
-            ),
-            confirm=pixel_check,
-            confirm_z=config.consensus_inflated_z,
-            confirm_classes=pixel_check.classes if pixel_check is not None else frozenset(),
-        )
-        extra = consensus.flagged & ~flagged
-        poison_score[extra] = (0.5 + 0.5 * consensus.strength[extra]).astype(np.float32)
-        flagged = flagged | extra
-        for i in np.flatnonzero(extra):
-            reasons[i] = [f"consensus:{nm}" for nm in consensus.voters[i]]
-        consensus_info = consensus.info | {"n_added": int(extra.sum())}
-        if pixel_check is not None:
-            consensus_info["pixel_auc"] = pixel_check.measured
-
     orient_info = None
     oriented = [nm for nm in names if _detector_attr(nm, "oriented", False)]
     # The oriented detectors' own flags, and the flags a detector oriented itself in some
@@ -276,7 +233,6 @@ def decide(
                 if nm not in oriented and results[nm].candidate is not None
             },
             suspect_by_size=bool(suspect_by_size),
-            agree=config.consensus_agree,
             expected=expected_shares,
             row_loss=row_loss,
             min_gain=config.size_gain,
@@ -389,7 +345,6 @@ def decide(
         "weight_clip": [float(x) for x in config.weight_clip],
         "weight_classes": weight_classes,
         "weight_agreement": weight_agreement,
-        "consensus": consensus_info,
         "orient": orient_info,
         "size_orient": size_info,
         "refine": refine_info,
@@ -445,17 +400,13 @@ def _input_space_only(
     names: list[str], flagged: np.ndarray, labels: np.ndarray, reasons: list[list[str]]
 ) -> frozenset[int]:
     """Classes whose every flagged row only input-space detectors (``Detector.feature_space``
-    False) flagged, by their own flags or as the consensus's voters: groups drawn in the
-    input, which feature coordinates need not hold."""
+    False) flagged: groups drawn in the input, which feature coordinates need not hold."""
     inputs = {nm for nm in names if not _detector_attr(nm, "feature_space", True)}
     if not inputs:
         return frozenset()
     classes = set()
     for c in np.unique(labels[flagged]):
-        by = [
-            {reason.removeprefix("consensus:") for reason in reasons[i]}
-            for i in np.flatnonzero(flagged & (labels == c))
-        ]
+        by = [set(reasons[i]) for i in np.flatnonzero(flagged & (labels == c))]
         if all(voters and voters <= inputs for voters in by):
             classes.add(int(c))
     return frozenset(classes)
@@ -524,65 +475,6 @@ def _oriented_side(
     return np.any(side, axis=0) if side else None
 
 
-@dataclass
-class _PixelCheck:
-    """``confirm`` of :func:`sanitize.decision.consensus.class_consensus`: does a detector's
-    group in a grown class look like other classes' images (``config.consensus_pixel_auc``)?
-
-    ``classes`` are those it may judge: grown (``config.consensus_grown_gain``) but under
-    twice the rows they would have, their every row scored in ``agreement``.
-    ``measured`` holds every AUROC it computed, by class then detector.
-    """
-
-    agreement: np.ndarray
-    labels: np.ndarray
-    bar: float
-    min_rows: int
-    classes: frozenset[int]
-    measured: dict[str, dict[str, float]] = field(default_factory=dict)
-
-    @classmethod
-    def for_decision(
-        cls,
-        labels: np.ndarray,
-        config: DecisionConfig,
-        expected_shares: np.ndarray | None,
-        agreement: np.ndarray | None,
-    ) -> _PixelCheck | None:
-        if agreement is None or config.consensus_pixel_auc is None:
-            return None
-        classes = frozenset(
-            c
-            for c in pixel_vote_classes(labels, config, expected_shares)
-            if not np.isnan(agreement[labels == c]).any()
-        )
-        if not classes:
-            return None
-        return cls(agreement, labels, config.consensus_pixel_auc, config.refine_min_rows, classes)
-
-    def __call__(self, name: str, c: int, group: np.ndarray) -> bool:
-        if int(group.sum()) < self.min_rows:
-            return False
-        rows = self.labels == c
-        # Lower agreement ranks higher: the group should be the class's least label-like.
-        auc = rank_auc(group[rows], -self.agreement[rows])
-        self.measured.setdefault(str(c), {})[name] = auc
-        return bool(auc >= self.bar)
-
-
-def pixel_vote_classes(
-    labels: np.ndarray, config: DecisionConfig, expected_shares: np.ndarray | None = None
-) -> list[int]:
-    """The classes where ``config.consensus_pixel_auc`` may stand in for a second
-    detector: size outliers above the others (``config.size_z``) holding more than
-    ``config.consensus_grown_gain`` but under twice the rows they would have; empty when
-    the check is off."""
-    if not config.consensus or config.consensus_pixel_auc is None:
-        return []
-    grown = inflated_classes(labels, config.size_z, expected_shares, config.consensus_grown_gain)
-    return [c for c, size in grown.items() if size.rows < 2 * size.like_others]
-
-
 # Rows of the other classes whose label agreement is the reference of a suspect class's:
 # enough for its 10th percentile to be known within a point or two.
 REFERENCE_ROWS = 2000
@@ -598,10 +490,10 @@ def size_rule_agreement(
     seed: int = 0,
 ) -> np.ndarray | None:
     """The ``label_agreement`` argument of :func:`decide`: computed on the rows of the
-    classes the size rules will judge and those of :func:`pixel_vote_classes`, and on a
-    seeded sample of the rows of the classes no size outlier above the others (their
-    reference); None when there are none (or the rules are off)."""
-    scored: set[int] = set(pixel_vote_classes(labels, config, expected_shares))
+    classes the size rules and the growth rule's pixel check will judge, and on a seeded
+    sample of the rows of the classes no size outlier above the others (their reference);
+    None when there are none (or the rules are off)."""
+    scored: set[int] = set()
     if config.size_orient:
         scored |= set(size_suspects(labels, config.size_z, expected_shares, config.size_gain))
         scored |= set(dominant_class(labels, expected_shares))
@@ -632,12 +524,12 @@ def _singled_out(
     results: dict[str, DetectorResult], names: list[str], config: DecisionConfig
 ) -> set[int]:
     """Classes whose evidence, for any of the detectors ``names``, is a robust outlier
-    (z >= ``config.consensus_inflated_z``) among the classes."""
+    (z >= ``SINGLED_OUT_Z``) among the classes."""
     singled: set[int] = set()
     for nm in names:
         per_class = results[nm].info.get("per_class") or {}
-        z = class_evidence_z(per_class, config.consensus_mad_floor)
-        singled |= {c for c, zc in z.items() if zc >= config.consensus_inflated_z}
+        z = class_evidence_z(per_class, CLASS_MAD_FLOOR)
+        singled |= {c for c, zc in z.items() if zc >= SINGLED_OUT_Z}
     return singled
 
 

@@ -61,7 +61,7 @@ def orient_by_shortcut(
     Parameters
     ----------
     flagged : ndarray of shape (n_rows,)
-        bool; the decision's flags so far (every detector's, the consensus's).
+        bool; the decision's flags so far.
     shortcut : ndarray of shape (n_rows,)
         bool; the flags of the oriented (shortcut) detectors.
     labels : ndarray of shape (n_rows,)

@@ -155,8 +155,8 @@ class_z_threshold, class_mad_floor
 
         result = self._group_result(labels, context, projection, "either")
         result = self._orient_by_spread(result, labels, whitening, spreads, projections)
-        # Its flags vote; its candidate groups do not join the consensus or the size rules'
-        # splits: the group test sees no side, and a group left unturned may be a clean rest.
+        # Its flags vote; its candidate groups do not join the size rules' splits: the group
+        # test sees no side, and a group left unturned may be a clean rest.
         return dataclasses.replace(result, candidate=None)
 
     def _orient_by_spread(
