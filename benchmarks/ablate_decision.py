@@ -13,12 +13,11 @@ earns its place when switching it off costs TPR or FPR on cases it was not tuned
 from __future__ import annotations
 
 import argparse
-import contextlib
 import dataclasses
 import json
 import pickle
 import sys
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -30,7 +29,7 @@ sys.path.insert(0, str(REPO / "benchmarks"))
 from rescore import decide_case, load_case, score_detectors  # noqa: E402
 
 from sanitize.config import SanitizeConfig  # noqa: E402
-from sanitize.detect import get_detector  # noqa: E402
+from sanitize.detect.base import traits_of  # noqa: E402
 from sanitize.evaluate import detection_metrics  # noqa: E402
 
 
@@ -48,7 +47,7 @@ VARIANTS: dict[str, Callable[[SanitizeConfig], SanitizeConfig]] = {
     "no_refine": _with(refine=False),
     "no_growth": _with(growth_check=False),
     "no_growth_pixel": _with(growth_pixel_auc=None),
-    "no_settle": lambda config: config,  # the stamp detector's settles_classes, below
+    "no_settle": lambda config: config,  # the stamp detector's trait, in variant_results
     "no_removal_cap": _with(max_removal_fraction=1.0),
     "vote_only": _with(
         orient=False,
@@ -64,19 +63,19 @@ WITHOUT_DETECTOR = {"no_shared_direction": "shared_direction"}
 VARIANTS.update({name: VARIANTS["all"] for name in WITHOUT_DETECTOR})
 
 
-@contextlib.contextmanager
-def variant_patch(variant: str) -> Iterator[None]:
-    """Switches a rule that has no config field off for the variant's run."""
-    if variant not in ("no_settle", "vote_only"):
-        yield
-        return
-    cls = type(get_detector("stamp"))
-    before = cls.settles_classes
-    cls.settles_classes = False
-    try:
-        yield
-    finally:
-        cls.settles_classes = before
+def variant_results(variant: str, results: dict) -> dict:
+    """The detector results the variant decides on: without a detector, or with no
+    detector settling classes (the stamp rule off)."""
+    if variant in WITHOUT_DETECTOR:
+        return {k: v for k, v in results.items() if k != WITHOUT_DETECTOR[variant]}
+    if variant in ("no_settle", "vote_only"):
+        return {
+            k: dataclasses.replace(
+                v, traits=dataclasses.replace(traits_of(k, v), settles_classes=False)
+            )
+            for k, v in results.items()
+        }
+    return results
 
 
 def cached_case(kept: Path, cache: Path, config: SanitizeConfig) -> dict:
@@ -165,16 +164,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             variant_config = VARIANTS[variant](config)
             rows = []
             for case, kind in scored:
-                if variant in WITHOUT_DETECTOR:
-                    case = case | {
-                        "results": {
-                            k: v
-                            for k, v in case["results"].items()
-                            if k != WITHOUT_DETECTOR[variant]
-                        }
-                    }
-                with variant_patch(variant):
-                    decision = decide_case(case, variant_config.replace(seed=case["case"]["seed"]))
+                case = case | {"results": variant_results(variant, case["results"])}
+                decision = decide_case(case, variant_config.replace(seed=case["case"]["seed"]))
                 m = detection_metrics(
                     decision.flagged, decision.poison_score, case["case"]["truth"]
                 )

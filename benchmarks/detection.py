@@ -12,7 +12,7 @@ For each case (dataset, attack and its parameters, target class, poison rate) th
 5. with ``--art``, runs IBM ART's ``ActivationDefence`` and ``SpectralSignatureDefense``
    on the same bootstrap model and the same decoded images;
 6. retrains a fresh network three times with one recipe and seed
-   (:func:`sanitize.retrain.retrain_and_score`): on the poisoned set (no defence), on its
+   (:func:`retrain.retrain_and_score`): on the poisoned set (no defence), on its
    truly clean rows (the ground truth's ideal), and on ``clean.parquet`` with its
    ``sample_weight`` (ours), and measures clean accuracy and attack success rate (ASR) on
    a seeded subset of the test split.
@@ -50,6 +50,8 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:  # run as a script from a checkout that is not installed
     sys.path.insert(0, str(REPO))
 
+from retrain import read_image_parquet, retrain_and_score  # noqa: E402
+
 from sanitize import SanitizeConfig, sanitize_dataset  # noqa: E402
 from sanitize.attacks import attack_class, get_attack, poison_source  # noqa: E402
 from sanitize.attacks.variants import long_tail_rows, near_duplicate, resized  # noqa: E402
@@ -59,7 +61,6 @@ from sanitize.data.expected import read_expected_counts  # noqa: E402
 from sanitize.data.schema import SAMPLE_ID  # noqa: E402
 from sanitize.evaluate import detection_metrics, evaluate_run, read_truth  # noqa: E402
 from sanitize.model import resolve_device  # noqa: E402
-from sanitize.retrain import read_image_parquet, retrain_and_score  # noqa: E402
 
 DATASETS = REPO.parent / "shared" / "datasets"
 DEFAULT_ART_LIB = REPO / "benchmarks" / "out" / "art-lib"
@@ -1813,7 +1814,7 @@ def art_side_by_side(
     from torch import nn
 
     from sanitize.model import NetSpec, load_checkpoint
-    from sanitize.paths import RunPaths
+    from sanitize.pipeline.paths import RunPaths
 
     ActivationDefence, SpectralSignatureDefense, PyTorchClassifier = import_art(settings.art_lib)
     paths = RunPaths.at(run_dir)

@@ -46,7 +46,7 @@ from sanitize.detect import DetectorContext, get_detector  # noqa: E402
 from sanitize.evaluate import detection_metrics, read_truth  # noqa: E402
 from sanitize.model import NetSpec, embed_rows, load_checkpoint  # noqa: E402
 from sanitize.model.probe import adversarial_probe, probe_sample  # noqa: E402
-from sanitize.paths import REPORT_JSON, SCORES_FILE, RunPaths  # noqa: E402
+from sanitize.pipeline.paths import REPORT_JSON, SCORES_FILE, RunPaths  # noqa: E402
 
 NEW = ("linf_activation", "adversarial_overlap")
 

@@ -43,7 +43,7 @@ from sanitize.detect import DetectorContext, get_detector  # noqa: E402
 from sanitize.detect.class_stats import ClassStatistics  # noqa: E402
 from sanitize.detect.pixel_spectral import block_means  # noqa: E402
 from sanitize.evaluate import detection_metrics, read_truth  # noqa: E402
-from sanitize.paths import REPORT_JSON, RunPaths  # noqa: E402
+from sanitize.pipeline.paths import REPORT_JSON, RunPaths  # noqa: E402
 
 
 def load_case(kept: Path) -> dict:

@@ -27,7 +27,7 @@ PARQUET = ("clean.parquet", "quarantine.parquet", "scores.parquet")
 
 
 def _command(source: Path, out: Path, extra: list[str]) -> list[str]:
-    cli = [sys.executable, "-m", "sanitize.cli", "run", "--local", "--quiet"]
+    cli = [sys.executable, "-m", "sanitize_cli", "run", "--local", "--quiet"]
     return [*cli, str(source), "--out", str(out), *extra]
 
 

@@ -24,7 +24,7 @@ Two parts, both on CIFAR-10's train split (``../shared/datasets/cifar10/train.pa
    (ART's ``get_activations`` returns them, so only detection work is timed). Ours
    include the per-class statistics they share (``sanitize.detect.class_stats``, the
    pipeline's ``class_stats`` stage), timed once. Every detector runs with the same
-   thread count (``sanitize.threads``); each time is the median of three calls. TPR /
+   thread count (``sanitize.pipeline.threads``); each time is the median of three calls. TPR /
    FPR against the ground truth for each.
 
 ART is not a dependency: it is imported from ``--art-lib`` (default
@@ -70,8 +70,8 @@ from sanitize.detect import DetectorContext, DetectorResult, get_detector  # noq
 from sanitize.detect.class_stats import ClassStatistics  # noqa: E402
 from sanitize.detect.kmeans import BACKEND_ENV, faiss_backend  # noqa: E402
 from sanitize.evaluate import detection_metrics, read_truth  # noqa: E402
-from sanitize.paths import RunPaths  # noqa: E402
-from sanitize.threads import THREADS_ENV, pinned_threads, stage_threads  # noqa: E402
+from sanitize.pipeline.paths import RunPaths  # noqa: E402
+from sanitize.pipeline.threads import THREADS_ENV, pinned_threads, stage_threads  # noqa: E402
 
 STAGE_ORDER = (
     "read",
@@ -166,7 +166,7 @@ def measured(cmd: list[str], env: dict[str, str]) -> dict[str, Any]:
 def sanitize_cmd() -> list[str]:
     """The ``sanitize`` command of this interpreter's environment, else ``python -m``."""
     script = Path(sys.executable).with_name("sanitize")
-    return [str(script)] if script.exists() else [sys.executable, "-m", "sanitize.cli"]
+    return [str(script)] if script.exists() else [sys.executable, "-m", "sanitize_cli"]
 
 
 def run_size(source: Path, out: Path, extra: list[str], env: dict[str, str]) -> dict[str, Any]:

@@ -47,7 +47,7 @@ from flows.landing import (
 )
 from flows.sanitize_flow import sanitize_flow
 from sanitize.config import SanitizeConfig
-from sanitize.paths import REPORT_JSON
+from sanitize.pipeline.paths import REPORT_JSON
 
 PUBLISHED_EVENT = "sanitize.partition.published"
 PROGRESS_KEY = "sanitize-ingest-progress"

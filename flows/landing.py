@@ -35,7 +35,7 @@ from fsspec.implementations.local import LocalFileSystem
 from sanitize.config import DataConfig
 from sanitize.data.source import ignored_name, open_source, parquet_files
 from sanitize.errors import InputError, SanitizeError
-from sanitize.paths import REPORT_JSON
+from sanitize.pipeline.paths import REPORT_JSON
 
 PARQUET_SUFFIX = ".parquet"
 LEDGER_DIR = "_ledger"

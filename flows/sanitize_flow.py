@@ -1,10 +1,11 @@
 """The ``sanitize`` flow: one task a stage of the plan; tasks exchange paths, not arrays.
 
-The method lives in ``sanitize.stages`` and the stage order in ``sanitize.plan``; this
-module only wires them. Each task waits for the stages it needs, so under a distributed
-task runner the detectors run at once on different workers. Prefect's caching is off
-(``NO_CACHE``): its default policy hashes task inputs, while a stage's real inputs are files
-on disk; resume is content-keyed instead (``sanitize.resume``), the same as in-process.
+The method lives in ``sanitize.pipeline.stages`` and the stage order in
+``sanitize.pipeline.plan``; this module only wires them. Each task waits for the stages it
+needs, so under a distributed task runner the detectors run at once on different workers.
+Prefect's caching is off (``NO_CACHE``): its default policy hashes task inputs, while a
+stage's real inputs are files on disk; resume is content-keyed instead
+(``sanitize.pipeline.resume``), the same as in-process.
 """
 
 from __future__ import annotations
@@ -17,11 +18,11 @@ from prefect.cache_policies import NO_CACHE
 
 from sanitize.api import SanitizeResult
 from sanitize.config import SanitizeConfig
-from sanitize.export import remove_stale_staged
-from sanitize.lock import run_lock
-from sanitize.paths import RunPaths, check_locations
-from sanitize.resume import plan_run, run_stage
-from sanitize.threads import stage_threads
+from sanitize.pipeline.export import remove_stale_staged
+from sanitize.pipeline.lock import run_lock
+from sanitize.pipeline.paths import RunPaths, check_locations
+from sanitize.pipeline.resume import plan_run, run_stage
+from sanitize.pipeline.threads import stage_threads
 
 stage_task = task(run_stage, cache_policy=NO_CACHE, persist_result=False)
 

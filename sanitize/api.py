@@ -12,9 +12,9 @@ import pyarrow.parquet as pq
 
 from sanitize.config import SanitizeConfig
 from sanitize.data.schema import issue_column
-from sanitize.export import remove_stale_staged
-from sanitize.lock import run_lock
-from sanitize.paths import (
+from sanitize.pipeline.export import remove_stale_staged
+from sanitize.pipeline.lock import run_lock
+from sanitize.pipeline.paths import (
     CLEAN_FILE,
     OUTPUT_FILES,
     QUARANTINE_FILE,
@@ -23,8 +23,8 @@ from sanitize.paths import (
     RunPaths,
     check_locations,
 )
-from sanitize.resume import plan_run, run_stage
-from sanitize.threads import stage_threads
+from sanitize.pipeline.resume import plan_run, run_stage
+from sanitize.pipeline.threads import stage_threads
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -126,7 +126,7 @@ def run_stages(source: str, config: SanitizeConfig, paths: RunPaths) -> dict[str
     """Run the plan's stages in order in this process; returns each stage's result by name.
 
     A stage that an earlier run into ``paths.out`` finished with the same inputs is reused
-    (see :mod:`sanitize.resume`). The caller holds the run lock.
+    (see :mod:`sanitize.pipeline.resume`). The caller holds the run lock.
     """
     threads = stage_threads()
     plan, keys = plan_run(source, config, threads)

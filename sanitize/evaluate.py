@@ -12,7 +12,7 @@ from sklearn.metrics import roc_auc_score
 
 from sanitize.data.schema import FLAGGED, POISON_SCORE, SAMPLE_ID, SCORE_PREFIX
 from sanitize.errors import InputError
-from sanitize.paths import SCORES_FILE
+from sanitize.pipeline.paths import SCORES_FILE
 
 
 def read_truth(path: str | Path) -> dict:

@@ -44,7 +44,7 @@ from sanitize.data.schema import (
     SAMPLE_WEIGHT,
 )
 from sanitize.errors import InputError
-from sanitize.paths import REPORT_JSON, SCORES_FILE
+from sanitize.pipeline.paths import REPORT_JSON, SCORES_FILE
 
 _DECODE_THREADS = min(8, os.cpu_count() or 1)
 

@@ -28,10 +28,10 @@ from sanitize.attacks import (
     poison_source,
 )
 from sanitize.attacks.filter import FILTERS
-from sanitize.cli import EXIT_BAD_INPUT, EXIT_OK, main
 from sanitize.config import DataConfig
 from sanitize.data import decode_image
 from sanitize.errors import ConfigError, InputError
+from sanitize_cli.main import EXIT_BAD_INPUT, EXIT_OK, main
 
 TRIGGERS = Path(__file__).resolve().parents[1].parent / "shared/datasets/triggers/backdoor-toolbox"
 DIRTY = ("badnets", "blend", "trojan", "filter", "wanet", "lowfreq")

@@ -13,10 +13,10 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
-from sanitize.cli import EXIT_BAD_INPUT, EXIT_OUTPUT, main
 from sanitize.config import DataConfig
 from sanitize.data import open_source, read_source
-from sanitize.paths import CLEAN_FILE, QUARANTINE_FILE, REPORT_JSON, SCORES_FILE
+from sanitize.pipeline.paths import CLEAN_FILE, QUARANTINE_FILE, REPORT_JSON, SCORES_FILE
+from sanitize_cli.main import EXIT_BAD_INPUT, EXIT_OUTPUT, main
 from tests.conftest import SAMPLE_SOURCE
 
 
@@ -163,11 +163,12 @@ def _report_full(self, name, payload):
 
 
 @pytest.mark.parametrize(
-    "target, fill", [("sanitize.stages.write_tables", _pyarrow_full), ("report", _report_full)]
+    "target, fill",
+    [("sanitize.pipeline.stages.write_tables", _pyarrow_full), ("report", _report_full)],
 )
 def test_full_disk_while_exporting_exits_3(tmp_path, capsys, monkeypatch, target, fill):
     """ENOSPC in the export stage, after training: exit 3, no temporary file left."""
-    from sanitize.export import StagedOutputs
+    from sanitize.pipeline.export import StagedOutputs
 
     if target == "report":
         monkeypatch.setattr(StagedOutputs, "write_json", fill)

@@ -17,10 +17,10 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
-from sanitize.cli import EXIT_BAD_INPUT, EXIT_OK, _config_from_args, build_parser, main
 from sanitize.config import SanitizeConfig
 from sanitize.data import open_source
 from sanitize.data.source import DataConfig
+from sanitize_cli.main import EXIT_BAD_INPUT, EXIT_OK, _config_from_args, build_parser, main
 from tests.conftest import REPO, SAMPLE_SOURCE, SAMPLE_TRUTH
 
 FAST_TOML = "[bootstrap]\nepochs = 2\nclean_epochs = 2\nwidth = 8\n"
@@ -112,7 +112,7 @@ def test_run_through_prefect_then_metrics(tmp_path):
         [
             env_python,
             "-m",
-            "sanitize.cli",
+            "sanitize_cli",
             "run",
             str(SAMPLE_SOURCE),
             "--out",
@@ -134,7 +134,7 @@ def test_run_through_prefect_then_metrics(tmp_path):
         [
             env_python,
             "-m",
-            "sanitize.cli",
+            "sanitize_cli",
             "metrics",
             str(out),
             "--truth",
@@ -459,7 +459,7 @@ def _run_in_pty(argv: list[str], timeout: float = 300) -> tuple[int, str]:
 
 def test_progress_is_live_on_a_terminal(small_source, tmp_path):
     code, output = _run_in_pty(
-        [sys.executable, "-m", "sanitize.cli", "run", str(small_source / "small.parquet")]
+        [sys.executable, "-m", "sanitize_cli", "run", str(small_source / "small.parquet")]
         + ["--out", str(tmp_path / "out"), "--local", "--config", str(small_source / "fast.toml")]
     )
     assert code == EXIT_OK, output[-3000:]

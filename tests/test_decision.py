@@ -323,7 +323,7 @@ def test_decide_leaves_a_group_the_input_detector_alone_flagged_unrefined():
 
 
 def test_input_space_only_classes_need_every_flag_from_the_input_detector():
-    from sanitize.decision.decide import _input_space_only
+    from sanitize.decision.rules import input_space_only
 
     labels = np.repeat(np.arange(4), 10)
     flagged = np.zeros(40, dtype=bool)
@@ -334,9 +334,8 @@ def test_input_space_only_classes_need_every_flag_from_the_input_detector():
     reasons[20] = reasons[21] = ["pixel_spectral"]
     reasons[30] = ["pixel_spectral"]
     reasons[31] = ["class_size"]  # a decision rule's flag, no detector's
-    names = ["pixel_spectral", "spectral"]
-    assert _input_space_only(names, flagged, labels, reasons) == frozenset({0, 2})
-    assert _input_space_only(["spectral"], flagged, labels, reasons) == frozenset()
+    assert input_space_only({"pixel_spectral"}, flagged, labels, reasons) == frozenset({0, 2})
+    assert input_space_only(set(), flagged, labels, reasons) == frozenset()
 
 
 @pytest.mark.parametrize(
@@ -549,3 +548,14 @@ def _with_candidate(score, candidate) -> DetectorResult:
     out = result(score)
     out.candidate = np.asarray(candidate, dtype=bool)
     return out
+
+
+def test_every_decision_knob_belongs_to_one_step():
+    import dataclasses
+
+    from sanitize.decision.decide import DECIDE_KNOBS
+    from sanitize.decision.rules import RULES
+
+    owned = [knob for rule in RULES for knob in rule.knobs] + list(DECIDE_KNOBS)
+    assert sorted(owned) == sorted(f.name for f in dataclasses.fields(DecisionConfig))
+    assert len({rule.name for rule in RULES}) == len(RULES)

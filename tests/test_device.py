@@ -12,7 +12,6 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
-from sanitize.cli import main
 from sanitize.config import BootstrapConfig, DataConfig, SanitizeConfig
 from sanitize.data import open_source, read_source
 from sanitize.data.npyfile import NpyWriter, release_pages
@@ -20,6 +19,7 @@ from sanitize.data.read import DECODE_PROCESS_MIN_ROWS, DECODE_WORKERS_ENV, deco
 from sanitize.errors import ConfigError
 from sanitize.model import NetSpec, embed_rows, resolve_device, train_model
 from sanitize.model.device import autocast, memory_format
+from sanitize_cli.main import main
 from tests.conftest import REPO, SAMPLE_SOURCE
 
 WAIT_BLAS = "OPENBLAS_THREAD_TIMEOUT"

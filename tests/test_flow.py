@@ -4,7 +4,7 @@ import pyarrow.parquet as pq
 
 from flows import sanitize_flow
 from sanitize import sanitize_dataset
-from sanitize.paths import SCORES_FILE
+from sanitize.pipeline.paths import SCORES_FILE
 from tests.conftest import SAMPLE_SOURCE
 
 

@@ -31,7 +31,13 @@ from flows.ingest_flow import (
 from flows.landing import LEDGER_DIR, Destination, discover_partitions
 from sanitize.config import DataConfig
 from sanitize.data.source import open_source
-from sanitize.paths import CLEAN_FILE, OUTPUT_FILES, QUARANTINE_FILE, REPORT_JSON, SCORES_FILE
+from sanitize.pipeline.paths import (
+    CLEAN_FILE,
+    OUTPUT_FILES,
+    QUARANTINE_FILE,
+    REPORT_JSON,
+    SCORES_FILE,
+)
 from tests.conftest import SAMPLE_SOURCE
 
 DETECTORS = ("spectral", "early_loss")

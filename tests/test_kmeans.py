@@ -9,7 +9,7 @@ from sanitize.detect import ActivationClustering, DetectorContext
 from sanitize.detect import kmeans as kmeans_module
 from sanitize.detect.kmeans import BACKEND_ENV, faiss_backend, kmeans
 from sanitize.errors import ConfigError
-from sanitize.threads import pinned_threads
+from sanitize.pipeline.threads import pinned_threads
 
 needs_faiss = pytest.mark.skipif(faiss_backend() is None, reason="faiss is not installed")
 

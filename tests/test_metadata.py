@@ -9,8 +9,8 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
-from sanitize.cli import EXIT_OK, main
-from sanitize.paths import CLEAN_FILE
+from sanitize.pipeline.paths import CLEAN_FILE
+from sanitize_cli.main import EXIT_OK, main
 
 
 def _png(value: int) -> bytes:

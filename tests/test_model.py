@@ -17,8 +17,8 @@ from sanitize.model import (
 )
 from sanitize.model.device import autocast, memory_format
 from sanitize.model.train import Normalizer
-from sanitize.paths import RunPaths
-from sanitize.stages import bootstrap_stage, embed_stage, read_stage
+from sanitize.pipeline.paths import RunPaths
+from sanitize.pipeline.stages import bootstrap_stage, embed_stage, read_stage
 from tests.conftest import SAMPLE_SOURCE, SAMPLE_TRUTH
 
 CPU = torch.device("cpu")

@@ -20,9 +20,9 @@ from sanitize.model import NetSpec, embed_rows, load_checkpoint
 from sanitize.model.net import BootstrapNet
 from sanitize.model.probe import adversarial_probe, probe_sample
 from sanitize.model.train import Normalizer
-from sanitize.paths import RunPaths
-from sanitize.plan import build_plan
-from sanitize.stages import (
+from sanitize.pipeline.paths import RunPaths
+from sanitize.pipeline.plan import build_plan
+from sanitize.pipeline.stages import (
     bootstrap_stage,
     detect_stage,
     embed_shard_stage,

@@ -13,17 +13,18 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
-from sanitize import sanitize_dataset, stages
-from sanitize.cli import EXIT_BAD_INPUT, main
+from sanitize import sanitize_dataset
 from sanitize.config import DEFAULT_DETECTORS
 from sanitize.errors import SourceChangedError
-from sanitize.paths import (
+from sanitize.pipeline import stages
+from sanitize.pipeline.paths import (
     CLEAN_FILE,
     OUTPUT_FILES,
     QUARANTINE_FILE,
     REPORT_JSON,
     SCORES_FILE,
 )
+from sanitize_cli.main import EXIT_BAD_INPUT, main
 from tests.conftest import SAMPLE_SOURCE
 
 

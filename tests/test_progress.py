@@ -1,4 +1,4 @@
-"""sanitize.progress: stage tracking, the terminal line, and train_model's step reports."""
+"""sanitize.report.progress: stage tracking, the terminal line, and train_model's step reports."""
 
 from __future__ import annotations
 
@@ -11,12 +11,12 @@ import pyarrow.parquet as pq
 import torch
 from rich.console import Console
 
-from sanitize import progress
 from sanitize.config import DataConfig, SanitizeConfig
 from sanitize.data.describe import describe_source
 from sanitize.model import NetSpec, train_model
-from sanitize.paths import RunPaths
-from sanitize.stages import read_stage
+from sanitize.pipeline.paths import RunPaths
+from sanitize.pipeline.stages import read_stage
+from sanitize.report import progress
 from tests.conftest import SAMPLE_SOURCE
 
 

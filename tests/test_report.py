@@ -6,7 +6,7 @@ import pyarrow as pa
 
 from sanitize.config import DecisionConfig, SanitizeConfig
 from sanitize.data.schema import FLAGGED, LABEL, REASONS
-from sanitize.report import build_report
+from sanitize.report.summary import build_report
 
 
 def _report(labels, flagged, reasons, config=None, decision_info=None):

@@ -21,9 +21,8 @@ import pytest
 from PIL import Image
 
 from sanitize import sanitize_dataset
-from sanitize.cli import EXIT_BAD_INPUT, EXIT_OK, main
 from sanitize.data.schema import FLAGGED, SAMPLE_WEIGHT, issue_column
-from sanitize.paths import (
+from sanitize.pipeline.paths import (
     CLEAN_FILE,
     OUTPUT_FILES,
     QUARANTINE_FILE,
@@ -31,7 +30,7 @@ from sanitize.paths import (
     REPORT_JSON,
     SCORES_FILE,
 )
-from sanitize.report_html import (
+from sanitize.report.html import (
     EMBEDDING_X,
     EMBEDDING_Y,
     SCATTER_KEPT_POINTS,
@@ -44,6 +43,7 @@ from sanitize.report_html import (
     removed_rows_csv,
     write_report_html,
 )
+from sanitize_cli.main import EXIT_BAD_INPUT, EXIT_OK, main
 from tests.conftest import REPO, SAMPLE_SOURCE
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -276,7 +276,7 @@ def test_removed_rows_csv_escapes_commas_and_quotes_and_caps_by_score(monkeypatc
         ["e", "2", "eel", "0.6", "unreadable"],
     ]
     # Beyond the cap: the highest poison_score, still in source order.
-    monkeypatch.setattr("sanitize.report_html.CSV_ROWS", 2)
+    monkeypatch.setattr("sanitize.report.html.CSV_ROWS", 2)
     text, left_out = removed_rows_csv(_TINY_REPORT, scores, flagged)
     assert left_out == 2
     assert [r[0] for r in list(csv.reader(io.StringIO(text)))[1:]] == ["a", "d"]

@@ -19,10 +19,11 @@ from pathlib import Path
 
 import pytest
 
+import sanitize
 from sanitize.config import BootstrapConfig, DecisionConfig, SanitizeConfig
-from sanitize.lock import LOCK_FILE
-from sanitize.paths import CLEAN_FILE, QUARANTINE_FILE, REPORT_JSON, SCORES_FILE
-from sanitize.plan import build_plan
+from sanitize.pipeline.lock import LOCK_FILE
+from sanitize.pipeline.paths import CLEAN_FILE, QUARANTINE_FILE, REPORT_JSON, SCORES_FILE
+from sanitize.pipeline.plan import build_plan
 from tests.conftest import REPO, SAMPLE_SOURCE
 
 PARQUET_OUTPUTS = (CLEAN_FILE, QUARANTINE_FILE, SCORES_FILE)
@@ -32,7 +33,7 @@ CONFIG = SanitizeConfig(bootstrap=BootstrapConfig(epochs=2, clean_epochs=2, widt
 
 
 def test_plan_orders_stages_after_their_needs():
-    from sanitize.plan import build_plan
+    from sanitize.pipeline.plan import build_plan
 
     plan = build_plan(CONFIG, 150_000, shard_rows=65_536)
     names = [stage.name for stage in plan]
@@ -55,7 +56,7 @@ def test_plan_orders_stages_after_their_needs():
 
 def _sanitize(out: Path, config: Path, *extra: str) -> subprocess.Popen:
     env = {**os.environ, "PYTHONPATH": str(REPO), "SANITIZE_NUM_THREADS": THREADS}
-    command = [sys.executable, "-m", "sanitize.cli", "run", "--local", str(SAMPLE_SOURCE)]
+    command = [sys.executable, "-m", "sanitize_cli", "run", "--local", str(SAMPLE_SOURCE)]
     return subprocess.Popen(
         [*command, "--out", str(out), "--config", str(config), *extra],
         env=env,
@@ -198,3 +199,20 @@ def test_flow_reuses_the_same_stages(prefect_harness, resumed, tmp_path, monkeyp
     assert {p.stem: p.stat().st_mtime_ns for p in done.glob("*.json")} == before
     for name in PARQUET_OUTPUTS:
         assert (out / name).read_bytes() == (resumed[0] / name).read_bytes(), name
+
+
+def test_a_stage_key_moves_only_with_the_code_the_stage_runs():
+    from sanitize.pipeline.resume import STAGE_CODE, stage_code_files
+
+    root = Path(sanitize.__file__).parent
+    files = {
+        kind: {path.relative_to(root).as_posix() for path in stage_code_files(kind)}
+        for kind in STAGE_CODE
+    }
+    assert "report/html.py" in files["export"]
+    assert not any("report/html.py" in files[kind] for kind in STAGE_CODE if kind != "export")
+    assert "model/train.py" in files["bootstrap"] and "detect/spectral.py" not in files["bootstrap"]
+    assert "decision/decide.py" in files["decide"] and "decision/decide.py" not in files["detect"]
+    config = SanitizeConfig(detectors=("cbd", "spectral"))
+    kinds = {stage.kind for stage in build_plan(config, 100, shard_rows=40)}
+    assert kinds <= set(STAGE_CODE)

@@ -12,8 +12,8 @@ from flows.runners import check_reachable, run_sanitize_flow, task_runner_for
 from sanitize import sanitize_dataset
 from sanitize.config import BootstrapConfig, SanitizeConfig
 from sanitize.errors import ConfigError
-from sanitize.paths import CLEAN_FILE, QUARANTINE_FILE, SCORES_FILE
-from sanitize.plan import build_plan
+from sanitize.pipeline.paths import CLEAN_FILE, QUARANTINE_FILE, SCORES_FILE
+from sanitize.pipeline.plan import build_plan
 from tests.conftest import SAMPLE_SOURCE
 
 CONFIG = SanitizeConfig(bootstrap=BootstrapConfig(epochs=2, clean_epochs=2, width=8))
@@ -26,7 +26,7 @@ def test_dask_runner_matches_the_local_runner(prefect_harness, tmp_path, monkeyp
     monkeypatch.setenv("SANITIZE_NUM_THREADS", "1")
     # Three embedding shards (rows 0-1023, 1024-2047, 2048-2999) mapped over the workers;
     # the local run below embeds in one pass, in the same batches of 512.
-    monkeypatch.setattr("sanitize.plan.EMBED_SHARD_ROWS", 1024)
+    monkeypatch.setattr("sanitize.pipeline.plan.EMBED_SHARD_ROWS", 1024)
     with (
         LocalCluster(
             n_workers=2, processes=True, threads_per_worker=1, dashboard_address=None

@@ -7,9 +7,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from sanitize.cli import EXIT_BAD_INPUT, EXIT_OK, main
 from sanitize.config import MIN_IMAGE_SIZE
-from sanitize.paths import REPORT_JSON
+from sanitize.pipeline.paths import REPORT_JSON
+from sanitize_cli.main import EXIT_BAD_INPUT, EXIT_OK, main
 
 
 def _png(side: int, value: int) -> bytes:

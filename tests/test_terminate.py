@@ -47,7 +47,7 @@ def test_a_signal_stops_the_embedded_server(tmp_path, signum, status, line):
     config.write_text(FAST_TOML)
     env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}
     env["PREFECT_HOME"] = str(tmp_path / "prefect-home")
-    argv = [sys.executable, "-m", "sanitize.cli", "run", str(SAMPLE_SOURCE)]
+    argv = [sys.executable, "-m", "sanitize_cli", "run", str(SAMPLE_SOURCE)]
     argv += ["--out", str(tmp_path / "out"), "--config", str(config), "--no-progress"]
     # Started with both signals blocked, as a parent that blocks them (some job runners,
     # a thread of a test process) leaves its children: the run must unblock them.

@@ -8,7 +8,7 @@ import tomllib
 import pytest
 
 from sanitize.config import SanitizeConfig
-from sanitize.toml_text import toml_text
+from sanitize.report.toml_text import toml_text
 
 
 def test_nested_data_round_trip_through_tomllib():

@@ -8,9 +8,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from PIL import Image
 
-from sanitize.cli import EXIT_OK, main
-from sanitize.paths import REPORT_HTML
-from sanitize.report_html import CSV_BYTES
+from sanitize.pipeline.paths import REPORT_HTML
+from sanitize.report.html import CSV_BYTES
+from sanitize_cli.main import EXIT_OK, main
 
 ANSI = "\x1b[2J\x1b[31mcat"
 

@@ -26,7 +26,7 @@ from sanitize.data.observed import ObservedSource
 from sanitize.data.read import PROBED_IMAGES, id_column, read_source, working_shape
 from sanitize.data.schema import REASON_MISSING_LABEL, REASON_UNREADABLE, ROWS_FILE
 from sanitize.data.source import Source, open_source
-from sanitize.progress import track
+from sanitize.report.progress import track
 
 # Side images are decoded to while validating: small, since only readability is checked.
 _CHECK_SIZE = MIN_IMAGE_SIZE

@@ -98,6 +98,17 @@ class DetectorContext:
     adversarial_probe: AdversarialProbe | None = None
 
 
+@dataclass(frozen=True)
+class DetectorTraits:
+    """How the decision treats a detector's flags (the class attributes of the same names
+    on :class:`Detector` document each)."""
+
+    oriented: bool = False
+    votes: str = "rows"
+    feature_space: bool = True
+    settles_classes: bool = False
+
+
 @dataclass
 class DetectorResult:
     """One detector's verdict on every row it was given.
@@ -126,6 +137,10 @@ class DetectorResult:
         class where a group test alone would not (a class whose flags are the rest of a
         group, turned over). The decision treats them as it treats the flags of a
         detector with ``Detector.oriented``.
+    traits : DetectorTraits or None, default=None
+        How the decision treats these flags; :meth:`Detector.score` sets its detector's.
+        None (a result built by hand): the registered detector's of the same name, or the
+        defaults.
 
     Raises
     ------
@@ -140,6 +155,7 @@ class DetectorResult:
     weight: np.ndarray | None = None
     candidate: np.ndarray | None = None
     oriented: np.ndarray | None = None
+    traits: DetectorTraits | None = None
 
     def __post_init__(self) -> None:
         self.score = np.asarray(self.score, dtype=np.float32)
@@ -204,6 +220,11 @@ class Detector(ABC):
     # pixels): in a class where it flags a group, the decision keeps exactly its flags.
     settles_classes: ClassVar[bool] = False
 
+    @classmethod
+    def traits(cls) -> DetectorTraits:
+        """The traits its results carry (:class:`DetectorTraits`)."""
+        return DetectorTraits(cls.oriented, cls.votes, cls.feature_space, cls.settles_classes)
+
     def get_params(self) -> dict[str, Any]:
         """The keyword parameters of ``__init__`` and their current values."""
         return {k: getattr(self, k) for k in keyword_params(type(self))}
@@ -241,7 +262,9 @@ class Detector(ABC):
         """
         self._check_params()
         features, labels = self._validate(features, labels, context)
-        return self._score(features, labels, context)
+        result = self._score(features, labels, context)
+        result.traits = self.traits()
+        return result
 
     @abstractmethod
     def _score(
@@ -368,6 +391,16 @@ def register(cls: type[Detector]) -> type[Detector]:
 def available_detectors() -> tuple[str, ...]:
     """Names of the registered detectors, sorted."""
     return _DETECTORS.names()
+
+
+def traits_of(name: str, result: DetectorResult) -> DetectorTraits:
+    """``result.traits``, or for a result built by hand those of the detector registered
+    as ``name`` (the defaults when there is none)."""
+    if result.traits is not None:
+        return result.traits
+    if name in available_detectors():
+        return type(get_detector(name)).traits()
+    return DetectorTraits()
 
 
 def get_detector(name: str, **params: Any) -> Detector:

@@ -8,7 +8,8 @@ stopped.
 
 ``sanitize run`` runs the Prefect flow from ``flows/`` on an embedded (ephemeral) Prefect
 server unless ``PREFECT_API_URL`` points to one; Prefect's own logs stay quiet unless
-``--verbose``. This module is the only one in ``sanitize`` that may reach Prefect.
+``--verbose``. The core (``sanitize``) never imports Prefect; this package and ``flows``
+do.
 """
 
 from __future__ import annotations
@@ -36,9 +37,9 @@ from sanitize.config import (
     expected_counts,
 )
 from sanitize.errors import ConfigError, InputError, OutputError, SanitizeError
-from sanitize.lock import RunLockedError, run_lock
-from sanitize.paths import check_locations
-from sanitize.progress import TerminalProgress, announce, listening
+from sanitize.pipeline.lock import RunLockedError, run_lock
+from sanitize.pipeline.paths import check_locations
+from sanitize.report.progress import TerminalProgress, announce, listening
 
 EXIT_OK, EXIT_FAILURE, EXIT_BAD_INPUT, EXIT_OUTPUT = 0, 1, 2, 3
 EXIT_LOCKED = 4
@@ -258,7 +259,7 @@ def cmd_metrics(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from sanitize.report_html import write_report_html
+    from sanitize.report.html import write_report_html
 
     print(write_report_html(args.out))
     return EXIT_OK

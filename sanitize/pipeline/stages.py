@@ -1,6 +1,6 @@
 """The pipeline's stages, each a function from files to files.
 
-Every stage reads what earlier stages wrote under :class:`~sanitize.paths.RunPaths` and
+Every stage reads what earlier stages wrote under :class:`~sanitize.pipeline.paths.RunPaths` and
 returns a small JSON-able dict (counts, seconds), so the same functions serve the plain
 Python entry point (:func:`sanitize.sanitize_dataset`) and the Prefect tasks in ``flows/``
 without moving arrays between tasks.
@@ -41,7 +41,6 @@ from sanitize.detect.cbd import confounder_loss
 from sanitize.detect.class_stats import ClassStatistics
 from sanitize.detect.pixel_spectral import block_means
 from sanitize.errors import SourceChangedError
-from sanitize.export import StagedOutputs, dataset_card, write_tables
 from sanitize.model import (
     NetSpec,
     Normalizer,
@@ -54,7 +53,8 @@ from sanitize.model import (
 )
 from sanitize.model.probe import adversarial_probe, probe_sample
 from sanitize.model.train import epochs_for
-from sanitize.paths import (
+from sanitize.pipeline.export import StagedOutputs, dataset_card, write_tables
+from sanitize.pipeline.paths import (
     CLEAN_FILE,
     DATASET_CARD,
     QUARANTINE_FILE,
@@ -62,9 +62,9 @@ from sanitize.paths import (
     REPORT_JSON,
     RunPaths,
 )
-from sanitize.progress import TrainingProgress, track
-from sanitize.report import build_report, provenance_of
-from sanitize.report_html import embedding_projection, render_report, with_projection
+from sanitize.report.html import embedding_projection, render_report, with_projection
+from sanitize.report.progress import TrainingProgress, track
+from sanitize.report.summary import build_report, provenance_of
 
 log = logging.getLogger("sanitize")
 
@@ -370,7 +370,7 @@ def clean_model_stage(config: SanitizeConfig, paths: RunPaths) -> dict[str, Any]
 def shares_class_stats(config: SanitizeConfig) -> bool:
     """Whether a detector of ``config`` reads the shared class statistics.
 
-    The plan then runs the ``class_stats`` stage (``sanitize.plan.build_plan``).
+    The plan then runs the ``class_stats`` stage (``sanitize.pipeline.plan.build_plan``).
     """
     return any(get_detector(name).shares_class_stats for name in config.detectors)
 

@@ -2,8 +2,9 @@
 
 Each stage gets a key, the digest of everything its outputs depend on: the source's content
 fingerprint, the part of the config the stage reads, the keys of the stages it needs (so a
-changed input re-runs everything after it), the package version and a digest of its code,
-and the thread count (see :mod:`sanitize.threads`). Once a stage has written its outputs,
+changed input re-runs everything after it), the package version and a digest of the code
+the stage runs (:func:`stage_code_files`: editing the report re-runs only the export),
+and the thread count (see :mod:`sanitize.pipeline.threads`). Once a stage has written its outputs,
 they are flushed to disk and a marker ``OUT/.work/done/<stage>.json`` is written atomically
 with the key, the stage's result and the outputs' sizes. A later run into the same
 directory skips a stage whose marker has the same key and whose outputs are all there with
@@ -15,6 +16,7 @@ content rather than on task arguments.
 
 from __future__ import annotations
 
+import ast
 import hashlib
 import json
 import logging
@@ -27,21 +29,82 @@ from typing import Any
 import sanitize
 from sanitize.config import SanitizeConfig
 from sanitize.data import open_source
-from sanitize.paths import RunPaths
-from sanitize.plan import Stage, StageResults, build_plan
-from sanitize.threads import pinned_threads
+from sanitize.pipeline.paths import RunPaths
+from sanitize.pipeline.plan import Stage, StageResults, build_plan
+from sanitize.pipeline.threads import pinned_threads
 
 log = logging.getLogger("sanitize")
 
 MARKER_VERSION = 1
 
 
+# The modules whose code each kind of stage runs, besides the stage functions themselves
+# (``sanitize.pipeline.stages``) and the config; what they import from the package is
+# followed, so a stage's key moves only with code it can reach.
+STAGE_CODE = {
+    "read": ("sanitize.data",),
+    "bootstrap": ("sanitize.model",),
+    "embed": ("sanitize.model",),
+    "embed_shard": ("sanitize.model",),
+    "embed_merge": ("sanitize.model",),
+    "clean_model": ("sanitize.model", "sanitize.detect.cbd"),
+    "class_stats": ("sanitize.detect.class_stats",),
+    "detect": ("sanitize.detect", "sanitize.model"),
+    "decide": ("sanitize.decision",),
+    "export": ("sanitize.pipeline.export", "sanitize.report"),
+}
+_ALWAYS = ("sanitize.pipeline.stages", "sanitize.config")
+
+
+def _module_file(name: str) -> Path | None:
+    root = Path(sanitize.__file__).parent.parent
+    path = root.joinpath(*name.split("."))
+    for candidate in (path.with_suffix(".py"), path / "__init__.py"):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def _package_imports(path: Path) -> set[str]:
+    """The ``sanitize.*`` modules ``path`` imports (a name imported from a package counts
+    as its submodule when there is one)."""
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            found.update(a.name for a in node.names if a.name.startswith("sanitize."))
+        elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith("sanitize."):
+            found.add(node.module)
+            found.update(f"{node.module}.{a.name}" for a in node.names)
+    return {name for name in found if _module_file(name) is not None}
+
+
 @cache
-def code_digest() -> str:
-    """Digest of the ``sanitize`` package's Python files (a version that moves with edits)."""
+def stage_code_files(kind: str) -> tuple[Path, ...]:
+    """The package files a stage of ``kind`` runs: :data:`STAGE_CODE` (a package with all its
+    modules) and what they import from the package, transitively, but not the stage
+    module's own imports."""
+    todo = list(STAGE_CODE[kind])
+    for name in STAGE_CODE[kind]:
+        if _module_file(name).name == "__init__.py":
+            folder = _module_file(name).parent
+            todo += [f"{name}.{path.stem}" for path in folder.glob("*.py")]
+    seen: set[str] = set()
+    while todo:
+        name = todo.pop()
+        if name in seen:
+            continue
+        seen.add(name)
+        todo.extend(_package_imports(_module_file(name)) - seen)
+    files = {_module_file(name) for name in seen} | {_module_file(name) for name in _ALWAYS}
+    return tuple(sorted(files))
+
+
+@cache
+def code_digest(kind: str) -> str:
+    """Digest of the code a stage of ``kind`` runs (:func:`stage_code_files`)."""
     root = Path(sanitize.__file__).parent
     digest = hashlib.sha256()
-    for path in sorted(root.rglob("*.py")):
+    for path in stage_code_files(kind):
         digest.update(path.relative_to(root).as_posix().encode() + b"\0")
         digest.update(path.read_bytes())
     return digest.hexdigest()[:16]
@@ -64,7 +127,7 @@ def plan_keys(
             "shards": stage.shards,
             "needs": {name: keys[name] for name in stage.needs},
             "version": sanitize.__version__,
-            "code": code_digest(),
+            "code": code_digest(stage.kind),
             "threads": threads,
         }
         text = json.dumps(payload, sort_keys=True, default=str)

@@ -14,7 +14,7 @@ import pyarrow as pa
 from sanitize.config import SanitizeConfig
 from sanitize.data.schema import FLAGGED, REASON_MISSING_LABEL, REASON_UNREADABLE, REASONS
 from sanitize.data.schema import LABEL as LABEL_COLUMN
-from sanitize.decision.decide import SIZE_REASON
+from sanitize.decision.rules import SIZE_REASON
 
 REPORT_VERSION = 1
 _QUARANTINE_REASONS = frozenset({REASON_UNREADABLE, REASON_MISSING_LABEL})

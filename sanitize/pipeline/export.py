@@ -30,7 +30,7 @@ from sanitize.data.schema import (
 )
 from sanitize.data.source import HF_METADATA_KEY, hf_metadata
 from sanitize.errors import SourceChangedError
-from sanitize.paths import CLEAN_FILE, QUARANTINE_FILE, SCORES_FILE
+from sanitize.pipeline.paths import CLEAN_FILE, QUARANTINE_FILE, SCORES_FILE
 
 PROVENANCE_KEY = b"sanitize"
 # The temporary name StagedOutputs gives output NAME: .NAME.TOKEN.tmp, TOKEN 8 hex digits.

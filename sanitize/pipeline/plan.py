@@ -3,7 +3,7 @@
 One list, built from the config, is the only place the stage order lives: the in-process
 runner (:func:`sanitize.api.run_stages`) walks it in order, the Prefect flow
 (``flows/sanitize_flow.py``) submits one task a stage and waits on ``needs``, and the resume
-keys (:mod:`sanitize.resume`) chain along ``needs``. A stage must declare in
+keys (:mod:`sanitize.pipeline.resume`) chain along ``needs``. A stage must declare in
 ``config_fields`` every top-level config field its function reads (``seed``, ``data``,
 ``bootstrap``, ...; ``detector`` stands for that detector's own parameters, ``*`` for the
 whole config): the fields key
@@ -17,10 +17,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sanitize import stages
 from sanitize.config import SanitizeConfig
 from sanitize.detect import get_detector
-from sanitize.paths import OUTPUT_FILES, RunPaths
+from sanitize.pipeline import stages
+from sanitize.pipeline.paths import OUTPUT_FILES, RunPaths
 
 StageResults = dict[str, dict[str, Any]]
 
@@ -35,7 +35,7 @@ class Stage:
         Unique in a plan; the key of its result in ``report.json``'s ``stage_timings`` and
         the name of its Prefect task (``read``, ``detect_spectral``, ...).
     kind : str
-        Which function of :mod:`sanitize.stages` runs it.
+        Which function of :mod:`sanitize.pipeline.stages` runs it.
     needs : tuple of str
         Stages whose files or results this one reads; they come earlier in the plan.
     config_fields : tuple of str

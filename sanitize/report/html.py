@@ -35,7 +35,6 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from PIL import Image
 
-from sanitize import plots
 from sanitize.data.schema import (
     FLAGGED,
     LABEL,
@@ -49,9 +48,16 @@ from sanitize.data.schema import (
     score_column,
 )
 from sanitize.errors import InputError
-from sanitize.export import StagedOutputs
-from sanitize.paths import CLEAN_FILE, QUARANTINE_FILE, REPORT_HTML, REPORT_JSON, SCORES_FILE
-from sanitize.toml_text import toml_text
+from sanitize.pipeline.export import StagedOutputs
+from sanitize.pipeline.paths import (
+    CLEAN_FILE,
+    QUARANTINE_FILE,
+    REPORT_HTML,
+    REPORT_JSON,
+    SCORES_FILE,
+)
+from sanitize.report import plots
+from sanitize.report.toml_text import toml_text
 
 EMBEDDING_X = "embedding_x"
 EMBEDDING_Y = "embedding_y"
@@ -145,7 +151,7 @@ def render_report(
         run saved them.
     clean_path, quarantine_path : Path
         The run's ``clean.parquet`` and ``quarantine.parquet``, both in source order (as
-        :func:`sanitize.export.write_tables` writes them); thumbnails are read from them.
+        :func:`sanitize.pipeline.export.write_tables` writes them); thumbnails are read from them.
     """
     flagged = scores.column(FLAGGED).to_numpy(zero_copy_only=False).astype(bool)
     sections = [

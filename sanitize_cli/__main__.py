@@ -1,0 +1,5 @@
+import sys
+
+from sanitize_cli.main import main
+
+sys.exit(main())
