@@ -20,7 +20,8 @@ from PIL import Image
 from sanitize.config import SanitizeConfig
 from sanitize.data import open_source
 from sanitize.data.source import DataConfig
-from sanitize_cli.main import EXIT_BAD_INPUT, EXIT_OK, _config_from_args, build_parser, main
+from sanitize_cli.main import EXIT_BAD_INPUT, EXIT_OK, build_parser, main
+from sanitize_cli.options import config_from_args
 from tests.conftest import REPO, SAMPLE_SOURCE, SAMPLE_TRUTH
 
 FAST_TOML = "[bootstrap]\nepochs = 2\nclean_epochs = 2\nwidth = 8\n"
@@ -251,9 +252,9 @@ def test_inspect_never_connects_to_an_image_path_url(tmp_path, capsys):
 
 def test_allow_external_paths_flag_sets_the_config():
     args = build_parser().parse_args(["run", "src", "--out", "o", "--allow-external-paths"])
-    assert _config_from_args(args).data.allow_external_paths is True
+    assert config_from_args(args).data.allow_external_paths is True
     args = build_parser().parse_args(["inspect", "src"])
-    assert _config_from_args(args).data.allow_external_paths is False
+    assert config_from_args(args).data.allow_external_paths is False
 
 
 def _non_default(value):
@@ -296,7 +297,7 @@ def test_every_config_field_is_reachable_from_toml(tmp_path):
     path = tmp_path / "all.toml"
     path.write_text(_toml(raw))
     args = build_parser().parse_args(["run", "src", "--out", "o", "--config", str(path)])
-    config = _config_from_args(args)
+    config = config_from_args(args)
     assert config == expected
     for section in ("data", "bootstrap", "decision"):
         for f in dataclasses.fields(getattr(default, section)):
@@ -342,7 +343,7 @@ def test_set_and_flags_override_the_toml(tmp_path, capsys):
     argv += ["--set", "bootstrap.lr=0.005", "--set", "decision.weight_clip=0.1,0.9"]
     argv += ["--set", "detectors=spectral,cbd", "--set", "detector_params.spectral.z_threshold=3"]
     argv += ["--width", "8", "--min-votes", "2", "--train-steps", "99"]
-    config = _config_from_args(build_parser().parse_args(argv))
+    config = config_from_args(build_parser().parse_args(argv))
     assert config.seed == 1 and config.bootstrap.lr == 0.005 and config.bootstrap.width == 8
     assert config.bootstrap.train_steps == 99 and config.decision.min_votes == 2
     assert config.decision.weight_clip == (0.1, 0.9)
@@ -367,11 +368,9 @@ def test_expected_classes_are_read_into_the_config_and_checked_before_training(t
     counts = tmp_path / "counts.json"
     counts.write_text(json.dumps({str(c): 100 for c in range(10)}))
     argv = ["run", str(SAMPLE_SOURCE), "--out", str(tmp_path / "o")]
-    config = _config_from_args(
-        build_parser().parse_args([*argv, "--expected-classes", str(counts)])
-    )
+    config = config_from_args(build_parser().parse_args([*argv, "--expected-classes", str(counts)]))
     assert dict(config.decision.expected_class_counts) == {str(c): 100.0 for c in range(10)}
-    split = _config_from_args(
+    split = config_from_args(
         build_parser().parse_args([*argv, "--expected-classes", str(SAMPLE_SOURCE)])
     )
     assert sum(n for _, n in split.decision.expected_class_counts) == 3000
