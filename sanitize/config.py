@@ -1,9 +1,10 @@
 """One validated, frozen configuration object for a sanitize run.
 
-The config is split in sections that follow the data flow (``data``, ``bootstrap``,
-``detectors``, ``decision``). Every section is a frozen dataclass, so a config is
-hashable and its :meth:`SanitizeConfig.fingerprint` can key cached stage outputs. The
-whole config is written next to every output (``report.json``) with the code version.
+The config is split in sections that follow the data flow (``data``, ``bootstrap``, ``detectors``,
+``decision``). Every section is a frozen dataclass, so a config is hashable and its
+:meth:`SanitizeConfig.fingerprint` can key cached stage outputs. The whole config is written next to
+every output (``report.json``) with the code version. Evidence for the defaults:
+``docs/defaults.md``.
 """
 
 from __future__ import annotations
@@ -36,8 +37,7 @@ KNOWN_DETECTORS = (
     "adversarial_overlap",
 )
 # Detectors that read the bootstrap model itself (its channel maps, its adversarial
-# examples); known, but off by default until they show across attack families that they
-# earn their place (benchmarks/RESULTS.md, "Model probes").
+# examples); known, but off by default (why: docs/defaults.md, "detectors").
 MODEL_PROBES = ("linf_activation", "adversarial_overlap")
 # Run when a config does not list its detectors: every one but the model probes.
 DEFAULT_DETECTORS = tuple(name for name in KNOWN_DETECTORS if name not in MODEL_PROBES)
@@ -60,18 +60,15 @@ class DataConfig:
     label_column : str, default="label"
         Column holding the class label (integers, or strings mapped to sorted class indices).
     id_column : str, default="sample_id"
-        Column whose values are every output's ``sample_id``; another name than the default
-        must exist (and then no ``sample_id`` column may); no ``sample_id``: the row ordinal.
+        Column of every output's ``sample_id`` (another name must exist); none: the row ordinal.
     image_size : int or None, default=None
-        Side in pixels that every image is resized to, in [8, 512]; None: the median side
-        of the first images read, within [``MIN_IMAGE_SIZE``, ``MAX_WORKING_SIZE``].
+        Side every image is resized to, pixels in [8, 512]; None: first images' median, <= 64.
     channels : int or None, default=None
         1 (grey) or 3 (RGB); None: the mode most of the first images read have.
     batch_rows : int, default=2048
-        Rows read and decoded at a time (bounds memory of the read stage).
+        Rows read and decoded at a time, >= 1 (bounds memory of the read stage).
     allow_external_paths : bool, default=False
-        Read image paths outside the source's directory: absolute, ``..``, links out of an
-        image folder, URLs (network fetches). Off: such rows are quarantined as unreadable.
+        Read image paths outside the source's directory (absolute, ``..``, links, URLs).
     """
 
     image_column: str = "image"
@@ -97,47 +94,28 @@ class DataConfig:
 class BootstrapConfig:
     """The bootstrap model f_B, trained briefly on the set itself so it learns the backdoor.
 
-    Dirty-label backdoors are learned within the first epochs, well before the hard clean
-    samples (Li et al. 2021, "Anti-Backdoor Learning", Sec. 3); Adam without flip
-    augmentation keeps a corner trigger in place, so the shortcut is learned fast.
-
     checkpoint : str or None, default=None
-        Path to trained weights (``.safetensors`` or a ``torch.save`` state dict, loaded with
-        ``weights_only=True``) of the built-in network; skips training of f_B.
+        Path to weights (``.safetensors`` or ``torch.save`` state dict) that skip f_B's training.
     epochs : int or None, default=None
-        Epochs of f_B training. None: train until an epoch's mean training loss falls below
-        ``fit_loss``, within about ``train_steps`` optimizer steps. Per-sample losses of
-        every epoch are kept.
+        Epochs of f_B training, >= 1; None: until the mean loss is below ``fit_loss``.
     clean_epochs : int or None, default=None
-        Epochs of the deconfounded model f_C used by the CBD detector; None: as many as f_B
-        ran; 0 disables f_C.
+        Epochs of the deconfounded model f_C (CBD), >= 0; None: as many as f_B; 0: no f_C.
     train_steps : int, default=1500
-        Step budget of the automatic epoch count (at least 2 and at most 60 epochs). Rule:
-        the shortcut is learned after a number of updates, not of passes: on 5,000 CIFAR-10
-        rows with 1% BadNets poisons, 240 steps left the poisons' loss at 0.18 (clean 0.66)
-        and the spectral signal weak (in-class AUROC 0.92); 480 steps brought it to 0.004
-        (clean 0.18) and AUROC 0.99.
+        Optimizer-step budget of the automatic epoch count, >= 10 (2 to 60 epochs).
     fit_loss : float, default=0.2
-        Mean training cross-entropy (nats) at which automatic training stops. Rule: once the
-        model fits most of the set, it fits the poisons, the easiest rows; training on until
-        it memorises everything erases the difference the detectors read (sample digits:
-        activation-clustering TPR 0.98 at mean loss 0.007, 0.54 at 0.0003).
+        Mean training cross-entropy (nats, > 0) at which automatic training stops.
     batch_size : int, default=128
+        Training batch size in rows, >= 2.
     lr : float, default=2e-3
-        Adam learning rate.
+        Adam learning rate, in (0, 1).
     width : int, default=32
-        Channels of the first conv block; blocks double it (32-64-128-256).
+        Channels of the first conv block, >= 4; blocks double it (32-64-128-256).
     device : str, default="auto"
         "auto" (CUDA when present, else CPU), "cpu", "cuda" or "cuda:N".
     max_train_rows : int, default=50000
-        Cap on rows used to train (a stratified sample above it); embedding covers every row.
+        Cap on training rows, >= 100 (a stratified sample above it); embedding covers all.
     precise_bn : bool, default=False
-        Recompute the BatchNorm statistics for the final weights before embedding
-        (``sanitize.model.train.precise_batch_norm``), so eval-mode losses match training.
-        Rule for the default: on the CPU suite it raised the blend, patch and GTSRB cases by
-        1-15 points of TPR but lost MNIST BadNets 5% (0.92 -> 0) and a held-out BadNets 3%
-        (0.97 -> 0): the stale statistics leave the backdoor's units further out of scale,
-        which the spectral detectors feed on (``benchmarks/RESULTS.md``, session 3).
+        Recompute the BatchNorm statistics for the final weights before embedding.
     """
 
     checkpoint: str | None = None
@@ -179,165 +157,55 @@ class DecisionConfig:
     """How detector scores become one poison_score, flags and sample weights.
 
     min_votes : int or None, default=1
-        Detectors that must flag a row for it to be removed; None means a strict majority of
-        the detectors that ran. Rule for the default: every detector's own threshold is
-        calibrated to flag nothing on clean data, and each sees signals the others miss
-        (a cluster, a direction, a loss gap), so one calibrated flag is enough evidence;
-        the removal cap bounds the cost of a detector gone wrong.
+        Detector flags a row needs to be removed, >= 1; None: a strict majority of those run.
     max_removal_fraction : float, default=0.25
-        Cap on the share of rows removed; above it the highest poison scores are kept first.
+        Cap on the share of rows removed, in (0, 1]; the highest poison scores fill it first.
     group_vote_min_rows : int, default=10
-        Flags of one class a detector that votes by groups (CBD) needs there for them to
-        count as votes. Rule: as ``refine_min_rows``; on the benchmark cases CBD's flags
-        beyond the other detectors' were groups of poisons (39 in one class) and clean
-        rows 1 to 5 a class.
+        Flags, >= 1, a group-voting detector (CBD) needs in a class for them to count as votes.
     weight_clip : tuple of float, default=(0.05, 1.0)
-        Clip range of the raw CBD weight w = l_B / (l_B + l_C) before it is normalised.
+        Clip range (0 < lo < hi <= 1) of the raw CBD weight l_B / (l_B + l_C) before normalising.
     weight_suspect_only : bool, default=True
-        Weigh rows by CBD only in the classes the decision judged poisoned (at least
-        ``weight_min_flagged`` rows removed); every other kept row weighs the same. Rule:
-        CBD's weight also falls on the hard clean rows of every class; a 16-epoch
-        retraining on clean CIFAR-10 (5,000 rows) lost 1.4 points of accuracy to it
-        (0.638 against 0.652 unweighted) while the poisons it must down-weight, the
-        ones detection missed, sit in the classes it found (SIG, filter, blend).
+        Weigh rows by CBD only in the classes judged poisoned; other kept rows weigh the same.
     weight_min_flagged : int, default=10
-        Removed rows that make a class one the decision judged poisoned (weighted, and
-        named in the report's verdict). Rule: as ``refine_min_rows``; fewer is a handful
-        of outliers, not a poisoned group.
+        Removed rows, >= 1, that make a class judged poisoned (weighted, named in the verdict).
     weight_min_agreement : float, default=0.75
-        In such a class the weights act only when they rank its removed rows below its
-        kept ones, with an AUROC at least this (``info["weight_agreement"]``): the
-        weights must point at the poison the detectors found. Rule: on the 11 classes the
-        12-case suite weighted, the poisoned ones gave 0.90-0.99; a class of clean rows
-        removed by mistake (GTSRB) 0.53; MNIST, whose bootstrap learns the digits before
-        the patch so that CBD's premise fails, 0.42 (its missed poisons weighed 1.0, the
-        kept clean rows less). 0.75 is midway between chance and the agreeing classes.
+        AUROC in [0, 1] with which a class's weights must rank its removed rows below its kept.
     orient : bool, default=True
-        In a class where an oriented detector (early loss) flags more than half of the
-        rows, keep only its flags there; where it flags a group (``refine_min_rows``) and
-        most of the other flags there lie off its side, keep only the flags on its side
-        (see ``sanitize.decision.orient``). Rule: on a clean-label SIG case poisoning 80% of
-        its target class, activation clustering and spectral signatures removed the
-        class's clean 20% (FPR 0.027); on a blend at 5% into a GTSRB class of 227 rows,
-        spectral signatures flagged its clean 225 rows while the early loss flagged 155
-        poisons (FPR 0.048).
+        Keep only the oriented detector's (early loss) side of a class it flags much of.
     size_orient : bool, default=True
-        In a class more than twice the other classes' median size, and a robust outlier
-        among them (``size_z``), turn minority flags over to the rest of the class (see
-        ``sanitize.decision.class_size``). Rule: the added rows of a dirty-label attack are
-        then most of the class, so the smaller side the feature-space detectors flag is
-        its clean rest: BadNets 15% on 5,000 MNIST rows removed 629 clean rows and no
-        poison (spectral flagged the clean 41% of the target class, separation 6.2). On
-        a clean CIFAR-10 set whose one class is three times the others' size, nothing was
-        flagged there and nothing was turned over. Flags the bootstrap model cannot fit
-        (median loss above log 2: a warp it did not learn, WaNet 15%) stay, and a class
-        the size rules acted on loses at most the rows it gained.
+        Turn minority flags over to the rest of an inflated class (``decision.class_size``).
     size_suspect : bool or None, default=None
-        An inflated class (see ``size_orient``) with fewer than ``refine_min_rows`` flags
-        is suspect by its size alone: the rows that two detectors' splits
-        put on the side where the early loss's candidates are denser are flagged (see
-        ``sanitize.decision.class_size``). On WaNet 10% (51% of its target poison) and
-        blended noise at 15% on MNIST no detector singled the target out, and this flagged
-        405 rows (305 poisons) and 780 rows (727 poisons). None: on exactly when
-        ``expected_class_counts`` is given; otherwise only for an inflated class whose rows'
-        nearest images disagree with their label far more often than the other classes'
-        rows do. Rule for the default: sizes alone cannot tell a poisoned class from a
-        clean set whose one class is naturally three times the others; on 4,990 clean
-        CIFAR-10 rows built so (airplane 1,300, the others 410), suspicion by size removed
-        879 airplanes. Against the class distribution the set should have, a class that
-        gained rows has; and a naturally large clean class agrees with its labels more
-        often than the others (4,990 clean MNIST rows with digit 0 at 1,300: z -12).
+        Judge an inflated class with few flags by its splits; None: with expected counts or auto.
     expected_class_counts : tuple of (str, float) pairs, default=()
-        The class distribution a clean delivery has: class name (or label value) and its
-        count or share, e.g. from a validation split or the last clean delivery (``sanitize
-        run --expected-classes``; a TOML table ``[decision.expected_class_counts]``). Only
-        the ratios matter. When given, class sizes are judged as ``rows / expected`` (see
-        ``size_orient``), and every class present in the data needs an entry.
+        A clean delivery's count or share (> 0) per class; class sizes are judged against it.
     size_gain : float, default=1.25
-        With ``expected_class_counts``, a class holding more than this many times the rows
-        it would have (and a robust outlier by that ratio, ``size_z``) has gained rows even
-        where the poison is not most of it, and without flags it is judged by its splits
-        as above. Rule: blended noise at 3% on CIFAR-10 (a class of 500 gains 150 rows,
-        1.3 times) and at 5% on MNIST: no detector flagged them, and their splits found
-        0.920 and 0.936 of the poisons (FPR 0.009 and 0.021); no other benchmark case
-        changed.
+        Rows-to-expected ratio (> 1) above which a class has gained rows (expected counts only).
     size_z : float, default=3.5
-        Robust z of a class's log size, among the other classes (MAD floored at the
-        binomial spread), that makes it inflated. Rule: the usual median / MAD outlier cut
-        (Iglewicz and Hoaglin 1993).
+        Robust z (> 0) of a class's log size among the other classes that makes it inflated.
     growth_check : bool, default=True
-        Withdraw the flags of a class whose size does not account for them (see
-        ``sanitize.decision.growth``): a dirty-label group is rows its class gained, so a
-        class that did not grow by about as many rows as a feature detector flags in it
-        holds a natural mode, not a poisoned group. Classes the size rules judged, and
-        those where the early loss flags a group (a clean-label attack adds no rows), keep
-        their flags. Rule: on the 78 kept benchmark cases activation clustering split
-        MNIST's ones and sevens (79-278 clean rows, FPR up to 0.059) in six cases, classes
-        of 427-509 rows that had grown by 3-41 rows; every poisoned class flagged without
-        the early loss had grown by 0.75 times its flags or more.
+        Withdraw the flags of a class whose growth does not account for them.
     growth_share : float, default=0.5
-        Share of its flags a class must have grown by to keep them. Rule: the midpoint
-        between no gain and a gain of the flags; measured, natural modes 0.04-0.42 (and
-        below zero), poisoned classes 0.75-1.6. A natural mode of a naturally larger class
-        is not seen: on a clean MNIST subset the ones (565 rows against a median of 497)
-        kept 116 flags at 0.59; with ``expected_class_counts`` they were withdrawn.
+        Share of its flags, in (0, 1], a class must have grown by to keep them.
     growth_spreads : float, default=2.0
-        Flags, in robust spreads of the class sizes, below which the sizes cannot tell a
-        gain from a natural spread, and the class keeps its flags. Rule: at 2 spreads the
-        midpoint lies a spread from either answer; at 1% on 5,000 MNIST rows the target's
-        49 flags are 1.5 spreads (33 rows), and the poisons are kept.
+        Flags, in robust spreads of the class sizes (>= 0), below which a class keeps its flags.
     growth_pixel_auc : float or None, default=0.75
-        Where pixels can tell classes apart (``growth_pixel_reference``), a class that the
-        sizes do not withdraw keeps its flags only when they look like other classes' images:
-        the AUROC with which the flagged rows' nearest images carry their label less often
-        than the class's other rows' do is at least this (see ``sanitize.decision.growth``).
-        None: sizes alone decide. Rule: a dirty-label poison is an image of another class; a
-        natural subgroup of a large class is not. In
-        MNIST subsets the ones are naturally 1.1-1.2 times the other digits, and
-        activation clustering, splitting them by slant, flagged 154 of a clean subset's
-        ones (3.4% of its rows removed; AUROC about 0.5), while every poisoned MNIST
-        group measured was at 0.94 or above.
+        Pixel label-disagreement AUROC, in (0.5, 1], a class's flags need; None: sizes decide.
     growth_pixel_reference : float, default=0.5
-        Mean label agreement of the reference classes' rows (those no more than one size
-        spread above the others) at which pixels can tell: most of a typical row's
-        nearest images carry its label. Rule: MNIST 0.87; GTSRB 0.41 and CIFAR-10 0.27,
-        where a blended trigger's poisons are each other's neighbours and a gained group
-        need not look foreign (AUROC 0.39-0.50).
+        Reference classes' mean nearest-image label agreement, in (0, 1], at which pixels tell.
     refine : bool, default=True
-        Re-draw the flagged group inside each class that has one with a cross-fitted linear
-        discriminant on the class's top principal coordinates (see
-        ``sanitize.decision.refine``); needs the shared class statistics.
+        Re-draw each class's flagged group with a cross-fitted linear discriminant.
     refine_components : int, default=16
-        Principal coordinates a class's discriminant uses. Rule: SPECTRE's 16; on the kept
-        CIFAR-10 probe cases 16 and 32 gave the same mean TPR, all 256 features 0.03 less
-        (a 256-d discriminant fitted on 200 flagged rows overfits).
+        Principal coordinates, >= 1, that a class's discriminant uses.
     refine_keep : float, default=0.05
-        Cross-fitted probability below which a flagged row loses its flag. Rule: at 0.5
-        (a plain re-classification) blended and warped triggers lost 3-5 points of TPR;
-        at 0.05 no case lost TPR and the FPR of the patch attacks still fell.
+        Cross-fitted probability, in [0, 0.5], below which a flagged row loses its flag.
     refine_add : float, default=0.15
-        Cross-fitted probability at or above which an unflagged row of a refined class is
-        flagged. Rule: inside a class already judged poisoned a missed poison costs more
-        than a removed clean row: retrained for 16 epochs, 17 poisons left of 250 (filter,
-        TPR 0.932) kept the attack success rate at 0.165 against the true-clean arm's
-        0.079, and 41 left (SIG) at 0.295 against 0.016. On the 28 kept probe cases
-        lowering it from 0.5 to 0.15 raised every case's TPR or kept it (blend 5% 0.920 ->
-        0.944, GTSRB 0.872 -> 0.932, filter 0.932 -> 0.964) for at most 0.008 of FPR
-        (Trojan); below 0.15 the FPR rose as fast as the TPR.
+        Cross-fitted probability, in [refine_keep, 1], at which an unflagged row is flagged.
     refine_min_kept : float, default=0.75
-        Share of a refined class's flags that the cross-fitted discriminant must keep (give
-        ``p >= refine_keep``); below it the class loses every flag: its flagged rows share
-        no direction in feature space, the premise of a trigger group. Rule: over the 94
-        refined classes of the kept cases (sessions 6-9, 5,000 and 50,000 rows), every
-        poisoned class kept 0.86-1.00 of its flags, and the ten classes under 0.70
-        (0.15-0.69) held no poison: CBD's group of CIFAR-10 automobiles in the 50,000-row
-        runs (up to 88 clean rows added), a clean 5,000-row set's 13 trucks, GTSRB
-        frames. 0 disables the check.
+        Share of a class's flags, in [0, 1], the discriminant must keep, or all go; 0: off.
     refine_min_rows : int, default=10
-        Fewest flagged rows a class needs to be refined. Rule: the mixture tests'
-        ``min_group_size``; a handful of tail rows is not a group to learn from.
+        Fewest flagged rows, >= ``refine_folds``, a class needs to be refined.
     refine_folds : int, default=5
-        Cross-fitting folds.
+        Cross-fitting folds, >= 2.
     """
 
     min_votes: int | None = 1
@@ -453,13 +321,12 @@ def expected_counts(raw: Any) -> tuple[tuple[str, float], ...]:
 class SanitizeConfig:
     """Everything a run depends on, besides the source.
 
-    detectors : tuple of str
+    detectors : tuple of str, default=DEFAULT_DETECTORS
         Detector names to run, in order; each writes a ``score_<name>`` column.
-    detector_params : tuple of (str, tuple of (str, value)) pairs
-        Keyword arguments per detector, e.g. ``(("spectral", (("z_threshold", 4.0),)),)``.
-        Stored as tuples so the config stays hashable; :meth:`params_for` returns a dict.
-    seed : int
-        Seeds model initialisation, data order and every randomised detector.
+    detector_params : tuple of (str, tuple of (str, value)) pairs, default=()
+        Keyword arguments per detector, as tuples (hashable); :meth:`params_for` gives a dict.
+    seed : int, default=0
+        Seeds model initialisation, data order and every randomised detector, >= 0.
     """
 
     data: DataConfig = field(default_factory=DataConfig)

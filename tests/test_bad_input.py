@@ -164,7 +164,7 @@ def _report_full(self, name, payload):
 
 @pytest.mark.parametrize(
     "target, fill",
-    [("sanitize.pipeline.stages.write_tables", _pyarrow_full), ("report", _report_full)],
+    [("sanitize.pipeline.stages.exporting.write_tables", _pyarrow_full), ("report", _report_full)],
 )
 def test_full_disk_while_exporting_exits_3(tmp_path, capsys, monkeypatch, target, fill):
     """ENOSPC in the export stage, after training: exit 3, no temporary file left."""

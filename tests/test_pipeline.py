@@ -24,6 +24,7 @@ from sanitize.pipeline.paths import (
     REPORT_JSON,
     SCORES_FILE,
 )
+from sanitize.pipeline.stages import reading
 from sanitize_cli.main import EXIT_BAD_INPUT, main
 from tests.conftest import SAMPLE_SOURCE
 
@@ -282,13 +283,13 @@ def test_source_replaced_while_it_is_read_stops_the_read_stage(tmp_path, monkeyp
     source = tmp_path / "in.parquet"
     pq.write_table(table, source)
     pq.write_table(table.take(np.arange(99, -1, -1)), tmp_path / "copy.parquet")
-    read = stages.read_source
+    read = reading.read_source
 
     def read_then_swap(*args, **kwargs):
         summary = read(*args, **kwargs)
         os.replace(tmp_path / "copy.parquet", source)
         return summary
 
-    monkeypatch.setattr(stages, "read_source", read_then_swap)
+    monkeypatch.setattr(reading, "read_source", read_then_swap)
     with pytest.raises(SourceChangedError, match="changed while it was read"):
         sanitize_dataset(source, tmp_path / "out", fast_config)

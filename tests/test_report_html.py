@@ -276,7 +276,7 @@ def test_removed_rows_csv_escapes_commas_and_quotes_and_caps_by_score(monkeypatc
         ["e", "2", "eel", "0.6", "unreadable"],
     ]
     # Beyond the cap: the highest poison_score, still in source order.
-    monkeypatch.setattr("sanitize.report.html.CSV_ROWS", 2)
+    monkeypatch.setattr("sanitize.report.removed_csv.CSV_ROWS", 2)
     text, left_out = removed_rows_csv(_TINY_REPORT, scores, flagged)
     assert left_out == 2
     assert [r[0] for r in list(csv.reader(io.StringIO(text)))[1:]] == ["a", "d"]

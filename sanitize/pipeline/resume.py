@@ -38,22 +38,21 @@ log = logging.getLogger("sanitize")
 MARKER_VERSION = 1
 
 
-# The modules whose code each kind of stage runs, besides the stage functions themselves
-# (``sanitize.pipeline.stages``) and the config; what they import from the package is
-# followed, so a stage's key moves only with code it can reach.
+# The module that holds each kind of stage; the stage's code is that module and what it
+# imports from the package, followed transitively, so a stage's key moves only with code it
+# can reach.
 STAGE_CODE = {
-    "read": ("sanitize.data",),
-    "bootstrap": ("sanitize.model",),
-    "embed": ("sanitize.model",),
-    "embed_shard": ("sanitize.model",),
-    "embed_merge": ("sanitize.model",),
-    "clean_model": ("sanitize.model", "sanitize.detect.cbd"),
-    "class_stats": ("sanitize.detect.class_stats",),
-    "detect": ("sanitize.detect", "sanitize.model"),
-    "decide": ("sanitize.decision",),
-    "export": ("sanitize.pipeline.export", "sanitize.report"),
+    "read": "sanitize.pipeline.stages.reading",
+    "bootstrap": "sanitize.pipeline.stages.training",
+    "embed": "sanitize.pipeline.stages.training",
+    "embed_shard": "sanitize.pipeline.stages.training",
+    "embed_merge": "sanitize.pipeline.stages.training",
+    "clean_model": "sanitize.pipeline.stages.training",
+    "class_stats": "sanitize.pipeline.stages.detecting",
+    "detect": "sanitize.pipeline.stages.detecting",
+    "decide": "sanitize.pipeline.stages.deciding",
+    "export": "sanitize.pipeline.stages.exporting",
 }
-_ALWAYS = ("sanitize.pipeline.stages", "sanitize.config")
 
 
 def _module_file(name: str) -> Path | None:
@@ -80,23 +79,16 @@ def _package_imports(path: Path) -> set[str]:
 
 @cache
 def stage_code_files(kind: str) -> tuple[Path, ...]:
-    """The package files a stage of ``kind`` runs: :data:`STAGE_CODE` (a package with all its
-    modules) and what they import from the package, transitively, but not the stage
-    module's own imports."""
-    todo = list(STAGE_CODE[kind])
-    for name in STAGE_CODE[kind]:
-        if _module_file(name).name == "__init__.py":
-            folder = _module_file(name).parent
-            todo += [f"{name}.{path.stem}" for path in folder.glob("*.py")]
-    seen: set[str] = set()
+    """The package files a stage of ``kind`` runs: its module (:data:`STAGE_CODE`) and what
+    it imports from the package, transitively."""
+    todo, seen = [STAGE_CODE[kind]], set()
     while todo:
         name = todo.pop()
         if name in seen:
             continue
         seen.add(name)
         todo.extend(_package_imports(_module_file(name)) - seen)
-    files = {_module_file(name) for name in seen} | {_module_file(name) for name in _ALWAYS}
-    return tuple(sorted(files))
+    return tuple(sorted(_module_file(name) for name in seen))
 
 
 @cache

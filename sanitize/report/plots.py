@@ -10,7 +10,7 @@ few kilobytes whatever the size of the dataset.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from html import escape
 
@@ -128,8 +128,25 @@ def score_histogram(
     def x_of(value: float) -> float:
         return frame.left + frame.inner_width * value / upper
 
-    body: list[str] = []
-    for tick in _log_ticks(10**top - 1):
+    body = _count_gridlines(frame, _log_ticks(10**top - 1), y_of, text_size)
+    body += _stacked_bars(frame, edges, kept_counts, removed_counts, x_of, y_of)
+    body.append(_axes(frame))
+    tick_y = frame.height - frame.bottom + text_size + 3
+    for value in np.linspace(0.0, upper, 5):
+        body.append(_text(x_of(value), tick_y, f"{value:g}", size=text_size))
+    middle = frame.left + frame.inner_width / 2
+    body.append(_text(middle, frame.height - 5, axis_title, size=text_size))
+    text = threshold_text.format(threshold=threshold)
+    body += _threshold_marker(frame, x_of(threshold), text, text_size)
+    return _svg(frame, body, label)
+
+
+def _count_gridlines(
+    frame: Frame, ticks: list[int], y_of: Callable[[float], float], text_size: float
+) -> list[str]:
+    """A horizontal grid line and its count label at each of ``ticks``."""
+    body = []
+    for tick in ticks:
         y = y_of(tick)
         body.append(
             f'<line x1="{frame.left}" x2="{frame.width - frame.right}" y1="{y:.1f}" '
@@ -138,6 +155,20 @@ def score_histogram(
         body.append(
             _text(frame.left - 5, y + text_size / 3, f"{tick:,}", anchor="end", size=text_size)
         )
+    return body
+
+
+def _stacked_bars(
+    frame: Frame,
+    edges: np.ndarray,
+    kept_counts: np.ndarray,
+    removed_counts: np.ndarray,
+    x_of: Callable[[float], float],
+    y_of: Callable[[float], float],
+) -> list[str]:
+    """One bar a bin: its kept rows, and its removed rows stacked on top."""
+    body = []
+    bins = len(edges) - 1
     bar_width = frame.inner_width / bins
     for i in range(bins):
         x = x_of(edges[i]) + 0.5
@@ -154,21 +185,17 @@ def score_histogram(
                 f'height="{max(y_bottom - y_top, 0.5):.1f}" fill="{colour}">'
                 f"<title>{edges[i]:.3f}-{edges[i + 1]:.3f}: {count:,} {name}</title></rect>"
             )
-    body.append(_axes(frame))
-    tick_y = frame.height - frame.bottom + text_size + 3
-    for value in np.linspace(0.0, upper, 5):
-        body.append(_text(x_of(value), tick_y, f"{value:g}", size=text_size))
-    middle = frame.left + frame.inner_width / 2
-    body.append(_text(middle, frame.height - 5, axis_title, size=text_size))
-    x = x_of(threshold)
-    body.append(
+    return body
+
+
+def _threshold_marker(frame: Frame, x: float, text: str, text_size: float) -> list[str]:
+    """The dashed vertical line at the threshold, and its text beside the line's top."""
+    return [
         f'<line x1="{x:.1f}" x2="{x:.1f}" y1="{frame.top - 4}" '
         f'y2="{frame.top + frame.inner_height}" stroke="{THRESHOLD_COLOUR}" '
-        f'stroke-width="1.4" stroke-dasharray="4 3"/>'
-    )
-    text = threshold_text.format(threshold=threshold)
-    body.append(_text(x + 5, frame.top - 6, text, anchor="start", size=text_size))
-    return _svg(frame, body, label)
+        f'stroke-width="1.4" stroke-dasharray="4 3"/>',
+        _text(x + 5, frame.top - 6, text, anchor="start", size=text_size),
+    ]
 
 
 def _axes(frame: Frame) -> str:

@@ -92,62 +92,8 @@ def build_report(
     reasons = decision.column(REASONS).to_pylist()
     labels = decision.column(LABEL_COLUMN).to_pylist()
     reason_counts = Counter(r for row, f in zip(reasons, flagged, strict=True) if f for r in row)
-
-    names_by_value = dict(zip(map(str, classes["values"]), classes["names"], strict=True))
-    per_class: dict[str, dict[str, Any]] = {}
-    for label, is_flagged in zip(labels, flagged, strict=True):
-        key = str(label)
-        entry = per_class.setdefault(
-            key, {"name": names_by_value.get(key, key), "rows": 0, "removed": 0}
-        )
-        entry["rows"] += 1
-        entry["removed"] += int(is_flagged)
-    for entry in per_class.values():
-        entry["removed_fraction"] = entry["removed"] / entry["rows"]
-
-    # A removed row is the decision's unless its only reasons are the read stage's
-    # quarantine; whatever step of the decision removed it (a detector, the consensus,
-    # the size rules, the refinement) then counts.
-    detected = Counter(
-        str(lbl)
-        for lbl, row, f in zip(labels, reasons, flagged, strict=True)
-        if f and any(r not in _QUARANTINE_REASONS for r in row)
-    )
-    # A class is a suspected target when it lost a group, as many rows as make the decision
-    # weigh it as poisoned; fewer are a handful of outliers. Most removed rows first.
-    bar = config.decision.weight_min_flagged
-    suspect = sorted((k for k in detected if detected[k] >= bar), key=lambda k: (-detected[k], k))
-    outliers = sum(n for k, n in detected.items() if n < bar)
-    by_size = _judged_by_size(suspect, labels, reasons, flagged, detected, decision_info)
-    if suspect:
-        text = "poisoning suspected in class(es) " + ", ".join(
-            f"{per_class[k]['name']} ({detected[k]:,} removed)" for k in suspect
-        )
-        if outliers:
-            text += f"; {outliers:,} outlier row(s) removed elsewhere"
-        if by_size:
-            text += (
-                "; "
-                + ", ".join(per_class[k]["name"] for k in by_size)
-                + " judged mostly by size against the other classes: if naturally that"
-                " large, give the class counts to expect (--expected-classes)"
-            )
-    elif outliers:
-        text = (
-            f"no poisoning found: {outliers:,} outlier row(s) removed, no class lost {bar} or more"
-        )
-    else:
-        text = "no poisoning found: no detector flagged a row"
-    verdict = {
-        "poison_suspected": bool(suspect),
-        "suspect_classes": [
-            {"label": key, "name": per_class[key]["name"], "removed": detected[key]}
-            for key in suspect
-        ],
-        "judged_by_size": by_size,
-        "outliers_removed": outliers,
-        "text": text,
-    }
+    per_class = _per_class(labels, flagged, classes)
+    verdict = _verdict(config, labels, reasons, flagged, per_class, decision_info)
 
     # A detector's own flags (its is_<name>_issue column, score >= 0.5), and how many of
     # the removed rows name it: the decision drops some flags and adds rows of its own.
@@ -185,18 +131,104 @@ def build_report(
         "per_class": per_class,
         "per_detector": per_detector,
         "decision": decision_info,
-        "stage_timings": {
-            name: {
-                "seconds": round(float(res.get("seconds", 0.0)), 3),
-                "rows": int(res.get("rows", 0)),
-                "rows_per_second": round(
-                    res.get("rows", 0) / max(res.get("seconds", 0.0), 1e-9), 1
-                ),
-            }
-            for name, res in stage_results.items()
-        },
+        "stage_timings": _stage_timings(stage_results),
         "device": stage_results.get("bootstrap", {}).get("device"),
         "versions": versions(),
         "config": config.to_dict(),
         "config_fingerprint": config.fingerprint(),
+    }
+
+
+def _per_class(labels: list, flagged: np.ndarray, classes: dict) -> dict[str, dict[str, Any]]:
+    """Rows and removed rows of each class, keyed by the label as a string, in the order the
+    classes first occur."""
+    names_by_value = dict(zip(map(str, classes["values"]), classes["names"], strict=True))
+    per_class: dict[str, dict[str, Any]] = {}
+    for label, is_flagged in zip(labels, flagged, strict=True):
+        key = str(label)
+        entry = per_class.setdefault(
+            key, {"name": names_by_value.get(key, key), "rows": 0, "removed": 0}
+        )
+        entry["rows"] += 1
+        entry["removed"] += int(is_flagged)
+    for entry in per_class.values():
+        entry["removed_fraction"] = entry["removed"] / entry["rows"]
+    return per_class
+
+
+def _verdict(
+    config: SanitizeConfig,
+    labels: list,
+    reasons: list[list[str]],
+    flagged: np.ndarray,
+    per_class: dict[str, dict[str, Any]],
+    decision_info: dict,
+) -> dict[str, Any]:
+    """Whether poisoning is suspected, in which classes, and the verdict's sentence."""
+    # A removed row is the decision's unless its only reasons are the read stage's
+    # quarantine; whatever step of the decision removed it (a detector, the consensus,
+    # the size rules, the refinement) then counts.
+    detected = Counter(
+        str(lbl)
+        for lbl, row, f in zip(labels, reasons, flagged, strict=True)
+        if f and any(r not in _QUARANTINE_REASONS for r in row)
+    )
+    # A class is a suspected target when it lost a group, as many rows as make the decision
+    # weigh it as poisoned; fewer are a handful of outliers. Most removed rows first.
+    bar = config.decision.weight_min_flagged
+    suspect = sorted((k for k in detected if detected[k] >= bar), key=lambda k: (-detected[k], k))
+    outliers = sum(n for k, n in detected.items() if n < bar)
+    by_size = _judged_by_size(suspect, labels, reasons, flagged, detected, decision_info)
+    return {
+        "poison_suspected": bool(suspect),
+        "suspect_classes": [
+            {"label": key, "name": per_class[key]["name"], "removed": detected[key]}
+            for key in suspect
+        ],
+        "judged_by_size": by_size,
+        "outliers_removed": outliers,
+        "text": _verdict_text(suspect, outliers, by_size, detected, per_class, bar),
+    }
+
+
+def _verdict_text(
+    suspect: list[str],
+    outliers: int,
+    by_size: list[str],
+    detected: Counter,
+    per_class: dict[str, dict[str, Any]],
+    bar: int,
+) -> str:
+    """The verdict in a sentence: the suspected classes, else the outliers removed."""
+    if suspect:
+        text = "poisoning suspected in class(es) " + ", ".join(
+            f"{per_class[k]['name']} ({detected[k]:,} removed)" for k in suspect
+        )
+        if outliers:
+            text += f"; {outliers:,} outlier row(s) removed elsewhere"
+        if by_size:
+            text += (
+                "; "
+                + ", ".join(per_class[k]["name"] for k in by_size)
+                + " judged mostly by size against the other classes: if naturally that"
+                " large, give the class counts to expect (--expected-classes)"
+            )
+    elif outliers:
+        text = (
+            f"no poisoning found: {outliers:,} outlier row(s) removed, no class lost {bar} or more"
+        )
+    else:
+        text = "no poisoning found: no detector flagged a row"
+    return text
+
+
+def _stage_timings(stage_results: dict[str, dict]) -> dict[str, dict[str, Any]]:
+    """Seconds, rows and rows per second of each stage, in run order."""
+    return {
+        name: {
+            "seconds": round(float(res.get("seconds", 0.0)), 3),
+            "rows": int(res.get("rows", 0)),
+            "rows_per_second": round(res.get("rows", 0) / max(res.get("seconds", 0.0), 1e-9), 1),
+        }
+        for name, res in stage_results.items()
     }
