@@ -58,16 +58,17 @@ VARIANTS: dict[str, Callable[[SanitizeConfig], SanitizeConfig]] = {
 }
 
 
-# Variants that leave a detector's results out of the decision.
-WITHOUT_DETECTOR = {"no_shared_direction": "shared_direction"}
-VARIANTS.update({name: VARIANTS["all"] for name in WITHOUT_DETECTOR})
+def variant_config(variant: str) -> Callable[[SanitizeConfig], SanitizeConfig]:
+    """The config of a rule's variant; ``no_<detector>`` decides as "all" without it."""
+    return VARIANTS.get(variant, VARIANTS["all"])
 
 
 def variant_results(variant: str, results: dict) -> dict:
-    """The detector results the variant decides on: without a detector, or with no
-    detector settling classes (the stamp rule off)."""
-    if variant in WITHOUT_DETECTOR:
-        return {k: v for k, v in results.items() if k != WITHOUT_DETECTOR[variant]}
+    """The detector results the variant decides on: without a detector (``no_<name>``),
+    or with no detector settling classes (the stamp rule off)."""
+    dropped = variant.removeprefix("no_")
+    if variant not in VARIANTS and dropped in results:
+        return {k: v for k, v in results.items() if k != dropped}
     if variant in ("no_settle", "vote_only"):
         return {
             k: dataclasses.replace(
@@ -79,8 +80,11 @@ def variant_results(variant: str, results: dict) -> dict:
 
 
 def cached_case(kept: Path, cache: Path, config: SanitizeConfig) -> dict:
-    """The case's detector results and decision inputs, computed once per kept folder."""
-    path = cache / f"{kept.parent.name}--{kept.name}.pkl"
+    """The case's detector results and decision inputs, computed once per kept folder and
+    set of detectors."""
+    added = sorted(set(config.detectors) - set(SanitizeConfig().detectors))
+    suffix = "".join(f"+{name}" for name in added)
+    path = cache / f"{kept.parent.name}--{kept.name}{suffix}.pkl"
     if path.exists():
         return pickle.loads(path.read_bytes())
     case = load_case(kept)
@@ -144,9 +148,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--cache", type=Path, required=True)
     parser.add_argument("--variants", nargs="+", help="variant names (default: all)")
     parser.add_argument("--per-case", action="store_true", help="print every case's figures")
+    parser.add_argument(
+        "--add", nargs="+", default=[], metavar="DETECTOR", help="detectors beyond the defaults"
+    )
     args = parser.parse_args(argv)
     config = SanitizeConfig()
-    names = args.variants or list(VARIANTS)
+    config = config.replace(detectors=tuple(config.detectors) + tuple(args.add))
+    names = args.variants or [*VARIANTS, "no_shared_direction"]
     for spec in args.suite:
         suite, cases = suite_cases(spec)
         scored = [(cached_case(kept, args.cache, config), kind) for kept, kind in cases]
@@ -161,11 +169,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("|---|---:|---:|---:|---:|---:|---:|")
         base = None
         for variant in names:
-            variant_config = VARIANTS[variant](config)
+            decided_config = variant_config(variant)(config)
             rows = []
             for case, kind in scored:
                 case = case | {"results": variant_results(variant, case["results"])}
-                decision = decide_case(case, variant_config.replace(seed=case["case"]["seed"]))
+                decision = decide_case(case, decided_config.replace(seed=case["case"]["seed"]))
                 m = detection_metrics(
                     decision.flagged, decision.poison_score, case["case"]["truth"]
                 )

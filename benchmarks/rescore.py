@@ -79,6 +79,7 @@ def load_case(kept: Path) -> dict:
             loss_bootstrap=rows_of(paths.loss_bootstrap),
             loss_clean=rows_of(paths.loss_clean),
             pixels=block_means(images, ok),
+            channel_norms=rows_of(paths.channel_norms),
             # As the pipeline's detect stage: the usable rows' images (``stamp`` reads them).
             images=images if ok.size == images.shape[0] else np.asarray(images[ok]),
         ),
