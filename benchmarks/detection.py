@@ -2178,16 +2178,48 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+def _list_cases(cases: Sequence[Case]) -> None:
+    for c in cases:
+        shape = c.subset + (f", {c.side}x{c.side}" if c.side else "")
+        print(
+            f"{c.name:<30} {c.dataset:<8} {c.attack:<12} target {c.targets} rate {c.rate} ({shape})"
+        )
+
+
+def _run_cases(
+    cases: Sequence[Case], settings: Settings, args: argparse.Namespace
+) -> tuple[list[dict], int]:
+    """Every case's result (reused from ``args.out`` where asked) and the failures' count."""
+    results, failed = [], 0
+    for i, case in enumerate(cases, 1):
+        path = args.out / f"{case.name}.json"
+        if (args.skip_existing or args.report_only) and path.exists():
+            results.append(json.loads(path.read_text()))
+            progress(f"[{i}/{len(cases)}] {case.name}: reused {path}")
+            continue
+        if args.report_only:
+            continue
+        progress(f"[{i}/{len(cases)}] {case.name}")
+        try:
+            result = run_case(case, settings)
+        except Exception as exc:  # noqa: BLE001 - one failed case must not end the suite
+            failed += 1
+            progress(f"{case.name}: FAILED {type(exc).__name__}: {exc}")
+            result = {"case": dataclasses.asdict(case), "error": f"{type(exc).__name__}: {exc}"}
+        result["name"] = case.name
+        result["code"] = code_description()
+        path.write_text(json.dumps(result, indent=1, default=_json_default) + "\n")
+        results.append(result)
+        if "error" not in result:
+            progress(f"{case.name}: done in {result['seconds']['total'] / 60:.1f} min")
+    return results, failed
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     cases = SUITES[args.suite]
     if args.list:
-        for c in cases:
-            shape = c.subset + (f", {c.side}x{c.side}" if c.side else "")
-            print(
-                f"{c.name:<30} {c.dataset:<8} {c.attack:<12} target {c.targets} "
-                f"rate {c.rate} ({shape})"
-            )
+        _list_cases(cases)
         return 0
     if args.cases:
         known = {c.name for c in cases}
@@ -2226,28 +2258,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     command = "python " + " ".join(shlex.quote(a) for a in [sys.argv[0], *(argv or sys.argv[1:])])
 
     start = time.perf_counter()
-    results, failed = [], 0
-    for i, case in enumerate(cases, 1):
-        path = args.out / f"{case.name}.json"
-        if (args.skip_existing or args.report_only) and path.exists():
-            results.append(json.loads(path.read_text()))
-            progress(f"[{i}/{len(cases)}] {case.name}: reused {path}")
-            continue
-        if args.report_only:
-            continue
-        progress(f"[{i}/{len(cases)}] {case.name}")
-        try:
-            result = run_case(case, settings)
-        except Exception as exc:  # noqa: BLE001 - one failed case must not end the suite
-            failed += 1
-            progress(f"{case.name}: FAILED {type(exc).__name__}: {exc}")
-            result = {"case": dataclasses.asdict(case), "error": f"{type(exc).__name__}: {exc}"}
-        result["name"] = case.name
-        result["code"] = code_description()
-        path.write_text(json.dumps(result, indent=1, default=_json_default) + "\n")
-        results.append(result)
-        if "error" not in result:
-            progress(f"{case.name}: done in {result['seconds']['total'] / 60:.1f} min")
+    results, failed = _run_cases(cases, settings, args)
     wall = time.perf_counter() - start
     wall_text = f"{wall / 60:.1f} min"
     code = code_description()

@@ -235,12 +235,46 @@ class DecisionConfig:
     refine_folds: int = 5
 
     def validate(self) -> None:
+        self._validate_vote_and_weights()
+        self._validate_size_and_growth()
+        self._validate_refine()
+
+    def _validate_vote_and_weights(self) -> None:
         if self.min_votes is not None and self.min_votes < 1:
             raise ConfigError(f"decision.min_votes must be >= 1, got {self.min_votes}")
         if not 0 < self.max_removal_fraction <= 1:
             raise ConfigError(
                 f"decision.max_removal_fraction must be in (0, 1], got {self.max_removal_fraction}"
             )
+        if self.group_vote_min_rows < 1:
+            raise ConfigError(
+                f"decision.group_vote_min_rows must be >= 1, got {self.group_vote_min_rows}"
+            )
+        lo, hi = self.weight_clip
+        if not 0 < lo < hi <= 1:
+            raise ConfigError(
+                f"decision.weight_clip must satisfy 0 < lo < hi <= 1, got {self.weight_clip}"
+            )
+        if not 0.0 <= self.weight_min_agreement <= 1.0:
+            raise ConfigError(
+                f"decision.weight_min_agreement must be in [0, 1], got {self.weight_min_agreement}"
+            )
+        if self.weight_min_flagged < 1:
+            raise ConfigError(
+                f"decision.weight_min_flagged must be >= 1, got {self.weight_min_flagged}"
+            )
+
+    def _validate_size_and_growth(self) -> None:
+        if not self.size_z > 0:
+            raise ConfigError(f"decision.size_z must be > 0, got {self.size_z}")
+        if not self.size_gain > 1:
+            raise ConfigError(f"decision.size_gain must be > 1, got {self.size_gain}")
+        for name, count in self.expected_class_counts:
+            if not (math.isfinite(count) and count > 0):
+                raise ConfigError(
+                    f"decision.expected_class_counts: class {name!r} has {count}; "
+                    "counts must be finite and > 0"
+                )
         auc = self.growth_pixel_auc
         if auc is not None and not 0.5 < auc <= 1:
             raise ConfigError(f"decision.growth_pixel_auc must be in (0.5, 1] or None, got {auc}")
@@ -249,24 +283,12 @@ class DecisionConfig:
                 "decision.growth_pixel_reference must be in (0, 1], got "
                 f"{self.growth_pixel_reference}"
             )
-        if self.group_vote_min_rows < 1:
-            raise ConfigError(
-                f"decision.group_vote_min_rows must be >= 1, got {self.group_vote_min_rows}"
-            )
-        if not self.size_z > 0:
-            raise ConfigError(f"decision.size_z must be > 0, got {self.size_z}")
-        if not self.size_gain > 1:
-            raise ConfigError(f"decision.size_gain must be > 1, got {self.size_gain}")
         if not 0 < self.growth_share <= 1:
             raise ConfigError(f"decision.growth_share must be in (0, 1], got {self.growth_share}")
         if not self.growth_spreads >= 0:
             raise ConfigError(f"decision.growth_spreads must be >= 0, got {self.growth_spreads}")
-        for name, count in self.expected_class_counts:
-            if not (math.isfinite(count) and count > 0):
-                raise ConfigError(
-                    f"decision.expected_class_counts: class {name!r} has {count}; "
-                    "counts must be finite and > 0"
-                )
+
+    def _validate_refine(self) -> None:
         if self.refine_components < 1:
             raise ConfigError(
                 f"decision.refine_components must be >= 1, got {self.refine_components}"
@@ -286,19 +308,6 @@ class DecisionConfig:
             raise ConfigError(
                 "decision.refine_folds must be >= 2 and refine_min_rows >= refine_folds, got "
                 f"{self.refine_folds} and {self.refine_min_rows}"
-            )
-        lo, hi = self.weight_clip
-        if not 0 < lo < hi <= 1:
-            raise ConfigError(
-                f"decision.weight_clip must satisfy 0 < lo < hi <= 1, got {self.weight_clip}"
-            )
-        if not 0.0 <= self.weight_min_agreement <= 1.0:
-            raise ConfigError(
-                f"decision.weight_min_agreement must be in [0, 1], got {self.weight_min_agreement}"
-            )
-        if self.weight_min_flagged < 1:
-            raise ConfigError(
-                f"decision.weight_min_flagged must be >= 1, got {self.weight_min_flagged}"
             )
 
 

@@ -150,25 +150,7 @@ def decide(
 
     traits = {nm: traits_of(nm, results[nm]) for nm in names}
     group_voters = [nm for nm in names if traits[nm].votes == "groups"]
-    vote_flags = {nm: results[nm].flagged for nm in names}
-    vote_scores = {nm: results[nm].score for nm in names}
-    if labels is not None:
-        for nm in group_voters:
-            vote_flags[nm] = _in_groups(results[nm].flagged, np.asarray(labels), config)
-            vote_scores[nm] = np.where(
-                vote_flags[nm], results[nm].score, np.minimum(results[nm].score, BELOW_HALF)
-            )
-    scores = np.stack([vote_scores[nm] for nm in names]).astype(np.float32)
-    flags = np.stack([vote_flags[nm] for nm in names])
-    votes = flags.sum(axis=0).astype(np.int32)
-    # k-th largest per row: the (m - k)-th smallest.
-    state = DecisionState(
-        poison_score=np.partition(scores, m - k, axis=0)[m - k].astype(np.float32),
-        flagged=votes >= k,
-        reasons=[[] for _ in range(n_rows)],
-    )
-    for i in np.flatnonzero(state.flagged):
-        state.reasons[i] = [names[j] for j in np.flatnonzero(flags[:, i])]
+    vote_flags, state, votes, flags = _vote(results, names, k, group_voters, labels, config)
 
     rule_info: dict[str, Any] = {rule.name: None for rule in RULES if rule.reports}
     if labels is not None:
@@ -184,23 +166,14 @@ def decide(
             label_agreement=label_agreement,
             seed=seed,
         )
-        for rule in RULES:
-            if rule.active(state, evidence):
-                outcome = rule.apply(state, evidence)
-                if rule.reports:
-                    rule_info[rule.name] = state.info[rule.name] = outcome
+        rule_info |= _apply_rules(state, evidence)
     flagged, poison_score, reasons = state.flagged, state.poison_score, state.reasons
 
     n_before = int(flagged.sum())
     limit = int(np.floor(config.max_removal_fraction * n_rows))
     capped = n_before > limit
     if capped:
-        cand = np.flatnonzero(flagged)
-        # Highest scores first; ties broken by row order so the cut is deterministic.
-        order = cand[np.lexsort((cand, -poison_score[cand].astype(np.float64)))]
-        flagged = np.zeros(n_rows, dtype=bool)
-        flagged[order[:limit]] = True
-        poison_score = np.where(flagged, poison_score, np.minimum(poison_score, BELOW_HALF))
+        flagged, poison_score = _removal_cap(flagged, poison_score, limit)
     poison_score = poison_score.astype(np.float32)
 
     weighted = [nm for nm in names if results[nm].weight is not None]
@@ -236,6 +209,62 @@ def decide(
         votes=votes,
         info=info,
     )
+
+
+def _apply_rules(state: DecisionState, evidence: Evidence) -> dict[str, Any]:
+    """Run :data:`RULES` in order on ``state``; the figures of the rules that report."""
+    info = {}
+    for rule in RULES:
+        if rule.active(state, evidence):
+            outcome = rule.apply(state, evidence)
+            if rule.reports:
+                info[rule.name] = state.info[rule.name] = outcome
+    return info
+
+
+def _vote(
+    results: dict[str, DetectorResult],
+    names: list[str],
+    k: int,
+    group_voters: list[str],
+    labels: np.ndarray | None,
+    config: DecisionConfig,
+) -> tuple[dict[str, np.ndarray], DecisionState, np.ndarray, np.ndarray]:
+    """The vote (see :func:`decide`): each detector's voting flags, the state it leaves,
+    every row's votes, and the detectors' votes by row."""
+    m = len(names)
+    vote_flags = {nm: results[nm].flagged for nm in names}
+    vote_scores = {nm: results[nm].score for nm in names}
+    if labels is not None:
+        for nm in group_voters:
+            vote_flags[nm] = _in_groups(results[nm].flagged, np.asarray(labels), config)
+            vote_scores[nm] = np.where(
+                vote_flags[nm], results[nm].score, np.minimum(results[nm].score, BELOW_HALF)
+            )
+    scores = np.stack([vote_scores[nm] for nm in names]).astype(np.float32)
+    flags = np.stack([vote_flags[nm] for nm in names])
+    votes = flags.sum(axis=0).astype(np.int32)
+    # k-th largest per row: the (m - k)-th smallest.
+    state = DecisionState(
+        poison_score=np.partition(scores, m - k, axis=0)[m - k].astype(np.float32),
+        flagged=votes >= k,
+        reasons=[[] for _ in range(votes.size)],
+    )
+    for i in np.flatnonzero(state.flagged):
+        state.reasons[i] = [names[j] for j in np.flatnonzero(flags[:, i])]
+    return vote_flags, state, votes, flags
+
+
+def _removal_cap(
+    flagged: np.ndarray, poison_score: np.ndarray, limit: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Only the ``limit`` flags of highest score stay (ties broken by row order, so the cut
+    is deterministic); the others' scores drop just below 0.5."""
+    cand = np.flatnonzero(flagged)
+    order = cand[np.lexsort((cand, -poison_score[cand].astype(np.float64)))]
+    flagged = np.zeros(flagged.size, dtype=bool)
+    flagged[order[:limit]] = True
+    return flagged, np.where(flagged, poison_score, np.minimum(poison_score, BELOW_HALF))
 
 
 def _sample_weights(

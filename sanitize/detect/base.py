@@ -98,6 +98,16 @@ class DetectorContext:
     adversarial_probe: AdversarialProbe | None = None
 
 
+def _row_array(name: str, value: Any, n: int, dtype: Any) -> np.ndarray | None:
+    """An optional per-row array of a result as ``dtype``, or ValueError if not ``n`` rows."""
+    if value is None:
+        return None
+    value = np.asarray(value, dtype=dtype)
+    if value.shape != (n,):
+        raise ValueError(f"{name} has shape {value.shape}, score has ({n},)")
+    return value
+
+
 @dataclass(frozen=True)
 class DetectorTraits:
     """How the decision treats a detector's flags (the class attributes of the same names
@@ -171,22 +181,13 @@ class DetectorResult:
             raise ValueError("contract broken: score >= 0.5 must hold exactly where flagged")
         if not isinstance(self.info, dict):
             raise ValueError(f"info must be a dict, got {type(self.info).__name__}")
-        if self.weight is not None:
-            self.weight = np.asarray(self.weight, dtype=np.float32)
-            if self.weight.shape != (n,):
-                raise ValueError(f"weight has shape {self.weight.shape}, score has ({n},)")
-            if not np.all((self.weight > 0.0) & (self.weight <= 1.0)):
-                raise ValueError("weight must lie in (0, 1] (and not be NaN)")
-        if self.candidate is not None:
-            self.candidate = np.asarray(self.candidate, dtype=bool)
-            if self.candidate.shape != (n,):
-                raise ValueError(f"candidate has shape {self.candidate.shape}, score has ({n},)")
-        if self.oriented is not None:
-            self.oriented = np.asarray(self.oriented, dtype=bool)
-            if self.oriented.shape != (n,):
-                raise ValueError(f"oriented has shape {self.oriented.shape}, score has ({n},)")
-            if np.any(self.oriented & ~self.flagged):
-                raise ValueError("oriented rows must be flagged")
+        self.weight = _row_array("weight", self.weight, n, np.float32)
+        if self.weight is not None and not np.all((self.weight > 0.0) & (self.weight <= 1.0)):
+            raise ValueError("weight must lie in (0, 1] (and not be NaN)")
+        self.candidate = _row_array("candidate", self.candidate, n, bool)
+        self.oriented = _row_array("oriented", self.oriented, n, bool)
+        if self.oriented is not None and np.any(self.oriented & ~self.flagged):
+            raise ValueError("oriented rows must be flagged")
 
 
 class Detector(ABC):
@@ -280,30 +281,14 @@ class Detector(ABC):
             raise InputError(f"{who}: context must be a DetectorContext, got {type(context)}")
         if context.n_classes < 1:
             raise InputError(f"{who}: context.n_classes must be >= 1, got {context.n_classes}")
-        features = np.asarray(features)
-        if features.ndim != 2 or features.shape[0] == 0 or features.shape[1] == 0:
-            raise InputError(f"{who}: features must be a non-empty 2-D array, got {features.shape}")
-        if not np.issubdtype(features.dtype, np.floating):
-            features = features.astype(np.float32)
-        # In slices: a memory-mapped feature file is checked without a full-size mask.
-        for start in range(0, features.shape[0], _FINITE_CHECK_ROWS):
-            finite_rows = np.isfinite(features[start : start + _FINITE_CHECK_ROWS]).all(axis=1)
-            if not finite_rows.all():
-                bad = start + int(np.flatnonzero(~finite_rows)[0])
-                raise InputError(f"{who}: features of row {bad} are not finite (NaN or inf)")
+        features = _checked_features(who, features)
         n = features.shape[0]
-        labels = np.asarray(labels)
-        if labels.shape != (n,):
-            raise InputError(f"{who}: labels have shape {labels.shape}, features have {n} rows")
-        if not np.issubdtype(labels.dtype, np.integer):
-            raise InputError(f"{who}: labels must be integer class indices, got {labels.dtype}")
-        in_range = (labels >= 0) & (labels < context.n_classes)
-        if not in_range.all():
-            bad = int(np.flatnonzero(~in_range)[0])
-            raise InputError(
-                f"{who}: label {int(labels[bad])} of row {bad} is outside "
-                f"[0, {context.n_classes}) (n_classes={context.n_classes})"
-            )
+        labels = _checked_labels(who, labels, n, context.n_classes)
+        self._validate_context(who, context, features)
+        return features, labels.astype(np.int64, copy=False)
+
+    def _validate_context(self, who: str, context: DetectorContext, features: np.ndarray) -> None:
+        n = features.shape[0]
         missing = [k for k in self.requires if getattr(context, k) is None]
         if missing:
             raise InputError(
@@ -318,41 +303,12 @@ class Detector(ABC):
                 )
             if "pixels" in self.requires and not np.isfinite(pixels).all():
                 raise InputError(f"{who}: context.pixels holds NaN or infinite values")
-        if context.images is not None:
-            shape, dtype = np.shape(context.images), np.asarray(context.images[:0]).dtype
-            if len(shape) != 4 or shape[0] != n or dtype != np.uint8:
-                raise InputError(
-                    f"{who}: context.images must be uint8 of shape (rows, channels, height, "
-                    f"width) with {n} rows, got {dtype} {shape}"
-                )
-        if context.channel_norms is not None:
-            shape = np.shape(context.channel_norms)
-            if len(shape) != 3 or shape[0] != n or shape[1] != 3:
-                raise InputError(
-                    f"{who}: context.channel_norms must have shape (rows, 3, channels) with "
-                    f"{n} rows, got {shape}"
-                )
+        _check_model_arrays(who, context, n)
         if context.adversarial_probe is not None:
             self._validate_probe(context.adversarial_probe, features, context.n_classes)
         for key in _CONTEXT_ARRAYS:
-            value = getattr(context, key)
-            if value is None:
-                continue
-            value = np.asarray(value)
-            ndim = 2 if key == "loss_history" else 1
-            if value.ndim != ndim or value.shape[0] != n:
-                raise InputError(
-                    f"{who}: context.{key} has shape {value.shape}, features have {n} rows"
-                )
-            if key in self.requires and key != "loss_history":
-                ok = np.isfinite(value) & (value >= 0)
-                if not ok.all():
-                    bad = int(np.flatnonzero(~ok)[0])
-                    raise InputError(
-                        f"{who}: context.{key} of row {bad} is not a finite loss >= 0 "
-                        f"(got {value[bad]})"
-                    )
-        return features, labels.astype(np.int64, copy=False)
+            if getattr(context, key) is not None:
+                _check_loss_array(who, key, np.asarray(getattr(context, key)), n, self.requires)
 
     def _validate_probe(
         self, probe: AdversarialProbe, features: np.ndarray, n_classes: int
@@ -378,6 +334,75 @@ class Detector(ABC):
             m and not ((predicted >= 0) & (predicted < n_classes)).all()
         ):
             raise InputError(f"{who}.predicted must be {m} class indices in [0, {n_classes})")
+
+
+def _checked_features(who: str, features: np.ndarray) -> np.ndarray:
+    """``features`` as a non-empty 2-D float array of finite values, or InputError."""
+    features = np.asarray(features)
+    if features.ndim != 2 or features.shape[0] == 0 or features.shape[1] == 0:
+        raise InputError(f"{who}: features must be a non-empty 2-D array, got {features.shape}")
+    if not np.issubdtype(features.dtype, np.floating):
+        features = features.astype(np.float32)
+    # In slices: a memory-mapped feature file is checked without a full-size mask.
+    for start in range(0, features.shape[0], _FINITE_CHECK_ROWS):
+        finite_rows = np.isfinite(features[start : start + _FINITE_CHECK_ROWS]).all(axis=1)
+        if not finite_rows.all():
+            bad = start + int(np.flatnonzero(~finite_rows)[0])
+            raise InputError(f"{who}: features of row {bad} are not finite (NaN or inf)")
+    return features
+
+
+def _checked_labels(who: str, labels: np.ndarray, n: int, n_classes: int) -> np.ndarray:
+    """``labels`` as ``n`` integer class indices in ``[0, n_classes)``, or InputError."""
+    labels = np.asarray(labels)
+    if labels.shape != (n,):
+        raise InputError(f"{who}: labels have shape {labels.shape}, features have {n} rows")
+    if not np.issubdtype(labels.dtype, np.integer):
+        raise InputError(f"{who}: labels must be integer class indices, got {labels.dtype}")
+    in_range = (labels >= 0) & (labels < n_classes)
+    if not in_range.all():
+        bad = int(np.flatnonzero(~in_range)[0])
+        raise InputError(
+            f"{who}: label {int(labels[bad])} of row {bad} is outside "
+            f"[0, {n_classes}) (n_classes={n_classes})"
+        )
+    return labels
+
+
+def _check_model_arrays(who: str, context: DetectorContext, n: int) -> None:
+    """InputError unless the context's images and channel norms, when set, cover ``n`` rows
+    in their documented shapes."""
+    if context.images is not None:
+        shape, dtype = np.shape(context.images), np.asarray(context.images[:0]).dtype
+        if len(shape) != 4 or shape[0] != n or dtype != np.uint8:
+            raise InputError(
+                f"{who}: context.images must be uint8 of shape (rows, channels, height, "
+                f"width) with {n} rows, got {dtype} {shape}"
+            )
+    if context.channel_norms is not None:
+        shape = np.shape(context.channel_norms)
+        if len(shape) != 3 or shape[0] != n or shape[1] != 3:
+            raise InputError(
+                f"{who}: context.channel_norms must have shape (rows, 3, channels) with "
+                f"{n} rows, got {shape}"
+            )
+
+
+def _check_loss_array(
+    who: str, key: str, value: np.ndarray, n: int, requires: tuple[str, ...]
+) -> None:
+    """InputError unless a context loss array covers ``n`` rows and, when required, holds
+    finite losses >= 0."""
+    ndim = 2 if key == "loss_history" else 1
+    if value.ndim != ndim or value.shape[0] != n:
+        raise InputError(f"{who}: context.{key} has shape {value.shape}, features have {n} rows")
+    if key in requires and key != "loss_history":
+        ok = np.isfinite(value) & (value >= 0)
+        if not ok.all():
+            bad = int(np.flatnonzero(~ok)[0])
+            raise InputError(
+                f"{who}: context.{key} of row {bad} is not a finite loss >= 0 (got {value[bad]})"
+            )
 
 
 _DETECTORS: Registry[Detector] = Registry("detector")
