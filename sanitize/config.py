@@ -173,7 +173,7 @@ class DecisionConfig:
     orient : bool, default=True
         Keep only the oriented detector's (early loss) side of a class it flags much of.
     size_orient : bool, default=True
-        Turn minority flags over to the rest of an inflated class (``decision.class_size``).
+        Turn minority flags over to the rest of an inflated class (``decision.size_orient``).
     size_suspect : bool or None, default=None
         Judge an inflated class with few flags by its splits; None: with expected counts or auto.
     expected_class_counts : tuple of (str, float) pairs, default=()

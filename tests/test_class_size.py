@@ -16,11 +16,10 @@ from sanitize.decision.class_size import (
     dominant_class,
     expected_shares,
     inflated_classes,
-    orient_by_size,
-    pixel_excess,
     size_suspects,
 )
 from sanitize.decision.decide import REFERENCE_ROWS, size_rule_agreement
+from sanitize.decision.size_orient import orient_by_size, pixel_excess
 from sanitize.detect import DetectorResult
 from sanitize.errors import ConfigError
 

@@ -9,8 +9,8 @@ import pytest
 
 from sanitize.config import DecisionConfig
 from sanitize.decision import decide
-from sanitize.decision.class_size import keep_highest
 from sanitize.decision.growth import flags_without_growth
+from sanitize.decision.size_orient import keep_highest
 from sanitize.detect import DetectorResult
 from sanitize.errors import ConfigError
 

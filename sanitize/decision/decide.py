@@ -117,7 +117,7 @@ def decide(
     row_loss : ndarray of shape (n_rows,), optional
         Every row's final loss under the bootstrap model; flags it cannot fit are not
         turned over by the size orientation (see
-        :func:`sanitize.decision.class_size.orient_by_size`).
+        :func:`sanitize.decision.size_orient.orient_by_size`).
     label_agreement : ndarray of shape (n_rows,), optional
         Share of each row's nearest images that carry its label, in the classes the size
         rules judge and a sample of the others (:func:`size_rule_agreement`); it orients

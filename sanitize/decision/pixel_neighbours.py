@@ -9,7 +9,7 @@ BadNets on MNIST) the side of a split whose rows' ten nearest images carry their
 less often was the poison every time. A trigger that dominates the pixels (a blended
 image, a colour filter) makes the poisons each other's neighbours instead; such a trigger
 is also learned first, and the early loss orients those classes (see
-:mod:`sanitize.decision.class_size`).
+:mod:`sanitize.decision.size_orient`).
 
 Images are reduced to ``side x side`` block means per channel, centred and scaled to unit
 length (so a global brightness or contrast change moves no row), and compared by cosine.

@@ -16,15 +16,16 @@ from typing import Any, ClassVar
 import numpy as np
 
 from sanitize.config import DecisionConfig
-from sanitize.decision.class_size import above_reference, cap_to_excess, orient_by_size
+from sanitize.decision.class_size import above_reference
 from sanitize.decision.growth import flags_without_growth
 from sanitize.decision.orient import orient_by_shortcut
 from sanitize.decision.refine import refine_by_class
+from sanitize.decision.size_orient import cap_to_excess, orient_by_size
 from sanitize.detect.base import DetectorResult, DetectorTraits
 from sanitize.detect.mixture import class_evidence_z
 
 BELOW_HALF = np.nextafter(np.float32(0.5), np.float32(0.0))
-# The reason of a row the size rules flagged (:mod:`sanitize.decision.class_size`).
+# The reason of a row the size rules flagged (:mod:`sanitize.decision.size_orient`).
 SIZE_REASON = "class_size"
 # A class an oriented detector singles out: its class evidence this many robust deviations
 # above the other classes' (:func:`sanitize.detect.mixture.class_evidence_z`, with that
@@ -153,7 +154,7 @@ class Orient(Rule):
 class SizeOrientation(Rule):
     """A class far larger than the others: minority flags turned over to the rest of the
     class, or, suspect by its size, flagged by its detectors' splits
-    (``sanitize.decision.class_size``)."""
+    (``sanitize.decision.size_orient``)."""
 
     name = "size_orient"
     knobs = ("size_orient", "size_suspect", "size_z", "size_gain", "expected_class_counts")
