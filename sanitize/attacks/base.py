@@ -14,22 +14,15 @@ by batch with the same result as in memory (:func:`sanitize.attacks.dataset.pois
 
 from __future__ import annotations
 
-import functools
-import numbers
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
-from PIL import Image
 
+from sanitize.attacks.checks import check_images, check_labels, check_poison_args
 from sanitize.errors import ConfigError, InputError
 from sanitize.registry import Registry, keyword_params
-
-MIN_SIDE = 8  # pixels; smaller images leave no room for a patch and its margin
-
-_RESAMPLE = {"nearest": Image.Resampling.NEAREST, "bilinear": Image.Resampling.BILINEAR}
 
 
 @dataclass
@@ -343,94 +336,6 @@ def get_attack(name: str, **params: Any) -> Attack:
 # --- validation -------------------------------------------------------------------------
 
 
-def check_images(images: np.ndarray) -> np.ndarray:
-    """``images`` as a uint8 (N, C, H, W) array with C in {1, 3} and H, W >= 8."""
-    images = np.asarray(images)
-    if images.ndim != 4 or images.dtype != np.uint8:
-        raise InputError(
-            f"images must be uint8 of shape (N, C, H, W), got {images.dtype} {images.shape}"
-        )
-    if images.shape[1] not in (1, 3):
-        raise InputError(f"images must have 1 or 3 channels, got shape {images.shape}")
-    if min(images.shape[2:]) < MIN_SIDE:
-        raise InputError(
-            f"images must be at least {MIN_SIDE}x{MIN_SIDE} pixels, got shape {images.shape}"
-        )
-    return images
-
-
-def check_labels(labels: np.ndarray, n: int | None = None) -> np.ndarray:
-    """``labels`` as a 1-D integer array (of length ``n`` when given)."""
-    labels = np.asarray(labels)
-    if labels.ndim != 1 or (n is not None and len(labels) != n):
-        expected = f"({n},)" if n is not None else "(n_samples,)"
-        raise InputError(f"labels must have shape {expected}, got {labels.shape}")
-    if not np.issubdtype(labels.dtype, np.integer):
-        raise InputError(f"labels must be integer class indices, got {labels.dtype}")
-    return labels
-
-
-def check_poison_args(target: Any, rate: Any, seed: Any) -> tuple[int, float, int]:
-    """``target``, ``rate`` and ``seed`` as int, float, int; ConfigError when out of range."""
-    if not _is_int(target):
-        raise ConfigError(f"target must be an integer class, got {target!r}")
-    if not _is_real(rate) or not 0 <= rate <= 1:
-        raise ConfigError(f"rate must be a number in [0, 1], got {rate!r}")
-    if not _is_int(seed) or seed < 0:
-        raise ConfigError(f"seed must be an integer >= 0, got {seed!r}")
-    return int(target), float(rate), int(seed)
-
-
-def check_number(
-    attack: str,
-    name: str,
-    value: Any,
-    *,
-    low: float | None = None,
-    high: float | None = None,
-    low_open: bool = False,
-    integer: bool = False,
-) -> None:
-    """Raise ConfigError unless ``value`` is a number (an integer when asked) in range.
-
-    The range is ``[low, high]``, or ``(low, high]`` with ``low_open``; a bound of None is
-    no bound.
-    """
-    ok = _is_int(value) if integer else _is_real(value)
-    if ok and low is not None:
-        ok = value > low if low_open else value >= low
-    if ok and high is not None:
-        ok = value <= high
-    if not ok:
-        kind = "an integer" if integer else "a number"
-        bounds = ""
-        if low is not None and high is not None:
-            bounds = f" in {'(' if low_open else '['}{low:g}, {high:g}]"
-        elif low is not None:
-            bounds = f" {'>' if low_open else '>='} {low:g}"
-        elif high is not None:
-            bounds = f" <= {high:g}"
-        raise ConfigError(f"{attack}: {name} must be {kind}{bounds}, got {value!r}")
-
-
-def check_choice(attack: str, name: str, value: Any, choices: tuple[str, ...]) -> None:
-    """Raise ConfigError unless ``value`` is one of ``choices``."""
-    if not isinstance(value, str) or value not in choices:
-        raise ConfigError(f"{attack}: unknown {name} {value!r}; known: {', '.join(choices)}")
-
-
-def _is_int(value: Any) -> bool:
-    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
-
-
-def _is_real(value: Any) -> bool:
-    return (
-        isinstance(value, numbers.Real)
-        and not isinstance(value, bool)
-        and bool(np.isfinite(float(value)))
-    )
-
-
 def _plan_slice(mask: np.ndarray, start: int, count: int) -> np.ndarray:
     if start < 0 or start + count > len(mask):
         raise InputError(
@@ -440,97 +345,3 @@ def _plan_slice(mask: np.ndarray, start: int, count: int) -> np.ndarray:
 
 
 # --- trigger images ---------------------------------------------------------------------
-
-
-def mask_path_for(trigger_path: str | Path) -> Path:
-    """Where a trigger's mask lives by convention: ``mask_<name>`` next to it."""
-    path = Path(trigger_path)
-    return path.with_name(f"mask_{path.name}")
-
-
-def load_trigger(
-    path: str | Path, height: int, width: int, channels: int, *, resample: str = "bilinear"
-) -> np.ndarray:
-    """A trigger image file as uint8 (channels, height, width), resized to the images.
-
-    Colour triggers on grey images are converted the way Pillow converts to mode "L"
-    (ITU-R 601 luma), as :func:`sanitize.data.decode_image` does for the images.
-    ``resample`` is "bilinear" for pictures, "nearest" for crisp patterns.
-    """
-    mode = "L" if channels == 1 else "RGB"
-    array = _load_image(str(path), mode, height, width, resample)
-    return array[None] if channels == 1 else array.transpose(2, 0, 1)
-
-
-def load_patch(path: str | Path, channels: int) -> np.ndarray:
-    """A patch image file as uint8 (channels, h, w) at its own size (grey: ITU-R 601 luma)."""
-    array = _load_image(str(path), "L" if channels == 1 else "RGB", None, None, "nearest")
-    return array[None] if channels == 1 else array.transpose(2, 0, 1)
-
-
-def load_mask(path: str | Path, height: int, width: int) -> np.ndarray:
-    """A mask image file as float32 (height, width) opacity in [0, 1] (white = trigger).
-
-    Resized with nearest-neighbour sampling so a binary mask stays binary.
-    """
-    return _load_image(str(path), "L", height, width, "nearest").astype(np.float32) / 255.0
-
-
-def trigger_mask(
-    trigger_path: str | Path, mask_path: str | Path | None, pixels: np.ndarray
-) -> np.ndarray:
-    """The float32 (height, width) mask of trigger ``pixels`` (channels, height, width)
-    loaded from ``trigger_path``: ``mask_path``, else ``mask_<name>`` next to the trigger
-    when it exists, else the trigger's non-black pixels (a trigger drawn on black, as
-    BackdoorBench's BadNets grid and the TrojanNN patterns are)."""
-    mask_file = Path(mask_path) if mask_path else mask_path_for(trigger_path)
-    if mask_path or mask_file.is_file():
-        return load_mask(mask_file, pixels.shape[1], pixels.shape[2])
-    return pixels.any(axis=0).astype(np.float32)
-
-
-@functools.lru_cache(maxsize=32)
-def _load_image(
-    path: str, mode: str, height: int | None, width: int | None, resample: str
-) -> np.ndarray:
-    # Cached: a streamed set asks for the same trigger once per batch. A size of None keeps
-    # the file's own.
-    try:
-        with Image.open(path) as image:
-            image = image.convert(mode)
-            if height is not None and width is not None and image.size != (width, height):
-                image = image.resize((width, height), _RESAMPLE[resample])
-            array = np.asarray(image, dtype=np.uint8)
-    except FileNotFoundError:
-        raise ConfigError(f"trigger file not found: {path}") from None
-    except Exception as exc:  # noqa: BLE001 - Pillow raises OSError, SyntaxError, ...
-        raise ConfigError(f"cannot read trigger image {path}: {exc}") from None
-    array.setflags(write=False)
-    return array
-
-
-def stamp_with_mask(images: np.ndarray, trigger: np.ndarray, opacity: np.ndarray) -> np.ndarray:
-    """``x' = (1 - m) x + m t`` per pixel, rounded to uint8.
-
-    Parameters
-    ----------
-    images : ndarray of shape (n_samples, channels, height, width), dtype uint8
-    trigger : ndarray of shape (channels, height, width), dtype uint8
-    opacity : ndarray of shape (height, width), float in [0, 1]
-        Where the mask is 0 or 1 the pixel is exactly the image's or the trigger's.
-    """
-    m = opacity.astype(np.float32)[None, None]
-    mixed = images.astype(np.float32) * (1.0 - m) + trigger.astype(np.float32)[None] * m
-    return to_uint8(mixed)
-
-
-def to_uint8(values: np.ndarray) -> np.ndarray:
-    """Float pixel values in 0..255 rounded to the nearest integer and clipped to uint8."""
-    return np.clip(np.rint(values), 0, 255).astype(np.uint8)
-
-
-def rgb_to_grey(rgb: np.ndarray) -> np.ndarray:
-    """Float (..., 3, H, W) colour to (..., 1, H, W) grey with ITU-R 601 luma weights,
-    the ones Pillow uses for mode "L"."""
-    weights = np.array([0.299, 0.587, 0.114], dtype=np.float32).reshape(3, 1, 1)
-    return (rgb * weights).sum(axis=-3, keepdims=True)

@@ -14,14 +14,9 @@ from pathlib import Path
 
 import numpy as np
 
-from sanitize.attacks.base import (
-    Attack,
-    check_choice,
-    check_number,
-    load_trigger,
-    register,
-    to_uint8,
-)
+from sanitize.attacks.base import Attack, register
+from sanitize.attacks.checks import check_choice, check_number
+from sanitize.attacks.triggers import load_trigger, to_uint8
 from sanitize.errors import ConfigError
 
 PATTERNS = ("image", "noise")

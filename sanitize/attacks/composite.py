@@ -29,16 +29,8 @@ from typing import Any
 
 import numpy as np
 
-from sanitize.attacks.base import (
-    Attack,
-    PoisonPlan,
-    check_images,
-    check_labels,
-    check_number,
-    check_poison_args,
-    get_attack,
-    register,
-)
+from sanitize.attacks.base import Attack, PoisonPlan, get_attack, register
+from sanitize.attacks.checks import check_images, check_labels, check_number, check_poison_args
 from sanitize.attacks.none import NoAttack
 from sanitize.errors import ConfigError, InputError
 

@@ -23,14 +23,9 @@ from collections.abc import Callable
 
 import numpy as np
 
-from sanitize.attacks.base import (
-    Attack,
-    check_choice,
-    check_number,
-    register,
-    rgb_to_grey,
-    to_uint8,
-)
+from sanitize.attacks.base import Attack, register
+from sanitize.attacks.checks import check_choice, check_number
+from sanitize.attacks.triggers import rgb_to_grey, to_uint8
 
 # --- CSS filter functions on float RGB in [0, 1], shape (..., 3, H, W) ---------------------
 

@@ -18,7 +18,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from sanitize.attacks.base import Attack, check_number, load_trigger, register, to_uint8
+from sanitize.attacks.base import Attack, register
+from sanitize.attacks.checks import check_number
+from sanitize.attacks.triggers import load_trigger, to_uint8
 from sanitize.errors import ConfigError
 
 # Amplitude of the synthesised pattern, grey levels: about BackdoorBench's patterns' range

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from sanitize.attacks.base import Attack, PoisonPlan, check_poison_args, register
+from sanitize.attacks.base import Attack, PoisonPlan, register
+from sanitize.attacks.checks import check_poison_args
 
 
 @register

@@ -18,16 +18,9 @@ from typing import Any
 
 import numpy as np
 
-from sanitize.attacks.base import (
-    Attack,
-    check_choice,
-    check_number,
-    load_patch,
-    load_trigger,
-    register,
-    stamp_with_mask,
-    trigger_mask,
-)
+from sanitize.attacks.base import Attack, register
+from sanitize.attacks.checks import check_choice, check_number
+from sanitize.attacks.triggers import load_patch, load_trigger, stamp_with_mask, trigger_mask
 from sanitize.errors import ConfigError, InputError
 
 POSITIONS = ("bottom_right", "bottom_left", "top_right", "top_left", "center")

@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from sanitize.attacks.base import Attack, check_number, register, to_uint8
+from sanitize.attacks.base import Attack, register
+from sanitize.attacks.checks import check_number
+from sanitize.attacks.triggers import to_uint8
 
 
 @register

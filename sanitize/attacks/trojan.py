@@ -18,11 +18,10 @@ from pathlib import Path
 
 import numpy as np
 
-from sanitize.attacks.base import (
-    Attack,
-    check_number,
+from sanitize.attacks.base import Attack, register
+from sanitize.attacks.checks import check_number
+from sanitize.attacks.triggers import (
     load_trigger,
-    register,
     rgb_to_grey,
     stamp_with_mask,
     to_uint8,

@@ -19,7 +19,7 @@ import io
 import numpy as np
 from PIL import Image
 
-from sanitize.attacks.base import check_labels, check_number
+from sanitize.attacks.checks import check_labels, check_number
 from sanitize.errors import ConfigError, InputError
 
 NAME = "variants"

@@ -18,7 +18,9 @@ from typing import Any
 
 import numpy as np
 
-from sanitize.attacks.base import Attack, PoisonPlan, check_number, register, to_uint8
+from sanitize.attacks.base import Attack, PoisonPlan, register
+from sanitize.attacks.checks import check_number
+from sanitize.attacks.triggers import to_uint8
 from sanitize.errors import ConfigError
 
 # Keeps the random streams of noise mode apart from the one that picks the poisons.
