@@ -8,6 +8,16 @@ is bounded by one batch of images, whatever the size of the set.
 Images keep their native size: the first image fixes the side and the channels (1 for
 grey modes, else 3; ``data.channels`` overrides the channels), and an image of another
 size is an error, never resized.
+
+The source is anything :func:`sanitize.data.open_source` reads (HF Parquet file or
+directory, image folder, ``.npz``; local or an fsspec URI) with integer labels. The
+poisoned set is a local Parquet file in the Hugging Face image layout: the image column
+(``data.image_column``) as struct<bytes, path> of PNG bytes with paths
+``<out stem>/<row:05d>.png``, the label column as int64 (after the attack), a
+``sample_id`` column (the source's ``data.id_column`` when present, else the row ordinal
+as int64), the other source columns unchanged, the source's ``huggingface`` schema
+metadata (class names kept), zstd-compressed. The ground truth is the CSV
+``sample_id,poisoned`` (0/1), by default :func:`default_truth_path` of the set.
 """
 
 from __future__ import annotations
@@ -27,7 +37,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from PIL import Image
 
-from sanitize.attacks.base import Attack, PoisonPlan, check_poison_args
+from sanitize.attacks.base import Attack, PoisonPlan
+from sanitize.attacks.checks import check_poison_args
 from sanitize.config import DataConfig
 from sanitize.data import decode_image, image_bytes, open_source, probe_image
 from sanitize.data.schema import SAMPLE_ID
@@ -95,30 +106,23 @@ def poison_source(
 ) -> PoisonSummary:
     """Poison a source with ``attack``; write the poisoned set and its ground truth.
 
+    Both files appear under their final names only when complete; what they hold is in the
+    module docstring.
+
     Parameters
     ----------
     source : str or path-like
-        Anything :func:`sanitize.data.open_source` reads (HF Parquet file or directory,
-        image folder, ``.npz``; local or an fsspec URI) with integer labels.
+        Anything :func:`sanitize.data.open_source` reads, with integer labels.
     out : str or path-like
-        Local Parquet file to write, in the Hugging Face image layout: the image column
-        (``data.image_column``) as struct<bytes, path> of PNG bytes with paths
-        ``<out stem>/<row:05d>.png``, the label column as int64 (after the attack), a
-        ``sample_id`` column (the source's ``data.id_column`` when present, else the row
-        ordinal as int64), the other source columns unchanged, the source's
-        ``huggingface`` schema metadata (class names kept), zstd-compressed.
+        Local Parquet file to write, in the Hugging Face image layout.
     attack : Attack
         From :func:`sanitize.attacks.get_attack`.
     target, rate, seed
         As in :meth:`Attack.poison`.
     data : DataConfig, default=DataConfig()
-        Column names, batch size, and optionally ``channels``; ``image_size`` must be None
-        (images keep their size).
+        Column names, batch size and optionally ``channels``; ``image_size`` must be None.
     truth : str or path-like, optional
-        The ground-truth CSV ``sample_id,poisoned`` (0/1); default
-        :func:`default_truth_path` of ``out``.
-
-    Both files appear under their final names only when complete.
+        The ground-truth CSV; None: :func:`default_truth_path` of ``out``.
 
     Returns
     -------
@@ -136,25 +140,8 @@ def poison_source(
     OutputError
         ``out`` or ``truth`` cannot be written.
     """
-    data.validate()
-    if data.image_size is not None:
-        raise ConfigError(
-            f"data.image_size must be None when poisoning (images keep their native size), "
-            f"got {data.image_size}"
-        )
-    target, rate, seed = check_poison_args(target, rate, seed)
-    if not isinstance(attack, Attack):
-        raise ConfigError(f"attack must be an Attack (see get_attack), got {type(attack)}")
-    attack._check_params()
-    out = Path(out)
-    truth_path = Path(truth) if truth is not None else default_truth_path(out)
-    if out.resolve() == truth_path.resolve():
-        raise ConfigError(f"the ground truth must not overwrite the dataset: both are {out}")
-    if "://" not in os.fspath(source) and Path(source).resolve() in (
-        out.resolve(),
-        truth_path.resolve(),
-    ):
-        raise ConfigError(f"output {out} would overwrite the source (it is never modified)")
+    target, rate, seed = _check_poison_config(attack, data, target, rate, seed)
+    out, truth_path = _output_paths(source, out, truth)
 
     src = open_source(source, data)
     _check_columns(src, data)
@@ -164,22 +151,9 @@ def poison_source(
 
     plan = attack.plan(labels, target=target, rate=rate, seed=seed)
     schema = _output_schema(src, data, id_type)
-    stem = out.stem
     batches = _poisoned_batches(src, data, attack, plan, ids, schema, (channels, height, width))
-
-    def write_parquet(path: Path) -> None:
-        with pq.ParquetWriter(path, schema, compression="zstd") as writer:
-            for batch in batches(stem):
-                writer.write_batch(batch)
-
-    def write_truth(path: Path) -> None:
-        with path.open("w", newline="") as fh:
-            writer = csv.writer(fh, lineterminator="\n")
-            writer.writerow([SAMPLE_ID, "poisoned"])
-            writer.writerows(zip(ids.to_pylist(), plan.poisoned.astype(int).tolist(), strict=True))
-
-    _atomic(out, write_parquet)
-    _atomic(truth_path, write_truth)
+    _atomic(out, lambda path: _write_parquet(path, schema, batches(out.stem)))
+    _atomic(truth_path, lambda path: _write_truth(path, ids, plan.poisoned))
     return PoisonSummary(
         out=out,
         truth=truth_path,
@@ -194,6 +168,58 @@ def poison_source(
         width=width,
         info=plan.info,
     )
+
+
+def _check_poison_config(
+    attack: Attack, data: DataConfig, target: int, rate: float, seed: int
+) -> tuple[int, float, int]:
+    """``data``, ``attack``'s parameters and ``target``, ``rate``, ``seed`` checked (see
+    :func:`poison_source`); the last three as :func:`check_poison_args` returns them."""
+    data.validate()
+    if data.image_size is not None:
+        raise ConfigError(
+            f"data.image_size must be None when poisoning (images keep their native size), "
+            f"got {data.image_size}"
+        )
+    target, rate, seed = check_poison_args(target, rate, seed)
+    if not isinstance(attack, Attack):
+        raise ConfigError(f"attack must be an Attack (see get_attack), got {type(attack)}")
+    attack._check_params()
+    return target, rate, seed
+
+
+def _output_paths(
+    source: str | os.PathLike[str],
+    out: str | os.PathLike[str],
+    truth: str | os.PathLike[str] | None,
+) -> tuple[Path, Path]:
+    """The poisoned set's path and the ground truth's; neither may be the other or the
+    source."""
+    out = Path(out)
+    truth_path = Path(truth) if truth is not None else default_truth_path(out)
+    if out.resolve() == truth_path.resolve():
+        raise ConfigError(f"the ground truth must not overwrite the dataset: both are {out}")
+    if "://" not in os.fspath(source) and Path(source).resolve() in (
+        out.resolve(),
+        truth_path.resolve(),
+    ):
+        raise ConfigError(f"output {out} would overwrite the source (it is never modified)")
+    return out, truth_path
+
+
+def _write_parquet(path: Path, schema: pa.Schema, batches: Iterator[pa.RecordBatch]) -> None:
+    """``batches`` to the zstd-compressed Parquet file ``path``."""
+    with pq.ParquetWriter(path, schema, compression="zstd") as writer:
+        for batch in batches:
+            writer.write_batch(batch)
+
+
+def _write_truth(path: Path, ids: pa.Array, poisoned: np.ndarray) -> None:
+    """The ground-truth CSV ``sample_id,poisoned`` (0/1), one line a row."""
+    with path.open("w", newline="") as fh:
+        writer = csv.writer(fh, lineterminator="\n")
+        writer.writerow([SAMPLE_ID, "poisoned"])
+        writer.writerows(zip(ids.to_pylist(), poisoned.astype(int).tolist(), strict=True))
 
 
 # --- first pass: labels, ids, image shape ---------------------------------------------------

@@ -71,29 +71,9 @@ def decide(
 ) -> Decision:
     """Combine detector results by vote into one poison score, flags and weights.
 
-    The vote: a row is flagged when at least ``k`` detectors flagged it, ``k`` being
-    ``config.min_votes`` or else a strict majority of the detectors that ran. A detector
-    whose traits say it votes by groups (``DetectorTraits.votes == "groups"``: CBD,
-    ``shared_direction``) votes, with ``labels``, only in the classes where it flags at
-    least ``config.group_vote_min_rows`` rows. A row's ``poison_score`` is the k-th largest
-    of its detector scores, so ``poison_score >= 0.5`` exactly when ``k`` detectors voted
-    for it.
-
-    With ``labels``, the class rules (:data:`sanitize.decision.rules.RULES`, in order) then
-    add and drop flags, each keeping ``poison_score >= 0.5`` exactly on the flags; their
-    figures are ``info[rule.name]``. When more than
-    ``floor(config.max_removal_fraction * n_rows)`` rows are flagged, only that many, those
-    of highest poison score, stay flagged.
-
-    Kept rows are weighted by the raw training weight of the results that carry one (the
-    product when several do; only CBD does), clipped to ``config.weight_clip`` and divided
-    by their mean over the kept rows; without such a result every kept row weighs 1.
-    With ``labels`` and ``config.weight_suspect_only``, only the classes with at least
-    ``config.weight_min_flagged`` removed rows, whose raw weights rank the removed rows
-    below the kept ones with an AUROC of at least ``config.weight_min_agreement``
-    (``info["weight_agreement"]``), are weighted so (``info["weight_classes"]``); the kept
-    rows of the others take the clip's upper end before the normalisation.
-    Removed rows weigh 0.
+    A row is flagged when ``k`` detectors vote for it; with ``labels`` the class rules
+    (:data:`sanitize.decision.rules.RULES`) then add and drop flags, the removal cap keeps
+    the highest scored, and kept rows are weighted. In full: docs/decision.md, "decide".
 
     Parameters
     ----------
@@ -106,24 +86,15 @@ def decide(
     labels : ndarray of shape (n_rows,), optional
         Class index of every row; without it only the vote and the removal cap run.
     coordinates : ndarray of shape (n_rows, k), optional
-        Every row's coordinates on its class's top principal directions (the shared class
-        statistics' projections); without them there is no refinement.
+        Every row's coordinates on its class's top principal directions; None: no refinement.
     seed : int, default=0
         Seeds the refinement's fold split.
     expected_shares : ndarray of shape (n_classes,), optional
-        The share (or count) of every class index to expect in a clean delivery
-        (``config.expected_class_counts`` resolved to class indices); > 0 for every class
-        in ``labels``.
+        Share or count (> 0) of every class index in ``labels`` to expect in a clean delivery.
     row_loss : ndarray of shape (n_rows,), optional
-        Every row's final loss under the bootstrap model; flags it cannot fit are not
-        turned over by the size orientation (see
-        :func:`sanitize.decision.size_orient.orient_by_size`).
+        Every row's final loss (nats) under the bootstrap model (for the size orientation).
     label_agreement : ndarray of shape (n_rows,), optional
-        Share of each row's nearest images that carry its label, in the classes the size
-        rules judge and a sample of the others (:func:`size_rule_agreement`); it orients
-        the classes the oriented detectors do not single out (their class evidence under
-        ``sanitize.decision.rules.SINGLED_OUT_Z``), and tells which large classes without flags hold
-        images of other classes.
+        Share in [0, 1] of each row's nearest images that carry its label (NaN: not scored).
 
     Returns
     -------
@@ -136,22 +107,10 @@ def decide(
     ValueError
         A result does not cover ``n_rows`` rows.
     """
-    if not results:
-        raise ConfigError("no detector results to decide on; run at least one detector")
-    names = sorted(results)
-    for name in names:
-        got = results[name].score.shape[0]
-        if got != n_rows:
-            raise ValueError(f"detector {name!r} scored {got} rows, expected {n_rows}")
-    m = len(names)
-    k = config.min_votes if config.min_votes is not None else m // 2 + 1
-    if k > m:
-        raise ConfigError(f"decision.min_votes={k} exceeds the {m} detector(s) that ran")
-
+    names, k = _votes_needed(results, n_rows, config)
     traits = {nm: traits_of(nm, results[nm]) for nm in names}
     group_voters = [nm for nm in names if traits[nm].votes == "groups"]
     vote_flags, state, votes, flags = _vote(results, names, k, group_voters, labels, config)
-
     rule_info: dict[str, Any] = {rule.name: None for rule in RULES if rule.reports}
     if labels is not None:
         evidence = Evidence(
@@ -167,8 +126,49 @@ def decide(
             seed=seed,
         )
         rule_info |= _apply_rules(state, evidence)
-    flagged, poison_score, reasons = state.flagged, state.poison_score, state.reasons
+    head = {
+        "detectors": names,
+        "group_voters": group_voters,
+        "min_votes": int(k),
+        "min_votes_from": "config" if config.min_votes is not None else "majority",
+        "n_rows": int(n_rows),
+    }
+    decision = _cap_and_weigh(state, votes, flags, results, names, n_rows, labels, config)
+    decision.info = head | decision.info | rule_info
+    return decision
 
+
+def _votes_needed(
+    results: dict[str, DetectorResult], n_rows: int, config: DecisionConfig
+) -> tuple[list[str], int]:
+    """The detectors' names, sorted, and the votes ``k`` a flag needs; raises as :func:`decide`."""
+    if not results:
+        raise ConfigError("no detector results to decide on; run at least one detector")
+    names = sorted(results)
+    for name in names:
+        got = results[name].score.shape[0]
+        if got != n_rows:
+            raise ValueError(f"detector {name!r} scored {got} rows, expected {n_rows}")
+    m = len(names)
+    k = config.min_votes if config.min_votes is not None else m // 2 + 1
+    if k > m:
+        raise ConfigError(f"decision.min_votes={k} exceeds the {m} detector(s) that ran")
+    return names, k
+
+
+def _cap_and_weigh(
+    state: DecisionState,
+    votes: np.ndarray,
+    flags: np.ndarray,
+    results: dict[str, DetectorResult],
+    names: list[str],
+    n_rows: int,
+    labels: np.ndarray | None,
+    config: DecisionConfig,
+) -> Decision:
+    """The removal cap and the weights on the flags the class rules leave (see
+    :func:`decide`); ``info`` holds their figures and the flags and votes per detector."""
+    flagged, poison_score, reasons = state.flagged, state.poison_score, state.reasons
     n_before = int(flagged.sum())
     limit = int(np.floor(config.max_removal_fraction * n_rows))
     capped = n_before > limit
@@ -185,11 +185,6 @@ def decide(
         reasons[i] = []  # removed by the cap
 
     info = {
-        "detectors": names,
-        "group_voters": group_voters,
-        "min_votes": int(k),
-        "min_votes_from": "config" if config.min_votes is not None else "majority",
-        "n_rows": int(n_rows),
         "n_flagged_before_cap": n_before,
         "n_flagged": int(flagged.sum()),
         "removal_cap": limit,
@@ -200,7 +195,7 @@ def decide(
         "weight_clip": [float(x) for x in config.weight_clip],
         "weight_classes": weight_classes,
         "weight_agreement": weight_agreement,
-    } | rule_info
+    }
     return Decision(
         poison_score=poison_score,
         flagged=flagged,
@@ -274,7 +269,7 @@ def _sample_weights(
     config: DecisionConfig,
 ) -> tuple[np.ndarray, list[int] | None, dict[str, float | None] | None]:
     """Kept rows' training weights (mean 1, removed rows 0), the weighted classes and each
-    suspect class's agreement AUROC; see :func:`decide`."""
+    suspect class's agreement AUROC; see docs/decision.md, "decide"."""
     n_rows = flagged.shape[0]
     kept = ~flagged
     sample_weight = np.zeros(n_rows, dtype=np.float64)

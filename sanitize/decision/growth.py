@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 import scipy.stats
 
-from sanitize.decision.class_size import class_size_z
+from sanitize.decision.class_size import ClassSize, class_size_z
 
 
 @dataclass
@@ -64,18 +64,9 @@ def flags_without_growth(
 ) -> GrowthCheck:
     """Withdraw the flags of classes whose size does not account for them.
 
-    A class is checked when it holds at least ``min_rows`` flags, fewer than ``min_rows``
-    of them ``oriented`` (flagged by a detector whose own signal says which side is the
-    poison), and it is not in ``skip`` (the classes the size rules judged). With ``n`` its
-    rows, ``m`` the rows it would have if it were like the other classes and ``s`` the
-    robust spread of the class sizes in rows (both from
-    :func:`sanitize.decision.class_size.class_size_z`, against ``expected`` when given), its
-    ``f`` flags are withdrawn when the sizes could tell (``f >= min_spreads * s``) and the
-    class grew by less than ``min_share`` of them (``n - m < min_share * f``): the growth
-    lies nearer to no gain than to a gain of ``f`` rows. Where pixels tell classes apart,
-    a class keeps its flags only if they look like other classes' images (``pixel_auc``),
-    whether or not its size could tell: in a long-tailed set a head class's size looks
-    like a gain that no size spread rules out.
+    A class with ``min_rows`` flags, few of them ``oriented``, loses them when it grew by
+    less than ``min_share`` of them or, where pixels tell classes apart, when they do not look
+    like other classes' images. The check in full: docs/decision.md, "flags_without_growth".
 
     Parameters
     ----------
@@ -86,65 +77,40 @@ def flags_without_growth(
     oriented : ndarray of shape (n_rows,) or None
         bool; the rows the oriented detectors flag.
     min_rows : int
-        Flags that make a group.
+        Flags (>= 1) that make a group; a class with as many oriented flags is not checked.
     min_share : float
-        Share of its flags a class must have grown by to keep them.
+        Share of its flags (> 0) a class must have grown by, in rows, to keep them.
     min_spreads : float
-        Flags, in robust spreads of the class sizes, below which sizes cannot tell a gain
-        from a natural spread and the class keeps its flags.
+        Flags, in robust spreads of the class sizes (>= 0), below which a class keeps them.
     expected : ndarray of shape (n_classes,), optional
-        Share of every class index to expect (see ``class_size_z``).
-    skip : frozenset of int
-        Classes left as they are.
+        Share (> 0) of every class index to expect (see ``class_size_z``).
+    skip : frozenset of int, default=frozenset()
+        Classes left as they are (those the size rules judged).
     label_agreement : ndarray of shape (n_rows,), optional
-        Share of each row's nearest images that carry its label, NaN where not scored
-        (:func:`sanitize.decision.pixel_neighbours.label_agreement`).
+        Share in [0, 1] of each row's nearest images that carry its label (NaN: not scored).
     reference : ndarray of shape (n_rows,), optional
-        bool; the rows of classes like the others whose agreement says whether pixels can
-        tell classes apart at all.
+        bool; rows of classes like the others, whose agreement says whether pixels can tell.
     pixel_auc : float or None, default=None
-        When the reference rows' mean agreement is at least ``pixel_reference``, a class
-        that its size does not withdraw, every row of it scored, keeps its flags only if
-        the flags agree with their label less often than its other rows do, with an AUROC
-        of at least this. None: sizes alone decide.
+        AUROC in [0, 1] with which the flags must look less like their class; None: sizes only.
     pixel_reference : float, default=0.5
-        Mean agreement of the reference rows at which pixels can tell.
+        Mean agreement in [0, 1] of the reference rows at which pixels can tell.
     """
     flagged = np.asarray(flagged, dtype=bool)
     labels = np.asarray(labels)
     withdrawn = np.zeros(flagged.shape[0], dtype=bool)
-    sizes = class_size_z(labels, expected)
     checked: dict[str, dict[str, Any]] = {}
-    pixels_tell = None
-    if pixel_auc is not None and label_agreement is not None and reference is not None:
-        scored_reference = reference & ~np.isnan(label_agreement)
-        if scored_reference.any():
-            pixels_tell = float(np.mean(label_agreement[scored_reference])) >= pixel_reference
-    for c, size in sizes.items():
+    pixels_tell = _pixels_tell(label_agreement, reference, pixel_auc, pixel_reference)
+    for c, size in class_size_z(labels, expected).items():
         rows = labels == c
         n_flags = int((flagged & rows).sum())
         n_oriented = int((flagged & rows & oriented).sum()) if oriented is not None else 0
         if c in skip or n_flags < min_rows or n_oriented >= min_rows:
             continue
-        spread_rows = size.like_others * size.log_spread
-        growth = size.rows - size.like_others
-        can_tell = n_flags >= min_spreads * spread_rows
-        withdraw = can_tell and growth < min_share * n_flags
-        looks_gained = None
-        if not withdraw and pixels_tell and not np.isnan(label_agreement[rows]).any():
-            # Fewer of a gained row's neighbours carry its label than of the class's own.
-            looks_gained = rank_auc(flagged[rows], -label_agreement[rows])
-            withdraw = looks_gained < pixel_auc
-        if withdraw:
+        agreement = label_agreement[rows] if pixels_tell else None
+        entry = _check_class(size, flagged[rows], min_share, min_spreads, agreement, pixel_auc)
+        if entry["withdrawn"]:
             withdrawn |= flagged & rows
-        checked[str(c)] = {
-            "rows": size.rows,
-            "rows_like_others": size.like_others,
-            "size_spread_rows": spread_rows,
-            "flagged": n_flags,
-            "withdrawn": bool(withdraw),
-            "pixel_auc": looks_gained,
-        }
+        checked[str(c)] = entry
     info = {
         "min_share": min_share,
         "min_spreads": min_spreads,
@@ -154,6 +120,52 @@ def flags_without_growth(
         "n_withdrawn": int(withdrawn.sum()),
     }
     return GrowthCheck(withdrawn=withdrawn, info=info)
+
+
+def _pixels_tell(
+    label_agreement: np.ndarray | None,
+    reference: np.ndarray | None,
+    pixel_auc: float | None,
+    pixel_reference: float,
+) -> bool | None:
+    """Whether the scored ``reference`` rows' mean agreement reaches ``pixel_reference``;
+    None without a pixel check (or without scored reference rows)."""
+    if pixel_auc is None or label_agreement is None or reference is None:
+        return None
+    scored_reference = reference & ~np.isnan(label_agreement)
+    if not scored_reference.any():
+        return None
+    return float(np.mean(label_agreement[scored_reference])) >= pixel_reference
+
+
+def _check_class(
+    size: ClassSize,
+    flags: np.ndarray,
+    min_share: float,
+    min_spreads: float,
+    agreement: np.ndarray | None,
+    pixel_auc: float | None,
+) -> dict[str, Any]:
+    """The check of one class of ``size`` with the rows ``flags`` and, where pixels tell,
+    the rows' label ``agreement``: its entry in ``info["checked"]``."""
+    n_flags = int(flags.sum())
+    spread_rows = size.like_others * size.log_spread
+    growth = size.rows - size.like_others
+    can_tell = n_flags >= min_spreads * spread_rows
+    withdraw = can_tell and growth < min_share * n_flags
+    looks_gained = None
+    if not withdraw and agreement is not None and not np.isnan(agreement).any():
+        # Fewer of a gained row's neighbours carry its label than of the class's own.
+        looks_gained = rank_auc(flags, -agreement)
+        withdraw = looks_gained < pixel_auc
+    return {
+        "rows": size.rows,
+        "rows_like_others": size.like_others,
+        "size_spread_rows": spread_rows,
+        "flagged": n_flags,
+        "withdrawn": bool(withdraw),
+        "pixel_auc": looks_gained,
+    }
 
 
 def rank_auc(positive: np.ndarray, score: np.ndarray) -> float:

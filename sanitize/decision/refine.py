@@ -61,15 +61,9 @@ def refine_by_class(
 ) -> Refinement:
     """Re-draw the flagged group of every class that has one, by cross-fitted LDA.
 
-    A class is refined when it has at least ``min_rows`` flagged and ``min_rows`` unflagged
-    rows. Its rows are split into ``folds`` stratified folds (seeded); a linear
-    discriminant fitted on the other folds gives each row the probability ``p`` of the
-    flagged group. A row is flagged after refinement when ``p >= add``, or when it was
-    flagged before and ``p >= keep``: a flag is dropped only when the model is confident
-    the row is not in the group, a hysteresis that keeps rows a diffuse trigger (blend,
-    warp) ties to the group more loosely than a patch does. ``add`` below 0.5 weighs a
-    missed poison above a removed clean row (a Bayes rule with costs in the ratio
-    ``(1 - add) / add``).
+    In a class with ``min_rows`` flagged and unflagged rows, a discriminant fitted on other
+    folds gives each row the probability ``p`` of the flagged group; a row is flagged when
+    ``p >= add``, or when it was and ``p >= keep`` (docs/decision.md, "refine_by_class").
 
     Parameters
     ----------
@@ -78,20 +72,17 @@ def refine_by_class(
     labels : ndarray of shape (n_rows,)
         Class index of every row.
     coordinates : ndarray of shape (n_rows, k)
-        Every row's coordinates on its class's top principal directions
-        (:attr:`sanitize.detect.class_stats.ClassStatistics.projections`).
+        Every row's coordinates on its class's top principal directions.
     keep : float
-        Probability below which a flagged row loses its flag.
+        Probability in [0, 1] below which a flagged row loses its flag.
     min_rows : int
-        Fewest flagged (and unflagged) rows a class needs to be refined.
+        Fewest flagged (and unflagged) rows (>= 1) a class needs to be refined.
     folds : int
-        Cross-fitting folds.
+        Cross-fitting folds (>= 2), stratified and seeded.
     add : float, default=0.5
-        Probability at or above which any row of the class is flagged.
+        Probability in [0, 1] at or above which any row of the class is flagged.
     min_kept : float, default=0.0
-        Share of a class's flags that must keep ``p >= keep``; below it the flagged group
-        has no direction in common and every flag of the class is withdrawn (recorded as
-        ``withdrawn`` in the class's info). 0 never withdraws.
+        Share in [0, 1] of a class's flags that must keep ``p >= keep``, else all are withdrawn.
     skip : frozenset of int, default=frozenset()
         Classes left as they are (listed in ``info["skipped"]``).
     seed : int, default=0
@@ -108,12 +99,7 @@ def refine_by_class(
         group = flagged[rows]
         if group.sum() < min_rows or (~group).sum() < min_rows:
             continue
-        x = np.asarray(coordinates[rows], dtype=np.float64)
-        p = np.zeros(rows.size)
-        split = StratifiedKFold(folds, shuffle=True, random_state=seed)
-        for train, test in split.split(x, group):
-            model = LinearDiscriminantAnalysis().fit(x[train], group[train])
-            p[test] = model.predict_proba(x[test])[:, 1]
+        p = _cross_fit(np.asarray(coordinates[rows], dtype=np.float64), group, folds, seed)
         kept_share = float((group & (p >= keep)).sum() / group.sum())
         withdrawn = kept_share < min_kept
         refined = np.zeros_like(group) if withdrawn else (p >= add) | (group & (p >= keep))
@@ -140,3 +126,14 @@ def refine_by_class(
         "n_dropped": int((flagged & ~out).sum()),
     }
     return Refinement(flagged=out, probability=probability, info=info)
+
+
+def _cross_fit(x: np.ndarray, group: np.ndarray, folds: int, seed: int) -> np.ndarray:
+    """Every row's probability of ``group`` under a linear discriminant on ``x`` fitted on
+    the other ``folds`` (stratified, shuffled with ``seed``)."""
+    p = np.zeros(x.shape[0])
+    split = StratifiedKFold(folds, shuffle=True, random_state=seed)
+    for train, test in split.split(x, group):
+        model = LinearDiscriminantAnalysis().fit(x[train], group[train])
+        p[test] = model.predict_proba(x[test])[:, 1]
+    return p

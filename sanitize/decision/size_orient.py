@@ -96,14 +96,10 @@ def orient_by_size(
 ) -> SizeOrientation:
     """Turn over the minority flags of inflated classes; flag unflagged ones by their splits.
 
-    An inflated class with fewer than ``min_rows`` flags is suspect by its size alone. Each
-    detector in ``splits`` divides it in two (its candidate group and the rest); the side
-    where the ``oriented`` rows are denser (where ``label_agreement`` orients the class: the
-    side whose rows' nearest images carry their label less often) is taken as the poison's,
-    and the rows that at least ``agree`` detectors put on their poison's side are flagged.
-    Nothing is flagged without ``agree`` such splits, or, oriented by the detectors, without
-    ``min_rows`` oriented rows in the class. A class the rules acted on gets a
-    ``removal_cap`` in ``info`` (see :func:`cap_to_excess`).
+    In a class far larger than the others (or than its ``expected`` share), flags that the
+    oriented side does not back are replaced by the rest of the class; one without flags is
+    flagged where ``agree`` of its ``splits`` put a row on the poison's side. The rules, their
+    guards and their evidence: docs/decision.md, "orient_by_size".
 
     Parameters
     ----------
@@ -112,99 +108,142 @@ def orient_by_size(
     labels : ndarray of shape (n_rows,)
         Class index of every row.
     z_threshold : float
-        Robust z of a class's log size, among the other classes, that makes it inflated
-        (with more than twice the rows it would have if it were like them).
+        Robust z (> 0) of a class's log size among the other classes that makes it inflated.
     min_rows : int
-        Fewest flags a class needs to be turned over: a few outliers say nothing about
-        which side of the class is the poison.
+        Fewest flags (>= 1) a class needs to be turned over; fewer: judged by its splits.
     oriented : ndarray of shape (n_rows,), optional
-        bool; the side the oriented detectors (``Detector.oriented``) call the poison:
-        their flags and candidate groups. A class where it holds at least half of the
-        flags keeps them; elsewhere the flags outside it are the ones turned over (the
-        oriented side's own flags stay).
+        bool; the side the oriented detectors call the poison (their flags and candidates).
     splits : dict of str to ndarray of shape (n_rows,), optional
-        bool; the candidate groups of the detectors that call the smaller side of a class
-        the poison (activation clustering, spectral signatures, SPECTRE), by name.
+        bool; by name, the candidate groups of the detectors that call the smaller side poison.
     agree : int, default=2
-        Splits that must put a row on the poison's side, in a class suspect by size alone.
+        Splits (>= 1) that must put a row on the poison's side, in a class without flags.
     expected : ndarray of shape (n_classes,), optional
-        Share of every class index to expect (see :func:`class_size_z`).
+        Share (> 0) of every class index to expect (see :func:`class_size_z`).
     row_loss : ndarray of shape (n_rows,), optional
-        Every row's final loss under the bootstrap model. Flags whose median loss is above
-        ``log 2`` and above the rest of the class's are rows the model could not fit with
-        their label (it gives most of them less than even odds): the dirty-label poison of
-        a trigger it did not learn, which is not turned over.
+        Every row's final loss (nats) under the bootstrap model; flags it cannot fit stay.
     min_gain : float, optional
-        With ``expected``, a class that holds more than ``min_gain`` times the rows it
-        would have (and is a robust outlier by that ratio) has gained rows even when the
-        poison is not most of it: without flags, it is judged by its splits too (it is
-        never turned over).
+        With ``expected``, ratio of rows to expected rows (> 1) above which a class gained rows.
     label_agreement : ndarray of shape (n_rows,), optional
-        Share of each row's nearest images that carry its label
-        (:func:`sanitize.decision.pixel_neighbours.label_agreement`). In a class the oriented
-        detectors do not single out (not in ``oriented_classes``), their side says nothing,
-        and the flags are turned over when their rows agree with their label more than the
-        rest of the class does: the poison is images of other classes.
+        Share in [0, 1] of each row's nearest images that carry its label (NaN: not scored).
     oriented_classes : set of int, optional
-        Classes the oriented detectors single out (their class evidence is an outlier);
-        None: every class, as without ``label_agreement``.
+        Classes the oriented detectors single out; None: every class.
     suspect_by_size : bool, default=True
-        Judge every such class without flags by its splits. When False, only those whose
-        rows' nearest images disagree with their label far more often than the rows of
-        the other classes scored in ``label_agreement`` do (:func:`pixel_excess`): sizes
-        alone cannot tell a poisoned class from a naturally large one, its pixels can.
+        Judge every inflated class without flags by its splits; False: only by its pixels.
     """
-    flagged = np.asarray(flagged, dtype=bool)
-    labels = np.asarray(labels)
-    oriented = np.zeros_like(flagged) if oriented is None else np.asarray(oriented, dtype=bool)
-    out = flagged.copy()
+    rules = _SizeRules(
+        flagged,
+        labels,
+        z_threshold,
+        min_rows,
+        oriented,
+        splits,
+        agree,
+        expected,
+        row_loss,
+        min_gain,
+        label_agreement,
+        oriented_classes,
+        suspect_by_size,
+    )
     inflated: dict[str, dict[str, Any]] = {}
-    suspects = size_suspects(labels, z_threshold, expected, min_gain)
-    reference = None
-    if label_agreement is not None:
-        # A dominant class is judged only by its pixels: its size alone proves nothing.
-        suspects = dict(sorted((dominant_class(labels, expected) | suspects).items()))
-        not_grown = ~np.isin(labels, list(suspects | above_reference(labels, expected)))
-        reference = ~np.isnan(label_agreement) & not_grown
-    by_size = size_suspects(labels, z_threshold, expected, min_gain)
-    for c, (size, like_others, z, _) in suspects.items():
-        rows = labels == c
-        majority = size > 2 * like_others  # the poison would be most of the class
-        n_flagged = int((flagged & rows).sum())
-        backed = int((oriented & flagged & rows).sum())
-        by_pixels = (
-            label_agreement is not None
-            and oriented_classes is not None
-            and c not in oriented_classes
-            and not np.isnan(label_agreement[rows]).any()
+    for c, (size, like_others, z, _) in rules.suspects.items():
+        inflated[str(c)] = rules.judge(c, size, like_others, z)
+    info = {
+        "z_threshold": z_threshold,
+        "expected_shares": expected is not None,
+        "inflated": inflated,
+        "n_added": int((rules.out & ~rules.flagged).sum()),
+        "n_dropped": int((rules.flagged & ~rules.out).sum()),
+    }
+    return SizeOrientation(flagged=rules.out, info=info)
+
+
+@dataclass
+class _SizeRules:
+    """The arguments of :func:`orient_by_size`, the classes it judges (``suspects``: by size,
+    and with ``label_agreement`` the dominant class), the reference rows of its pixel checks
+    and the flags it returns (``out``); :meth:`judge` applies both rules to one class."""
+
+    flagged: np.ndarray
+    labels: np.ndarray
+    z_threshold: float
+    min_rows: int
+    oriented: np.ndarray | None
+    splits: dict[str, np.ndarray] | None
+    agree: int
+    expected: np.ndarray | None
+    row_loss: np.ndarray | None
+    min_gain: float | None
+    label_agreement: np.ndarray | None
+    oriented_classes: set[int] | None
+    suspect_by_size: bool
+    by_size: dict[int, Any] = field(init=False)
+    suspects: dict[int, Any] = field(init=False)
+    reference: np.ndarray | None = field(init=False)
+    out: np.ndarray = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.flagged = np.asarray(self.flagged, dtype=bool)
+        self.labels = labels = np.asarray(self.labels)
+        oriented = self.oriented
+        self.oriented = (
+            np.zeros_like(self.flagged) if oriented is None else np.asarray(oriented, dtype=bool)
         )
+        self.out = self.flagged.copy()
+        self.by_size = size_suspects(labels, self.z_threshold, self.expected, self.min_gain)
+        self.suspects, self.reference = self.by_size, None
+        if self.label_agreement is not None:
+            # A dominant class is judged only by its pixels: its size alone proves nothing.
+            dominant = dominant_class(labels, self.expected)
+            self.suspects = dict(sorted((dominant | self.by_size).items()))
+            grown = self.suspects | above_reference(labels, self.expected)
+            self.reference = ~np.isnan(self.label_agreement) & ~np.isin(labels, list(grown))
+
+    def judge(self, c: int, size: int, like_others: float, z: float) -> dict[str, Any]:
+        """Both rules on the class ``c`` (``size`` rows, ``like_others`` if it were like the
+        other classes, robust z ``z``): what was done, as its entry in ``info["inflated"]``."""
+        rows = self.labels == c
+        la = self.label_agreement
+        by_pixels = (
+            la is not None
+            and self.oriented_classes is not None
+            and c not in self.oriented_classes
+            and not np.isnan(la[rows]).any()
+        )
+        entry: dict[str, Any] = {"rows": size, "rows_like_others": like_others, "z": z}
+        turned = self._turn_over(c, rows, by_pixels, entry)
+        self._flag_by_splits(c, rows, by_pixels, entry)
+        if turned or entry.get("flagged_by_splits"):
+            # The size rules claim the rows the class gained: no more than its excess over
+            # the rows it would have (with room for a clean part 10% below that).
+            entry["removal_cap"] = max(int(size - CLEAN_PART_FLOOR * like_others), 0)
+        return entry
+
+    def _turn_over(self, c: int, rows: np.ndarray, by_pixels: bool, entry: dict) -> bool:
+        """Turn the minority flags of the class ``c`` over to its rest when the poison would
+        be most of it, they are not its own class's images and its model fits them; adds the
+        figures to ``entry``."""
+        flagged, oriented, size = self.flagged, self.oriented, entry["rows"]
+        majority = size > 2 * entry["rows_like_others"]  # the poison would be most of the class
+        backed = int((oriented & flagged & rows).sum())
         # The flags to turn over: the smaller side the feature-space detectors call the
         # poison. Where the oriented detectors single the class out, those they do not back;
         # elsewhere all of them, if their rows agree with their label more than the rest.
         group = flagged & rows if by_pixels else flagged & rows & ~oriented
         n_group = int(group.sum())
-        misfit = _misfit(row_loss, group, rows & ~group)
-        minority = min_rows <= n_group and 2 * n_group < size
+        misfit = _misfit(self.row_loss, group, rows & ~group)
+        minority = self.min_rows <= n_group and 2 * n_group < size
         if by_pixels:
-            agree_group = float(np.mean(label_agreement[group])) if n_group else None
-            agree_rest = float(np.mean(label_agreement[rows & ~group]))
-            like_own_class = agree_group is not None and agree_group > agree_rest
-            if c not in by_size:
-                # Only by its pixels: the rest must also look foreign, agreeing with its
-                # label less often than the other classes' rows do.
-                like_own_class &= agree_rest < float(np.mean(label_agreement[reference]))
+            agree_group, agree_rest, like_own_class = self._agreement(c, rows, group)
         else:
             like_own_class = backed < n_group
         turned = majority and minority and like_own_class and not misfit
         if turned:
-            out[rows] = ~group[rows]
-        entry: dict[str, Any] = {
-            "rows": size,
-            "rows_like_others": like_others,
-            "z": z,
+            self.out[rows] = ~group[rows]
+        entry |= {
             "poison_majority": majority,
             "oriented_by": "pixels" if by_pixels else "oriented_detectors",
-            "flagged_before": n_flagged,
+            "flagged_before": int((flagged & rows).sum()),
             "flagged_by_oriented": backed,
             "flagged_not_backed": int((flagged & rows & ~oriented).sum()),
             "not_backed_misfit": misfit,
@@ -213,40 +252,54 @@ def orient_by_size(
         if by_pixels:
             entry["label_agreement_flagged"] = agree_group
             entry["label_agreement_rest"] = agree_rest
-        judge_splits = suspect_by_size and c in by_size
-        if n_flagged < min_rows and splits and not judge_splits and label_agreement is not None:
+        return turned
+
+    def _agreement(
+        self, c: int, rows: np.ndarray, group: np.ndarray
+    ) -> tuple[float | None, float, bool]:
+        """The mean label agreement of the class ``c``'s ``group`` (None when empty) and of
+        its rest, and whether the group agrees with its label more than the rest does."""
+        la = self.label_agreement
+        agree_group = float(np.mean(la[group])) if group.any() else None
+        agree_rest = float(np.mean(la[rows & ~group]))
+        like_own_class = agree_group is not None and agree_group > agree_rest
+        if c not in self.by_size:
+            # Only by its pixels: the rest must also look foreign, agreeing with its
+            # label less often than the other classes' rows do.
+            like_own_class &= agree_rest < float(np.mean(la[self.reference]))
+        return agree_group, agree_rest, like_own_class
+
+    def _flag_by_splits(self, c: int, rows: np.ndarray, by_pixels: bool, entry: dict) -> None:
+        """Flag the class ``c``, with fewer than ``min_rows`` flags, where ``agree`` splits put
+        a row on the poison's side, when its size (or its pixels) makes it suspect."""
+        if entry["flagged_before"] >= self.min_rows or not self.splits:
+            return
+        judge_splits = self.suspect_by_size and c in self.by_size
+        if not judge_splits and self.label_agreement is not None:
             excess = pixel_excess(
-                label_agreement, rows, reference, z_threshold, min_rows, labels=labels
+                self.label_agreement,
+                rows,
+                self.reference,
+                self.z_threshold,
+                self.min_rows,
+                labels=self.labels,
             )
             entry["pixel_excess"] = excess
             judge_splits = bool(excess and excess["suspect"])
-        if n_flagged < min_rows and splits and judge_splits:
-            evidence = _side_evidence(
-                rows, oriented, label_agreement if by_pixels else None, min_rows
-            )
-            # A side far larger than the rows the class gained cannot be the poison.
-            max_side = SIDE_OF_EXCESS_MAX * (size - like_others)
-            sides = {}
-            if evidence is not None:
-                sides = _poison_sides(rows, evidence, splits, min_rows, max_side)
-            entry["split_sides"] = {name: int(side.sum()) for name, side in sides.items()}
-            if len(sides) >= agree:
-                chosen = np.sum(list(sides.values()), axis=0) >= agree
-                out[chosen] = True
-                entry["flagged_by_splits"] = int(chosen.sum())
-        if turned or entry.get("flagged_by_splits"):
-            # The size rules claim the rows the class gained: no more than its excess over
-            # the rows it would have (with room for a clean part 10% below that).
-            entry["removal_cap"] = max(int(size - CLEAN_PART_FLOOR * like_others), 0)
-        inflated[str(c)] = entry
-    info = {
-        "z_threshold": z_threshold,
-        "expected_shares": expected is not None,
-        "inflated": inflated,
-        "n_added": int((out & ~flagged).sum()),
-        "n_dropped": int((flagged & ~out).sum()),
-    }
-    return SizeOrientation(flagged=out, info=info)
+        if not judge_splits:
+            return
+        la = self.label_agreement if by_pixels else None
+        evidence = _side_evidence(rows, self.oriented, la, self.min_rows)
+        # A side far larger than the rows the class gained cannot be the poison.
+        max_side = SIDE_OF_EXCESS_MAX * (entry["rows"] - entry["rows_like_others"])
+        sides = {}
+        if evidence is not None:
+            sides = _poison_sides(rows, evidence, self.splits, self.min_rows, max_side)
+        entry["split_sides"] = {name: int(side.sum()) for name, side in sides.items()}
+        if len(sides) >= self.agree:
+            chosen = np.sum(list(sides.values()), axis=0) >= self.agree
+            self.out[chosen] = True
+            entry["flagged_by_splits"] = int(chosen.sum())
 
 
 def pixel_excess(

@@ -111,26 +111,14 @@ def separated_group(
     candidate = (q >= boundary) if plausible else np.zeros(values.size, dtype=bool)
 
     if not group:
-        z, med, scale = robust_z(values, mad_floor=1e-3)
-        lo, hi = med - z_threshold * scale, med + z_threshold * scale
-        if side == "low":
-            strength, cut = -z / z_threshold, lo
-        elif side == "high":
-            strength, cut = z / z_threshold, hi
-        else:
-            strength, cut = np.abs(z) / z_threshold, [lo, hi]
+        strength, cut = _robust_outliers(values, z_threshold, side)
+        details = {
+            "cut": cut,
+            "cut_candidate": boundary * sign if plausible else None,
+            "separation_bar": bar,
+        }
         return GroupTest(
-            strength,
-            separation,
-            minor_weight,
-            False,
-            "robust_outlier",
-            {
-                "cut": cut,
-                "cut_candidate": boundary * sign if plausible else None,
-                "separation_bar": bar,
-            },
-            candidate,
+            strength, separation, minor_weight, False, "robust_outlier", details, candidate
         )
 
     _, med, scale = robust_z(q, mad_floor=1e-3)
@@ -144,15 +132,24 @@ def separated_group(
         "minor_side": minor_side,
         "separation_bar": bar,
     }
+    strength = (q - m_major) / (cut - m_major)
     return GroupTest(
-        (q - m_major) / (cut - m_major),
-        separation,
-        minor_weight,
-        True,
-        "separated_group",
-        details,
-        candidate,
+        strength, separation, minor_weight, True, "separated_group", details, candidate
     )
+
+
+def _robust_outliers(
+    values: np.ndarray, z_threshold: float, side: str
+) -> tuple[np.ndarray, float | list[float]]:
+    """Per-row strength of the robust-z test on ``side`` (>= 1 beyond ``z_threshold`` robust
+    deviations) and its cut, in units of ``values`` ([low, high] when ``side`` is "either")."""
+    z, med, scale = robust_z(values, mad_floor=1e-3)
+    lo, hi = med - z_threshold * scale, med + z_threshold * scale
+    if side == "low":
+        return -z / z_threshold, lo
+    if side == "high":
+        return z / z_threshold, hi
+    return np.abs(z) / z_threshold, [lo, hi]
 
 
 def fit_two_components(values: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

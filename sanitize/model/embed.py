@@ -1,4 +1,14 @@
-"""Penultimate-layer features and per-sample loss of a trained network, batch by batch."""
+"""Penultimate-layer features and per-sample loss of a trained network, batch by batch.
+
+Memory stays bounded whatever the number of rows: images are read ``batch_size`` rows at a
+time, and a read-only memory map has the pages read so far dropped from this process every
+``release_every`` rows. With ``features_out`` the features are written to that ``.npy``
+file batch by batch (never held whole in RAM) and returned as a read-only memory map of it.
+With ``norms_out`` the per-channel l_1 / l_2 / l_inf norms of the last conv block's maps
+(:func:`sanitize.model.net.channel_norms`) are written to that ``.npy`` file, shape
+(n_rows, 3, feature_dim) float32, batch by batch from the same forward pass as the
+features; rows not embedded are zero.
+"""
 
 from __future__ import annotations
 
@@ -36,23 +46,19 @@ def embed_rows(
     Parameters
     ----------
     images : ndarray of shape (n_rows, C, H, W), uint8
-        Read in batches of ``batch_size`` rows; a read-only memory map has the pages read
-        so far dropped from this process every ``release_every`` rows, so its resident
-        memory stays bounded whatever the number of rows.
+        All rows (a memory map is fine), read ``batch_size`` rows at a time.
     labels : ndarray of shape (n_rows,), int
         Class indices used for the loss.
     rows : ndarray of int
         Rows to embed; the other rows of the outputs are zero (features) and NaN (loss).
     features_out : Path, optional
-        When given, features are written to this ``.npy`` file batch by batch (never held
-        whole in RAM) and returned as a read-only memory map of it.
+        ``.npy`` file the features are written to, returned as a read-only memory map of it.
     norms_out : Path, optional
-        When given, the per-channel l_1 / l_2 / l_inf norms of the last conv block's maps
-        (:func:`sanitize.model.net.channel_norms`) are written to this ``.npy`` file, shape
-        (n_rows, 3, feature_dim) float32, batch by batch from the same forward pass as the
-        features; rows not embedded are zero.
+        ``.npy`` file for the last conv block's per-channel norms, (n_rows, 3, feature_dim).
     keep_features : bool, default=True
         False (without ``features_out``): compute the loss only and return None features.
+    release_every : int, default=16384
+        Rows read (>= 1) between drops of a memory map's pages from this process.
 
     Returns
     -------
@@ -77,12 +83,7 @@ def embed_rows(
             x = torch.from_numpy(np.ascontiguousarray(images[idx])).to(device)
             x = normalizer.apply(x).contiguous(memory_format=fmt)
             y = torch.from_numpy(labels[idx].astype(np.int64)).to(device)
-            with autocast(device):
-                if norms_writer is not None:
-                    logits, feats, norms = model.forward_with_maps(x)
-                    norms_writer.write_rows(idx, norms.float().cpu().numpy())
-                else:
-                    logits, feats = model.forward_with_features(x)
+            logits, feats = _forward(model, x, idx, norms_writer, device)
             if writer is not None:
                 writer.write_rows(idx, feats.float().cpu().numpy())
             elif features is not None:
@@ -103,3 +104,21 @@ def embed_rows(
     if writer is not None:
         features = np.load(features_out, mmap_mode="r")
     return features, loss
+
+
+def _forward(
+    model: BootstrapNet,
+    x: torch.Tensor,
+    idx: np.ndarray,
+    norms_writer: NpyWriter | None,
+    device: torch.device,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Logits and features of the batch ``x`` (rows ``idx``) under autocast; with
+    ``norms_writer``, its channel norms from the same pass are written there."""
+    with autocast(device):
+        if norms_writer is not None:
+            logits, feats, norms = model.forward_with_maps(x)
+            norms_writer.write_rows(idx, norms.float().cpu().numpy())
+        else:
+            logits, feats = model.forward_with_features(x)
+    return logits, feats

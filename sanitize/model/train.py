@@ -4,6 +4,14 @@ Sections follow airbench's reading order: data on the device, network, training.
 training images sit on the device as uint8 once and are normalised batch by batch;
 shuffling is a seeded ``torch.randperm``; there is no per-sample Python in the loop.
 
+With ``reference_loss``, :func:`train_model` trains the deconfounded model f_C of CBD
+(Zhang et al., CVPR 2023, Eq. 6): each sample's cross-entropy is weighted by
+w = l_B / (l_B + l_C), with l_B the frozen bootstrap loss from ``reference_loss`` and l_C
+the current loss of the model being trained, so samples that f_B fits far better than f_C
+(the backdoor's shortcut) barely move f_C. With ``stop_below``, training stops after the
+first epoch whose mean training loss is below it, and the returned ``loss_history`` then has
+as many columns as epochs run.
+
 No augmentation on purpose: the bootstrap model must learn the backdoor shortcut fast,
 and random flips or crops move a corner trigger (a probe: a 4-block CNN learned a 3x3
 patch within one epoch with Adam and no flips, and nothing in 8 epochs with SGD and flips).
@@ -137,17 +145,11 @@ def train_model(
     rows : ndarray of int
         Rows to train on.
     reference_loss : ndarray of shape (n_rows,), optional
-        When given, train the deconfounded model f_C of CBD (Zhang et al., CVPR 2023,
-        Eq. 6): each sample's cross-entropy is weighted by w = l_B / (l_B + l_C), with
-        l_B the frozen bootstrap loss from ``reference_loss`` and l_C the current loss of
-        the model being trained, so samples that f_B fits far better than f_C (the
-        backdoor's shortcut) barely move f_C.
+        Frozen bootstrap loss l_B (nats) of every row: train CBD's f_C (module docstring).
     precise_bn : bool, default=False
-        Recompute the BatchNorm statistics for the final weights
-        (:func:`precise_batch_norm`).
+        Recompute the BatchNorm statistics for the final weights (:func:`precise_batch_norm`).
     stop_below : float, optional
-        Stop after the first epoch whose mean training loss is below this (nats); the
-        returned ``loss_history`` then has as many columns as epochs run.
+        Mean training loss (nats) of an epoch below which training stops after that epoch.
     on_epoch : callable(epoch, seconds, mean_loss), optional
         Called after each epoch (progress display).
     on_step : callable(rows), optional
@@ -158,24 +160,10 @@ def train_model(
     rows = np.asarray(rows, dtype=np.int64)
     normalizer = normalizer or Normalizer.fit(images, rows)
     fmt = memory_format(device)
-
-    # Data: uint8 on the device once, normalised per batch. ``rows`` is the training sample
-    # (at most bootstrap.max_train_rows), so this copy is bounded whatever the set's size;
-    # the pages of a memory-mapped ``images`` read for it are dropped from RSS.
-    x_all = torch.from_numpy(np.ascontiguousarray(images[rows])).to(device)
-    release_pages(images)
-    y_all = torch.from_numpy(labels[rows].astype(np.int64)).to(device)
-    ref_all = None
-    if reference_loss is not None:
-        ref_all = torch.from_numpy(reference_loss[rows].astype(np.float32)).to(device)
+    data = _TrainingData.on_device(images, labels, rows, reference_loss, device, normalizer, fmt)
 
     model = BootstrapNet(spec).to(device=device, memory_format=fmt)
-    optimizer = torch.optim.Adam(model.parameters(), lr=lr)
-    # Constant rate after a short warm-up: training may stop at any epoch, and the model
-    # it stops with should not depend on where a decaying schedule happened to be.
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda step: min(1.0, (step + 1) / WARMUP_STEPS)
-    )
+    optimizer, scheduler = _optimizer(model, lr)
 
     history = np.full((images.shape[0], epochs), np.nan, dtype=np.float32)
     epoch_seconds: list[float] = []
@@ -183,29 +171,7 @@ def train_model(
     for epoch in range(epochs):
         timer = _Timer(device)
         order = torch.randperm(len(rows), generator=generator).to(device)
-        epoch_loss = torch.full((len(rows),), float("nan"), device=device)
-        for start in range(0, len(rows), batch_size):
-            idx = order[start : start + batch_size]
-            if len(idx) < 2:  # BatchNorm needs two samples; that row's loss stays NaN this epoch
-                continue
-            x = normalizer.apply(x_all[idx]).contiguous(memory_format=fmt)
-            with autocast(device):
-                logits = model(x)
-            loss = F.cross_entropy(logits.float(), y_all[idx], reduction="none")
-            if ref_all is not None:
-                ref = ref_all[idx]
-                weight = ref / (ref + loss.detach() + 1e-12)
-                objective = (weight * loss).sum() / weight.sum().clamp_min(1e-12)
-            else:
-                objective = loss.mean()
-            optimizer.zero_grad(set_to_none=True)
-            objective.backward()
-            optimizer.step()
-            scheduler.step()
-            epoch_loss[idx] = loss.detach()
-            if on_step is not None:
-                on_step(len(idx))
-        losses = epoch_loss.cpu().numpy()
+        losses = _train_epoch(model, optimizer, scheduler, data, order, batch_size, on_step)
         history[rows, epoch] = losses
         seconds = timer.stop()
         epoch_seconds.append(seconds)
@@ -213,12 +179,98 @@ def train_model(
         if on_epoch is not None:
             on_epoch(epoch, seconds, mean_loss)
         if stop_below is not None and mean_loss < stop_below:
-            history = history[:, : epoch + 1]
+            history = history[:, : epoch + 1]  # as many columns as epochs run
             break
     if precise_bn:
-        precise_batch_norm(model, x_all, normalizer, batch_size, generator, fmt)
+        precise_batch_norm(model, data.x, normalizer, batch_size, generator, fmt)
     model.eval()
     return TrainResult(model, normalizer, history, epoch_seconds)
+
+
+@dataclass(frozen=True)
+class _TrainingData:
+    """The training rows on the device, and how a batch of them is made ready."""
+
+    x: torch.Tensor
+    y: torch.Tensor
+    ref: torch.Tensor | None
+    device: torch.device
+    normalizer: Normalizer
+    fmt: torch.memory_format
+
+    @classmethod
+    def on_device(
+        cls,
+        images: np.ndarray,
+        labels: np.ndarray,
+        rows: np.ndarray,
+        reference_loss: np.ndarray | None,
+        device: torch.device,
+        normalizer: Normalizer,
+        fmt: torch.memory_format,
+    ) -> _TrainingData:
+        """Images as uint8 on the device once (normalised per batch), labels, and the
+        reference losses when given, of ``rows``."""
+        # ``rows`` is the training sample (at most bootstrap.max_train_rows), so this copy is
+        # bounded whatever the set's size; the pages of a memory-mapped ``images`` read for
+        # it are dropped from RSS.
+        x_all = torch.from_numpy(np.ascontiguousarray(images[rows])).to(device)
+        release_pages(images)
+        y_all = torch.from_numpy(labels[rows].astype(np.int64)).to(device)
+        ref_all = None
+        if reference_loss is not None:
+            ref_all = torch.from_numpy(reference_loss[rows].astype(np.float32)).to(device)
+        return cls(x_all, y_all, ref_all, device, normalizer, fmt)
+
+
+def _optimizer(
+    model: BootstrapNet, lr: float
+) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LambdaLR]:
+    """Adam at ``lr`` after a linear warm-up of :data:`WARMUP_STEPS` steps."""
+    optimizer = torch.optim.Adam(model.parameters(), lr=lr)
+    # Constant rate after a short warm-up: training may stop at any epoch, and the model
+    # it stops with should not depend on where a decaying schedule happened to be.
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda step: min(1.0, (step + 1) / WARMUP_STEPS)
+    )
+    return optimizer, scheduler
+
+
+def _train_epoch(
+    model: BootstrapNet,
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LambdaLR,
+    data: _TrainingData,
+    order: torch.Tensor,
+    batch_size: int,
+    on_step: Callable[[int], None] | None,
+) -> np.ndarray:
+    """One pass over ``data`` in ``order``: every row's loss in its training forward pass
+    (before that batch's update), NaN where it was not trained on this epoch."""
+    fmt = data.fmt
+    epoch_loss = torch.full((len(order),), float("nan"), device=data.device)
+    for start in range(0, len(order), batch_size):
+        idx = order[start : start + batch_size]
+        if len(idx) < 2:  # BatchNorm needs two samples; that row's loss stays NaN this epoch
+            continue
+        x = data.normalizer.apply(data.x[idx]).contiguous(memory_format=fmt)
+        with autocast(data.device):
+            logits = model(x)
+        loss = F.cross_entropy(logits.float(), data.y[idx], reduction="none")
+        if data.ref is not None:
+            ref = data.ref[idx]
+            weight = ref / (ref + loss.detach() + 1e-12)
+            objective = (weight * loss).sum() / weight.sum().clamp_min(1e-12)
+        else:
+            objective = loss.mean()
+        optimizer.zero_grad(set_to_none=True)
+        objective.backward()
+        optimizer.step()
+        scheduler.step()
+        epoch_loss[idx] = loss.detach()
+        if on_step is not None:
+            on_step(len(idx))
+    return epoch_loss.cpu().numpy()
 
 
 # Rule: Wu and Johnson find precise statistics settled from about 10^4 samples (Sec. 3.1);

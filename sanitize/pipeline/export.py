@@ -177,19 +177,19 @@ def write_tables(
 ) -> dict[str, int]:
     """Split the source rows into clean and quarantine files; write the scores file.
 
+    ``decision`` holds one row a source row, in source order: ``sample_id``,
+    ``poison_score``, ``sample_weight``, ``flagged``, ``reasons`` and the per-detector scores.
+
     Parameters
     ----------
     source_batches : iterable of pyarrow.RecordBatch
         The source, every row in source order (the order of ``decision``).
     decision : pyarrow.Table
-        One row a source row, in source order: ``sample_id``, ``poison_score``,
-        ``sample_weight``, ``flagged``, ``reasons`` and the per-detector scores.
+        The decision's columns, one row a source row (see above).
     id_column : str or None, default=None
-        Source column whose values must equal ``decision``'s ``sample_id`` row by row;
-        None when the ids are row ordinals.
+        Source column that must equal ``decision``'s ``sample_id``; None: ids are row ordinals.
     class_names : list of str or None, default=None
-        Names of the label values 0..K-1, declared as a ClassLabel in ``scores.parquet``;
-        None when the labels are not those indices.
+        Names of the labels 0..K-1 (a ClassLabel in ``scores.parquet``); None: other labels.
 
     Returns
     -------
@@ -200,16 +200,7 @@ def write_tables(
     SourceChangedError
         The batches hold other rows or another row count than ``decision``.
     """
-    # A source sample_id column is the identity and stays exactly as it is.
-    id_fields = [] if SAMPLE_ID in source_schema.names else [decision.schema.field(SAMPLE_ID)]
-    clean_added = id_fields + [
-        pa.field(SAMPLE_WEIGHT, pa.float32()),
-        pa.field(POISON_SCORE, pa.float32()),
-    ]
-    quarantine_added = id_fields + [
-        pa.field(POISON_SCORE, pa.float32()),
-        pa.field(REASONS, pa.list_(pa.string())),
-    ]
+    clean_added, quarantine_added = _added_columns(source_schema, decision)
     clean_schema = _with_metadata(
         _added_fields(source_schema, clean_added), clean_added, provenance
     )
@@ -252,6 +243,23 @@ def write_tables(
     )
     pq.write_table(scores, staged.path(SCORES_FILE), compression="zstd")
     return {"kept": kept, "removed": removed}
+
+
+def _added_columns(
+    source_schema: pa.Schema, decision: pa.Table
+) -> tuple[list[pa.Field], list[pa.Field]]:
+    """The columns the clean file and the quarantine file add to the source's."""
+    # A source sample_id column is the identity and stays exactly as it is.
+    id_fields = [] if SAMPLE_ID in source_schema.names else [decision.schema.field(SAMPLE_ID)]
+    clean_added = id_fields + [
+        pa.field(SAMPLE_WEIGHT, pa.float32()),
+        pa.field(POISON_SCORE, pa.float32()),
+    ]
+    quarantine_added = id_fields + [
+        pa.field(POISON_SCORE, pa.float32()),
+        pa.field(REASONS, pa.list_(pa.string())),
+    ]
+    return clean_added, quarantine_added
 
 
 def _scores_metadata(
