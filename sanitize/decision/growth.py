@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-import scipy.stats
+from sklearn.metrics import roc_auc_score
 
 from sanitize.decision.class_size import ClassSize, class_size_z
 
@@ -171,9 +171,7 @@ def _check_class(
 def rank_auc(positive: np.ndarray, score: np.ndarray) -> float:
     """AUROC of ``score`` for the ``positive`` rows against the others (ties count half);
     NaN when either side is empty."""
-    n_pos = int(positive.sum())
-    n_neg = positive.size - n_pos
-    if n_pos == 0 or n_neg == 0:
+    positive = np.asarray(positive, dtype=bool)
+    if positive.all() or not positive.any():
         return float("nan")
-    ranks = scipy.stats.rankdata(score)
-    return float((ranks[positive].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+    return float(roc_auc_score(positive, score))
