@@ -34,7 +34,7 @@ from sanitize.evaluate import detection_metrics  # noqa: E402
 
 
 def _with(**fields: object) -> Callable[[SanitizeConfig], SanitizeConfig]:
-    return lambda config: config.replace(decision=dataclasses.replace(config.decision, **fields))
+    return lambda config: config.replace(decision=config.decision.replace(**fields))
 
 
 # One entry a rule (or a part of one that has its own switch); "all" is the decision as is.

@@ -57,7 +57,7 @@ from retrain import read_image_parquet, retrain_and_score  # noqa: E402
 from sanitize import SanitizeConfig, sanitize_dataset  # noqa: E402
 from sanitize.attacks import attack_class, get_attack, poison_source  # noqa: E402
 from sanitize.attacks.variants import long_tail_rows, near_duplicate, resized  # noqa: E402
-from sanitize.config import DataConfig, expected_counts  # noqa: E402
+from sanitize.config import DataConfig  # noqa: E402
 from sanitize.data import open_source  # noqa: E402
 from sanitize.data.expected import read_expected_counts  # noqa: E402
 from sanitize.data.schema import SAMPLE_ID  # noqa: E402
@@ -234,9 +234,9 @@ class Settings:
     def config(self) -> SanitizeConfig:
         """The default sanitize config, with ``train_steps`` and ``device`` when given."""
         config = SanitizeConfig(seed=self.seed)
-        boot = dataclasses.replace(config.bootstrap, device=self.device)
+        boot = config.bootstrap.replace(device=self.device)
         if self.train_steps is not None:
-            boot = dataclasses.replace(boot, train_steps=self.train_steps)
+            boot = boot.replace(train_steps=self.train_steps)
         config = config.replace(bootstrap=boot)
         if self.detectors is not None:
             config = config.replace(detectors=self.detectors)
@@ -274,10 +274,7 @@ def run_case(case: Case, settings: Settings) -> dict[str, Any]:
             # The class distribution of the test split: what a user holding a validation
             # split passes as ``sanitize run --expected-classes``.
             counts = read_expected_counts(split_dir / "test.parquet", config.data)
-            decision = dataclasses.replace(
-                config.decision, expected_class_counts=expected_counts(counts)
-            )
-            config = config.replace(decision=decision)
+            config = config.replace(decision=config.decision.replace(expected_class_counts=counts))
         result = sanitize_dataset(poisoned, run_dir, config, keep_work=True)
         timings["sanitize"] = time.perf_counter() - t
         metrics = evaluate_run(run_dir, summary.truth)

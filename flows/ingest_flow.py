@@ -73,7 +73,7 @@ publish_task = task(
 def ingest_flow(
     landing: str,
     dest: str,
-    config: dict[str, Any] | None = None,
+    config: SanitizeConfig | None = None,
     work_dir: str | None = None,
 ) -> dict[str, list[str]] | State:
     """Sanitize every partition of ``landing`` not done yet and publish it under ``dest``.
@@ -92,7 +92,7 @@ def ingest_flow(
             system's temporary directory for a remote DEST.
     """
     logger = get_run_logger()
-    cfg = SanitizeConfig.from_dict(config or {})
+    cfg = SanitizeConfig.coerce(config)
     destination = Destination(dest)
     partitions: list[Partition] = discover_task(landing, cfg.data)
     todo, outcomes = _select(partitions, destination)
@@ -187,7 +187,7 @@ def _ingest(
     staging = destination.staging_dir(part.name, work_dir)
     try:
         state = sanitize_flow.with_options(flow_run_name=f"sanitize-{part.name}")(
-            source=part.uri, out=str(staging), config=cfg.to_dict(), return_state=True
+            source=part.uri, out=str(staging), config=cfg, return_state=True
         )
         if not state.is_completed():
             return _outcome(part, "failed", _reason(state))

@@ -31,7 +31,7 @@ stage_task = task(run_stage, cache_policy=NO_CACHE, persist_result=False)
 def sanitize_flow(
     source: str,
     out: str,
-    config: dict[str, Any] | None = None,
+    config: SanitizeConfig | None = None,
     keep_work: bool = False,
 ) -> dict[str, Any]:
     """Find likely poisons in ``source`` and write the filtered dataset to ``out``.
@@ -48,7 +48,7 @@ def sanitize_flow(
             ({"seed": 0, "bootstrap": {"epochs": 8}}); unset options keep their defaults.
         keep_work: Keep the stage files under OUT/.work after the run.
     """
-    cfg = SanitizeConfig.from_dict(config or {})
+    cfg = SanitizeConfig.coerce(config)
     check_locations(source, out)
     paths = RunPaths.at(out)
     with run_lock(paths.out):

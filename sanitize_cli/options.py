@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import argparse
-import dataclasses
 
-from sanitize.config import SanitizeConfig, expected_counts
+from sanitize.config import SanitizeConfig
 from sanitize.errors import ConfigError
 
 # Named options of `sanitize run` and `inspect`: (section, field, attribute of args).
@@ -55,9 +54,7 @@ def config_from_args(args: argparse.Namespace) -> SanitizeConfig:
         from sanitize.data.expected import read_expected_counts  # pyarrow, fsspec: on use
 
         counts = read_expected_counts(args.expected_classes, config.data)
-        decision = dataclasses.replace(
-            config.decision, expected_class_counts=expected_counts(counts)
-        )
+        decision = config.decision.replace(expected_class_counts=counts)
         config = config.replace(decision=decision)
     return config
 

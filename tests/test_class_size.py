@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -93,7 +92,7 @@ def test_decision_turns_an_inflated_class_over_with_scores_and_reasons():
     assert np.array_equal(d.poison_score >= 0.5, d.flagged)
     assert all(d.reasons[i] == ["class_size"] for i in np.flatnonzero(poison))
     assert d.info["size_orient"]["inflated"]["3"]["turned_over"]
-    off = decide(results, labels.size, replace(cfg, size_orient=False), labels=labels)
+    off = decide(results, labels.size, cfg.replace(size_orient=False), labels=labels)
     assert np.array_equal(off.flagged, clean_rest)
 
 
@@ -109,7 +108,7 @@ def test_size_rule_agreement_scores_the_grown_classes_and_leaves_them_out_of_the
     assert not np.isnan(agreement[np.isin(labels, list(above))]).any()  # every row
     reference = ~np.isin(labels, list(above))
     assert (~np.isnan(agreement) & reference).sum() == min(REFERENCE_ROWS, reference.sum())
-    off = replace(cfg, growth_pixel_auc=None)
+    off = cfg.replace(growth_pixel_auc=None)
     assert size_rule_agreement(images, labels, off) is None
 
 
@@ -190,14 +189,14 @@ def test_size_suspicion_is_on_only_with_an_expected_distribution():
     cfg = DecisionConfig(refine=False, max_removal_fraction=1.0)
     off = decide(results, labels.size, cfg, labels=labels)  # off without one
     assert not off.flagged.any()
-    d = decide(results, labels.size, replace(cfg, size_suspect=True), labels=labels)
+    d = decide(results, labels.size, cfg.replace(size_suspect=True), labels=labels)
     assert np.array_equal(d.flagged, poison)
     assert all(d.reasons[i] == ["class_size"] for i in np.flatnonzero(poison))
     balanced = np.ones(10)
     by_shares = decide(results, labels.size, cfg, labels=labels, expected_shares=balanced)
     assert np.array_equal(by_shares.flagged, poison)
     assert by_shares.info["size_orient"]["expected_shares"]
-    forced_off = replace(cfg, size_suspect=False)
+    forced_off = cfg.replace(size_suspect=False)
     assert not decide(
         results, labels.size, forced_off, labels=labels, expected_shares=balanced
     ).flagged.any()

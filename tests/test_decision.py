@@ -352,7 +352,7 @@ def test_input_space_only_classes_need_every_flag_from_the_input_detector():
 )
 def test_refine_config_is_validated(bad):
     with pytest.raises(ConfigError, match="refine"):
-        DecisionConfig(**bad).validate()
+        DecisionConfig(**bad)
 
 
 # --- orientation by the shortcut detector ----------------------------------------------------
@@ -551,11 +551,9 @@ def _with_candidate(score, candidate) -> DetectorResult:
 
 
 def test_every_decision_knob_belongs_to_one_step():
-    import dataclasses
-
     from sanitize.decision.decide import DECIDE_KNOBS
     from sanitize.decision.rules import RULES
 
     owned = [knob for rule in RULES for knob in rule.knobs] + list(DECIDE_KNOBS)
-    assert sorted(owned) == sorted(f.name for f in dataclasses.fields(DecisionConfig))
+    assert sorted(owned) == sorted(DecisionConfig.model_fields)
     assert len({rule.name for rule in RULES}) == len(RULES)

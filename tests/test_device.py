@@ -47,7 +47,7 @@ def test_cuda_without_a_gpu_is_a_config_error_that_says_what_to_use(name):
 
 @pytest.mark.parametrize("name", ["gpu", "tpu", "mps", "CUDA", ""])
 def test_unknown_device_names_are_refused_by_the_config(name):
-    with pytest.raises(ConfigError, match="bootstrap.device must be auto, cpu, cuda or cuda:N"):
+    with pytest.raises(ConfigError, match="bootstrap.device: must be auto, cpu, cuda or cuda:N"):
         SanitizeConfig(bootstrap=BootstrapConfig(device=name))
 
 

@@ -216,4 +216,4 @@ def test_decide_withdraws_a_naturally_large_class_mode_that_looks_like_its_class
 )
 def test_growth_settings_are_checked(bad):
     with pytest.raises(ConfigError, match="growth_"):
-        DecisionConfig(**bad).validate()
+        DecisionConfig(**bad)

@@ -203,7 +203,7 @@ def test_detect_stages_hand_the_probes_what_they_need(poisoned_run):
     paths, y, poison = poisoned_run
     config = SanitizeConfig(
         detectors=("linf_activation", "adversarial_overlap"),
-        detector_params=(("adversarial_overlap", (("n_probe", 100), ("steps", 2))),),
+        detector_params={"adversarial_overlap": {"n_probe": 100, "steps": 2}},
     )
     for name in config.detectors:
         result = detect_stage(name, config, paths)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import io
 import json
 import os
@@ -223,7 +222,7 @@ def test_chosen_id_column_is_the_sample_id_of_every_output(tmp_path, fast_config
     table = pq.read_table(SAMPLE_SOURCE).slice(0, 300).drop_columns(["sample_id"])
     table = table.append_column("uid", pa.array([f"u{i}" for i in range(300)]))
     pq.write_table(table, tmp_path / "src.parquet")
-    data = dataclasses.replace(fast_config.data, id_column="uid")
+    data = fast_config.data.replace(id_column="uid")
     result = sanitize_dataset(
         tmp_path / "src.parquet", tmp_path / "out", fast_config.replace(data=data)
     )

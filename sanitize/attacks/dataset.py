@@ -175,7 +175,6 @@ def _check_poison_config(
 ) -> tuple[int, float, int]:
     """``data``, ``attack``'s parameters and ``target``, ``rate``, ``seed`` checked (see
     :func:`poison_source`); the last three as :func:`check_poison_args` returns them."""
-    data.validate()
     if data.image_size is not None:
         raise ConfigError(
             f"data.image_size must be None when poisoning (images keep their native size), "

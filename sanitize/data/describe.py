@@ -139,7 +139,7 @@ def describe_source(uri: str, data: DataConfig, *, sample: int = 64) -> SourceDe
     """
     source = open_source(uri, data)
     sampler = _Sample(source, data, sample)
-    checked = dataclasses.replace(data, image_size=data.image_size or _CHECK_SIZE)
+    checked = data.replace(image_size=data.image_size or _CHECK_SIZE)
     with (
         tempfile.TemporaryDirectory(prefix="sanitize-inspect-") as work,
         track("inspect", total=source.num_rows) as bar,
