@@ -695,6 +695,21 @@ def detector_names(results: list[dict]) -> list[str]:
     return names
 
 
+def _table_row(label: str, get: dict, detectors: list[str]) -> str:
+    """One row of the detection table from a case's (or the mean's) values."""
+    cells = [
+        label,
+        _f(get["poisons"]) if not isinstance(get["poisons"], float) else _f(get["poisons"], 0),
+        _f(get["tpr"]),
+        _f(get["fpr"]),
+        _f(get["removed"]) if isinstance(get["removed"], int) else _f(get["removed"], 1),
+        _f(get["auroc"]),
+    ]
+    cells += [_pair(*get["det"][d]) for d in detectors]
+    cells += [_triple(get["acc"]), _triple(get["asr"]), _f(get["minutes"], 1)]
+    return "| " + " | ".join(cells) + " |"
+
+
 def markdown(results: list[dict], header: dict[str, Any]) -> str:
     """The summary tables: detection and retraining, then (with --art) ART side by side."""
     detectors = detector_names(results)
@@ -722,32 +737,18 @@ def markdown(results: list[dict], header: dict[str, Any]) -> str:
     cols += [f"{d} TPR / FPR" for d in detectors]
     cols += [f"acc {arm_names}", f"ASR {arm_names}", "min"]
     lines += ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
-
-    def row(label: str, r: dict | None, agg: dict | None = None) -> str:
-        if r is not None and "error" in r:
-            cells = [label, "failed: " + r["error"].splitlines()[0][:80]]
-            return "| " + " | ".join(cells + [""] * (len(cols) - 2)) + " |"
-        get = agg if agg is not None else _case_values(r, detectors, arms)
-        cells = [
-            label,
-            _f(get["poisons"]) if not isinstance(get["poisons"], float) else _f(get["poisons"], 0),
-            _f(get["tpr"]),
-            _f(get["fpr"]),
-            _f(get["removed"]) if isinstance(get["removed"], int) else _f(get["removed"], 1),
-            _f(get["auroc"]),
-        ]
-        cells += [_pair(*get["det"][d]) for d in detectors]
-        cells += [_triple(get["acc"]), _triple(get["asr"]), _f(get["minutes"], 1)]
-        return "| " + " | ".join(cells) + " |"
-
     values = []
     for r in results:
-        lines.append(row(r["name"], r))
-        if "error" not in r:
-            values.append((r, _case_values(r, detectors, arms)))
+        if "error" in r:
+            cells = [r["name"], "failed: " + r["error"].splitlines()[0][:80]]
+            lines.append("| " + " | ".join(cells + [""] * (len(cols) - 2)) + " |")
+            continue
+        values.append((r, _case_values(r, detectors, arms)))
+        lines.append(_table_row(r["name"], values[-1][1], detectors))
     dirty = [v for r, v in values if r.get("dirty_label")]
     if dirty:
-        lines.append(row(f"**mean ({len(dirty)} dirty-label)**", None, _aggregate(dirty)))
+        label = f"**mean ({len(dirty)} dirty-label)**"
+        lines.append(_table_row(label, _aggregate(dirty), detectors))
 
     if any(r.get("art") for r in results):
         lines += [
@@ -990,6 +991,31 @@ def _run_cases(
     return results, failed
 
 
+def _header(args: argparse.Namespace, command: str, results: list[dict], wall: float) -> dict:
+    """What the summary says about the run: command, machine, code, wall time, settings."""
+    wall_text = f"{wall / 60:.1f} min"
+    code = code_description()
+    if args.report_only:
+        wall = sum(r.get("seconds", {}).get("total", 0.0) for r in results)
+        wall_text = f"{wall / 60:.1f} min summed over the cases (they may have run at once)"
+        # The cases' own record of the code they ran on, not the checkout rendering them.
+        codes = sorted({r.get("code", "commit not recorded") for r in results})
+        code = "; ".join(codes) if codes else code
+    header = {
+        "command": command,
+        "machine": machine_description(args.device),
+        "code": code,
+        "wall_text": wall_text,
+        "retrain_epochs": args.retrain_epochs,
+        "test_rows": f"{args.test_rows:,}",
+    }
+    if args.report_only:
+        # What the cases ran with, not this command's defaults or this machine.
+        for key in ("machine", "retrain_epochs", "test_rows"):
+            header[key] = recorded(results, key, header[key])
+    return header
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     cases = SUITES[args.suite]
@@ -1034,27 +1060,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     start = time.perf_counter()
     results, failed = _run_cases(cases, settings, args)
-    wall = time.perf_counter() - start
-    wall_text = f"{wall / 60:.1f} min"
-    code = code_description()
-    if args.report_only:
-        wall = sum(r.get("seconds", {}).get("total", 0.0) for r in results)
-        wall_text = f"{wall / 60:.1f} min summed over the cases (they may have run at once)"
-        # The cases' own record of the code they ran on, not the checkout rendering them.
-        codes = sorted({r.get("code", "commit not recorded") for r in results})
-        code = "; ".join(codes) if codes else code
-    header = {
-        "command": command,
-        "machine": machine_description(args.device),
-        "code": code,
-        "wall_text": wall_text,
-        "retrain_epochs": args.retrain_epochs,
-        "test_rows": f"{args.test_rows:,}",
-    }
-    if args.report_only:
-        # What the cases ran with, not this command's defaults or this machine.
-        for key in ("machine", "retrain_epochs", "test_rows"):
-            header[key] = recorded(results, key, header[key])
+    header = _header(args, command, results, time.perf_counter() - start)
     text = markdown(results, header)
     (args.out / "detection.md").write_text(text)
     print(text)

@@ -26,6 +26,7 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pyarrow.parquet as pq
@@ -232,25 +233,27 @@ def main(argv: Sequence[str] | None = None) -> int:
                 f"{m['auroc']:6.3f} {m['removed']:5d}"
             )
         if art_settings is not None:
-            from detection import art_side_by_side
-
-            truth = case["truth"]
-            art = art_side_by_side(
-                kept / "run",
-                read_truth(next(kept.glob("*.truth.csv"))),
-                float(truth.mean()),
-                art_settings,
-            )
-            for name, m in art.items():
-                # Ours at ART's operating point: the same number of rows, by poison score.
-                same = top_rows_metrics(poison_score, truth, m["removed"])
-                for label, row in ((name, m), (f"ours@{name}", same)):
-                    print(
-                        f"{case['name']:<30} {label:<22} {row['tpr']:6.3f} {row['fpr']:6.3f} "
-                        f"{'-':>6} {row['removed']:5d}",
-                        flush=True,
-                    )
+            _print_art(kept, case, poison_score, art_settings)
     return 0
+
+
+def _print_art(kept: Path, case: dict, poison_score: np.ndarray, art_settings: Any) -> None:
+    """ART's two defences on the kept case, each beside ours at its operating point."""
+    from detection import art_side_by_side
+
+    truth = case["truth"]
+    art = art_side_by_side(
+        kept / "run", read_truth(next(kept.glob("*.truth.csv"))), float(truth.mean()), art_settings
+    )
+    for name, m in art.items():
+        # Ours at ART's operating point: the same number of rows, by poison score.
+        same = top_rows_metrics(poison_score, truth, m["removed"])
+        for label, row in ((name, m), (f"ours@{name}", same)):
+            print(
+                f"{case['name']:<30} {label:<22} {row['tpr']:6.3f} {row['fpr']:6.3f} "
+                f"{'-':>6} {row['removed']:5d}",
+                flush=True,
+            )
 
 
 if __name__ == "__main__":

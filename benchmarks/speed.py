@@ -367,6 +367,20 @@ def _stage_rows(timings: dict[str, Any]) -> dict[str, tuple[float, float]]:
     return out
 
 
+def _stage_table(sizes: list[dict]) -> list[str]:
+    """The head and one row a stage of the table of stage seconds and rows per second."""
+    header = ["stage"] + [f"{s['rows']:,} rows: s" for s in sizes]
+    header += [f"{s['rows']:,} rows: rows/s" for s in sizes]
+    lines = ["| " + " | ".join(header) + " |", "|---" + "|---:" * (len(header) - 1) + "|"]
+    per = [_stage_rows(s["stage_timings"]) for s in sizes]
+    for name in dict.fromkeys(k for p in per for k in p):
+        cells = [name]
+        cells += [f"{p[name][0]:.2f}" if name in p else "-" for p in per]
+        cells += [f"{p[name][1]:,.0f}" if name in p else "-" for p in per]
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines
+
+
 def markdown(result: dict[str, Any]) -> str:
     lines = [
         f"Command: `{result['command']}`",
@@ -380,16 +394,7 @@ def markdown(result: dict[str, Any]) -> str:
     ]
     sizes = result["sizes"]
     if sizes:
-        header = ["stage"] + [f"{s['rows']:,} rows: s" for s in sizes]
-        header += [f"{s['rows']:,} rows: rows/s" for s in sizes]
-        lines += ["| " + " | ".join(header) + " |", "|---" + "|---:" * (len(header) - 1) + "|"]
-        per = [_stage_rows(s["stage_timings"]) for s in sizes]
-        names = list(dict.fromkeys(k for p in per for k in p))
-        for name in names:
-            cells = [name]
-            cells += [f"{p[name][0]:.2f}" if name in p else "-" for p in per]
-            cells += [f"{p[name][1]:,.0f}" if name in p else "-" for p in per]
-            lines.append("| " + " | ".join(cells) + " |")
+        lines += _stage_table(sizes)
         cells = ["**stages, sum**"] + [f"{s['stage_seconds']:.1f}" for s in sizes]
         cells += [f"{s['rows'] / s['stage_seconds']:,.0f}" for s in sizes]
         lines.append("| " + " | ".join(cells) + " |")

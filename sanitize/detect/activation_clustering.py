@@ -22,6 +22,19 @@ from sanitize.detect.kmeans import kmeans
 from sanitize.errors import ConfigError
 
 _REDUCTIONS = ("pca", "ica")
+# Each parameter's allowed values: (name, as the error states them, test).
+_PARAM_CHECKS = (
+    ("n_components", ">= 1", lambda v: v >= 1),
+    ("reduction", "'pca' or 'ica'", lambda v: v in _REDUCTIONS),
+    ("min_class_size", ">= 4", lambda v: v >= 4),
+    ("min_cluster_size", ">= 1", lambda v: v >= 1),
+    ("max_relative_size", "in (0, 0.5]", lambda v: 0 < v <= 0.5),
+    ("silhouette_floor", "in (0, 1)", lambda v: 0 < v < 1),
+    ("z_threshold", "> 0", lambda v: v > 0),
+    ("mad_floor", "> 0", lambda v: v > 0),
+    ("silhouette_rows", ">= 50", lambda v: v >= 50),
+    ("min_classes", ">= 3", lambda v: v >= 3),
+)
 
 
 @register
@@ -141,31 +154,10 @@ class ActivationClustering(Detector):
         self.min_classes = min_classes
 
     def _check_params(self) -> None:
-        pre = "activation_clustering."
-        if self.n_components < 1:
-            raise ConfigError(f"{pre}n_components must be >= 1, got {self.n_components}")
-        if self.reduction not in _REDUCTIONS:
-            raise ConfigError(f"{pre}reduction must be 'pca' or 'ica', got {self.reduction!r}")
-        if self.min_class_size < 4:
-            raise ConfigError(f"{pre}min_class_size must be >= 4, got {self.min_class_size}")
-        if self.min_cluster_size < 1:
-            raise ConfigError(f"{pre}min_cluster_size must be >= 1, got {self.min_cluster_size}")
-        if not 0 < self.max_relative_size <= 0.5:
-            raise ConfigError(
-                f"{pre}max_relative_size must be in (0, 0.5], got {self.max_relative_size}"
-            )
-        if not 0 < self.silhouette_floor < 1:
-            raise ConfigError(
-                f"{pre}silhouette_floor must be in (0, 1), got {self.silhouette_floor}"
-            )
-        if not self.z_threshold > 0:
-            raise ConfigError(f"{pre}z_threshold must be > 0, got {self.z_threshold}")
-        if not self.mad_floor > 0:
-            raise ConfigError(f"{pre}mad_floor must be > 0, got {self.mad_floor}")
-        if self.silhouette_rows < 50:
-            raise ConfigError(f"{pre}silhouette_rows must be >= 50, got {self.silhouette_rows}")
-        if self.min_classes < 3:
-            raise ConfigError(f"{pre}min_classes must be >= 3, got {self.min_classes}")
+        for name, wanted, ok in _PARAM_CHECKS:
+            value = getattr(self, name)
+            if not ok(value):
+                raise ConfigError(f"activation_clustering.{name} must be {wanted}, got {value!r}")
 
     def _score(
         self, features: np.ndarray, labels: np.ndarray, context: DetectorContext

@@ -67,26 +67,38 @@ def _size_notes(report: dict) -> list[str]:
     )
     notes = []
     for key, entry in (size.get("inflated") or {}).items():
-        acts = []
-        if entry.get("turned_over"):
-            acts.append("its flags were turned over to the rest of the class")
-        if entry.get("not_backed_misfit"):
-            acts.append("its flags, rows the bootstrap model cannot fit, stayed")
-        pixels = entry.get("pixel_excess") or {}
-        if pixels.get("suspect"):
-            acts.append(
-                f"{pct(pixels['class_share'])} of its rows disagree with their label by their "
-                f"nearest images (other classes: {pct(pixels['reference_share'])})"
-            )
-        if entry.get("flagged_by_splits"):
-            acts.append(f"{entry['flagged_by_splits']:,} rows were flagged by its splits")
-        if entry.get("removal_cap") is not None:
-            acts.append(f"at most {entry['removal_cap']:,} rows removed")
+        acts = _size_acts(entry)
         notes.append(
             f"Class {names.get(key, key)}: {entry['rows']:,} rows where "
             f"{entry['rows_like_others']:,.0f} were expected from {against}"
             + (f"; {'; '.join(acts)}." if acts else ".")
         )
+    return notes + _withdrawn_notes(report, names)
+
+
+def _size_acts(entry: dict) -> list[str]:
+    """What the size rules did in one inflated class, a clause each."""
+    acts = []
+    if entry.get("turned_over"):
+        acts.append("its flags were turned over to the rest of the class")
+    if entry.get("not_backed_misfit"):
+        acts.append("its flags, rows the bootstrap model cannot fit, stayed")
+    pixels = entry.get("pixel_excess") or {}
+    if pixels.get("suspect"):
+        acts.append(
+            f"{pct(pixels['class_share'])} of its rows disagree with their label by their "
+            f"nearest images (other classes: {pct(pixels['reference_share'])})"
+        )
+    if entry.get("flagged_by_splits"):
+        acts.append(f"{entry['flagged_by_splits']:,} rows were flagged by its splits")
+    if entry.get("removal_cap") is not None:
+        acts.append(f"at most {entry['removal_cap']:,} rows removed")
+    return acts
+
+
+def _withdrawn_notes(report: dict, names: dict) -> list[str]:
+    """One line per class whose flags the refinement or the growth check withdrew."""
+    notes = []
     refine = (report.get("decision") or {}).get("refine") or {}
     for key, entry in (refine.get("per_class") or {}).items():
         if entry.get("withdrawn"):
