@@ -37,24 +37,27 @@ def _with(**fields: object) -> Callable[[SanitizeConfig], SanitizeConfig]:
     return lambda config: config.replace(decision=config.decision.replace(**fields))
 
 
+def _without(*rules: str) -> Callable[[SanitizeConfig], SanitizeConfig]:
+    def config_without(config: SanitizeConfig) -> SanitizeConfig:
+        kept = tuple(rule for rule in config.decision.rules if rule not in rules)
+        return config.replace(decision=config.decision.replace(rules=kept))
+
+    return config_without
+
+
 # One entry a rule (or a part of one that has its own switch); "all" is the decision as is.
 VARIANTS: dict[str, Callable[[SanitizeConfig], SanitizeConfig]] = {
     "all": lambda config: config,
-    "no_group_votes": _with(group_vote_min_rows=1),
-    "no_orient": _with(orient=False),
-    "no_size_orient": _with(size_orient=False),
+    "no_group_votes": lambda config: config,  # every detector votes by row: variant_results
+    "no_orient": _without("orient"),
+    "no_size_orient": _without("size_orient"),
     "no_size_suspect": _with(size_suspect=False),
-    "no_refine": _with(refine=False),
-    "no_growth": _with(growth_check=False),
+    "no_refine": _without("refine"),
+    "no_growth": _without("growth"),
     "no_growth_pixel": _with(growth_pixel_auc=None),
-    "no_settle": lambda config: config,  # the stamp detector's trait, in variant_results
+    "no_settle": _without("settled"),
     "no_removal_cap": _with(max_removal_fraction=1.0),
-    "vote_only": _with(
-        orient=False,
-        size_orient=False,
-        refine=False,
-        growth_check=False,
-    ),
+    "vote_only": _without("orient", "size_orient", "refine", "growth", "settled"),
 }
 
 
@@ -64,16 +67,14 @@ def variant_config(variant: str) -> Callable[[SanitizeConfig], SanitizeConfig]:
 
 
 def variant_results(variant: str, results: dict) -> dict:
-    """The detector results the variant decides on: without a detector (``no_<name>``),
-    or with no detector settling classes (the stamp rule off)."""
+    """The detector results the variant decides on: without a detector (``no_<name>``), or
+    with every detector's flags counted row by row (``no_group_votes``)."""
     dropped = variant.removeprefix("no_")
     if variant not in VARIANTS and dropped in results:
         return {k: v for k, v in results.items() if k != dropped}
-    if variant in ("no_settle", "vote_only"):
+    if variant == "no_group_votes":
         return {
-            k: dataclasses.replace(
-                v, traits=dataclasses.replace(traits_of(k, v), settles_classes=False)
-            )
+            k: dataclasses.replace(v, traits=dataclasses.replace(traits_of(k, v), votes="rows"))
             for k, v in results.items()
         }
     return results

@@ -42,6 +42,9 @@ MODEL_PROBES = ("linf_activation", "adversarial_overlap")
 # would load torch wherever a config is checked, and tie every stage's resume key to every
 # detector's code.
 KNOWN_DETECTORS = DEFAULT_DETECTORS + MODEL_PROBES
+# The decision's class rules that a config can leave out, in the order they run (the names of
+# ``sanitize.decision.rules.RULES``; a test keeps them equal).
+RULE_NAMES = ("orient", "size_orient", "refine", "growth", "settled")
 
 
 # Smallest side the bootstrap network takes: it halves the image three times
@@ -163,6 +166,10 @@ class BootstrapConfig(Options):
         return device
 
 
+def _rule_choices(schema: dict[str, Any]) -> None:
+    schema["items"] = {"enum": list(RULE_NAMES), "type": "string"}
+
+
 class DecisionConfig(Options):
     """How detector scores become one poison_score, flags and sample weights."""
 
@@ -174,8 +181,15 @@ class DecisionConfig(Options):
     max_removal_fraction: float = Field(
         0.25, gt=0, le=1, description="Cap on the share of rows removed, in (0, 1]."
     )
-    group_vote_min_rows: int = Field(
-        10, ge=1, description="Flags, >= 1, a group-voting detector needs in a class to vote."
+    min_class_rows: int = Field(
+        10,
+        ge=1,
+        description="Fewest flagged rows, >= 1, that make a group in a class (every rule).",
+    )
+    rules: tuple[str, ...] = Field(
+        RULE_NAMES,
+        description="The class rules to run; they run in the declared order whatever this one.",
+        json_schema_extra=_rule_choices,
     )
     weight_clip: tuple[float, float] = Field(
         (0.05, 1.0), description="Clip range (0 < lo < hi <= 1) of the raw CBD weight."
@@ -183,20 +197,11 @@ class DecisionConfig(Options):
     weight_suspect_only: bool = Field(
         True, description="Weigh rows by CBD only in the classes judged poisoned."
     )
-    weight_min_flagged: int = Field(
-        10, ge=1, description="Removed rows, >= 1, that make a class judged poisoned."
-    )
     weight_min_agreement: float = Field(
         0.75,
         ge=0,
         le=1,
         description="AUROC in [0, 1] with which a class's weights must rank its removed rows low.",
-    )
-    orient: bool = Field(
-        True, description="Keep only the oriented detector's side of a class it flags much of."
-    )
-    size_orient: bool = Field(
-        True, description="Turn minority flags over to the rest of an inflated class."
     )
     size_suspect: bool | None = Field(
         None, description="Judge an inflated class with few flags by its splits; None: auto."
@@ -210,9 +215,6 @@ class DecisionConfig(Options):
     )
     size_z: float = Field(
         3.5, gt=0, description="Robust z (> 0) of a class's log size that makes it inflated."
-    )
-    growth_check: bool = Field(
-        True, description="Withdraw the flags of a class whose growth does not account for them."
     )
     growth_share: float = Field(
         0.5, gt=0, le=1, description="Share of its flags, in (0, 1], a class must have grown by."
@@ -229,9 +231,6 @@ class DecisionConfig(Options):
     growth_pixel_reference: float = Field(
         0.5, gt=0, le=1, description="Nearest-image label agreement, in (0, 1], where pixels tell."
     )
-    refine: bool = Field(
-        True, description="Re-draw each class's flagged group with a cross-fitted discriminant."
-    )
     refine_components: int = Field(
         16, ge=1, description="Principal coordinates, >= 1, that a class's discriminant uses."
     )
@@ -243,9 +242,6 @@ class DecisionConfig(Options):
     )
     refine_min_kept: float = Field(
         0.75, ge=0, le=1, description="Share of a class's flags, in [0, 1], the refit must keep."
-    )
-    refine_min_rows: int = Field(
-        10, description="Fewest flagged rows, >= refine_folds, a class needs to be refined."
     )
     refine_folds: int = Field(5, ge=2, description="Cross-fitting folds, >= 2.")
 
@@ -265,6 +261,14 @@ class DecisionConfig(Options):
             out[name] = count
         return dict(sorted(out.items()))
 
+    @field_validator("rules")
+    @classmethod
+    def _known_rules(cls, names: tuple[str, ...]) -> tuple[str, ...]:
+        unknown = sorted(set(names) - set(RULE_NAMES))
+        if unknown:
+            raise ValueError(f"unknown rule(s) {unknown}; known: {', '.join(RULE_NAMES)}")
+        return tuple(name for name in RULE_NAMES if name in names)
+
     @model_validator(mode="after")
     def _check_pairs(self) -> Self:
         lo, hi = self.weight_clip
@@ -275,10 +279,10 @@ class DecisionConfig(Options):
                 f"refine_add must be in [refine_keep, 1] = [{self.refine_keep}, 1], "
                 f"got {self.refine_add}"
             )
-        if self.refine_min_rows < self.refine_folds:
+        if "refine" in self.rules and self.min_class_rows < self.refine_folds:
             raise ValueError(
-                f"refine_min_rows must be >= refine_folds, got {self.refine_min_rows} and "
-                f"{self.refine_folds}"
+                f"min_class_rows must be >= refine_folds while refine runs, got "
+                f"{self.min_class_rows} and {self.refine_folds}"
             )
         return self
 

@@ -86,13 +86,17 @@ def test_decision_turns_an_inflated_class_over_with_scores_and_reasons():
     clean_rest = (labels == 3) & ~poison
     score = np.where(clean_rest, 0.9, 0.1).astype(np.float32)
     results = {"spectral": DetectorResult(score=score, flagged=score >= 0.5)}
-    cfg = DecisionConfig(refine=False, max_removal_fraction=1.0)
+    cfg = DecisionConfig(
+        rules=("orient", "size_orient", "growth", "settled"), max_removal_fraction=1.0
+    )
     d = decide(results, labels.size, cfg, labels=labels)
     assert np.array_equal(d.flagged, poison)
     assert np.array_equal(d.poison_score >= 0.5, d.flagged)
     assert all(d.reasons[i] == ["class_size"] for i in np.flatnonzero(poison))
     assert d.info["size_orient"]["inflated"]["3"]["turned_over"]
-    off = decide(results, labels.size, cfg.replace(size_orient=False), labels=labels)
+    off = decide(
+        results, labels.size, cfg.replace(rules=("orient", "growth", "settled")), labels=labels
+    )
     assert np.array_equal(off.flagged, clean_rest)
 
 
@@ -123,7 +127,9 @@ def test_candidates_of_the_early_loss_back_a_minority_in_an_inflated_class():
         candidate=poison,
     )
     results = {"spectral": DetectorResult(score=spectral, flagged=spectral >= 0.5)}
-    cfg = DecisionConfig(refine=False, max_removal_fraction=1.0)
+    cfg = DecisionConfig(
+        rules=("orient", "size_orient", "growth", "settled"), max_removal_fraction=1.0
+    )
     alone = decide(results, labels.size, cfg, labels=labels)
     assert alone.info["size_orient"]["inflated"]["3"]["turned_over"]
     backed = decide({**results, "early_loss": early}, labels.size, cfg, labels=labels)
@@ -186,7 +192,9 @@ def test_size_suspicion_is_on_only_with_an_expected_distribution():
         candidate=poison,
     )
     results = {"spectral": split, "spectre": split, "early_loss": early}
-    cfg = DecisionConfig(refine=False, max_removal_fraction=1.0)
+    cfg = DecisionConfig(
+        rules=("orient", "size_orient", "growth", "settled"), max_removal_fraction=1.0
+    )
     off = decide(results, labels.size, cfg, labels=labels)  # off without one
     assert not off.flagged.any()
     d = decide(results, labels.size, cfg.replace(size_suspect=True), labels=labels)
@@ -269,7 +277,9 @@ def test_the_size_rules_remove_no_more_than_the_class_gained():
     part[clean[:60]] = True  # 60 of the 122 clean rows
     score = np.where(part, 0.9, np.where(poison, 0.05, 0.3)).astype(np.float32)
     results = {"spectral": DetectorResult(score=score, flagged=part)}
-    cfg = DecisionConfig(refine=False, max_removal_fraction=1.0)
+    cfg = DecisionConfig(
+        rules=("orient", "size_orient", "growth", "settled"), max_removal_fraction=1.0
+    )
     d = decide(results, labels.size, cfg, labels=labels)
     entry = d.info["size_orient"]["inflated"]["3"]
     like = entry["rows_like_others"]

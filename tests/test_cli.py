@@ -270,6 +270,8 @@ def _non_default(value):
         return "cpu" if value == "auto" else value + "_x"
     if value == {}:  # decision.expected_class_counts: a TOML table of class -> count
         return {"cat": 2.0, "dog": 1.0}
+    if isinstance(value, tuple) and isinstance(value[0], str):  # decision.rules
+        return list(value[1:])
     if isinstance(value, tuple):
         return [value[0] / 2, value[1]]
     return None

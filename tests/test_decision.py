@@ -123,7 +123,7 @@ def test_weights_act_only_in_the_classes_the_decision_found_poisoned():
     score[class_1[:20]] = 0.9  # class 1 loses 20 rows the weights rank highest
     w[class_1[:20]] = 1.0
     score[np.flatnonzero(labels == 3)[:3]] = 0.9  # class 3 a few outliers only
-    off = {"refine": False, "orient": False}
+    off = {"rules": ("size_orient", "growth", "settled")}
     results = {"cbd": result(score, weight=w), "spectral": result(score)}
     d = decide(results, n, DecisionConfig(**off), labels=labels)
     kept = ~d.flagged
@@ -263,7 +263,11 @@ def test_decide_refines_with_coordinates_and_keeps_the_contract():
     assert all(refined.reasons[i] == ["refine"] for i in np.flatnonzero(added))
     assert refined.info["refine"]["n_added"] == int(added.sum())
     off = decide(
-        results, poison.size, DecisionConfig(refine=False), labels=labels, coordinates=coords
+        results,
+        poison.size,
+        DecisionConfig(rules=("orient", "size_orient", "growth", "settled")),
+        labels=labels,
+        coordinates=coords,
     )
     assert np.array_equal(off.flagged, caught) and off.info["refine"] is None
     json.dumps(refined.info)
@@ -310,7 +314,7 @@ def test_decide_leaves_a_group_the_input_detector_alone_flagged_unrefined():
         decision = decide(
             {name: result(np.where(group, 0.9, 0.1))},
             labels.size,
-            DecisionConfig(growth_check=False),
+            DecisionConfig(rules=("orient", "size_orient", "refine", "settled")),
             labels=labels,
             coordinates=coords,
         )
@@ -344,7 +348,7 @@ def test_input_space_only_classes_need_every_flag_from_the_input_detector():
         {"refine_components": 0},
         {"refine_keep": 0.6},
         {"refine_folds": 1},
-        {"refine_min_rows": 3, "refine_folds": 5},
+        {"min_class_rows": 3, "refine_folds": 5},
         {"refine_add": 0.01},
         {"refine_min_kept": 1.5},
         {"refine_add": 1.5},
@@ -393,7 +397,12 @@ def test_orientation_drops_the_other_side_of_a_shortcut_majority_class():
     }
     json.dumps(decision.info)
 
-    off = decide(results, labels.size, DecisionConfig(orient=False), labels=labels)
+    off = decide(
+        results,
+        labels.size,
+        DecisionConfig(rules=("size_orient", "refine", "growth", "settled")),
+        labels=labels,
+    )
     assert np.array_equal(off.flagged, early | cluster) and off.info["orient"] is None
 
 
@@ -412,7 +421,7 @@ def test_a_results_oriented_rows_orient_their_class_as_an_oriented_detector_woul
     assert info["classes"]["1"] == {"rows": 100, "shortcut": 70, "rule": "majority", "dropped": 20}
     # The same flags without the mark orient nothing (and, without the growth check, stay).
     results["contrast_spectral"] = result(np.where(early, 0.9, 0.1))
-    config = DecisionConfig(min_votes=1, growth_check=False)
+    config = DecisionConfig(min_votes=1, rules=("orient", "size_orient", "refine", "settled"))
     plain = decide(results, labels.size, config, labels=labels)
     assert np.array_equal(plain.flagged, early | cluster) and plain.info["orient"] is None
 
@@ -441,7 +450,7 @@ def test_orientation_needs_a_majority_or_a_contradiction_and_an_oriented_detecto
     results["activation_clustering"] = result(np.where(agreeing, 0.8, 0.1))
     decision = decide(results, labels.size, DecisionConfig(), labels=labels)
     assert np.array_equal(decision.flagged, half | agreeing)
-    # Nor does a shortcut group below refine_min_rows.
+    # Nor does a shortcut group below min_class_rows.
     few = np.zeros_like(early)
     few[100:105] = True
     results = {
@@ -466,12 +475,7 @@ def test_cbd_votes_only_where_it_flags_a_group():
     cbd[60:63] = 0.95  # and three scattered rows of class 1
     cbd[100:112] = 0.7  # and a group of 12 in class 2 nobody else flags
     w = np.where(cbd >= 0.5, 0.02, 0.9).astype(np.float32)
-    off = {
-        "refine": False,
-        "orient": False,
-        "size_orient": False,
-        "growth_check": False,
-    }
+    off = {"rules": ("settled",)}
     results = {"cbd": result(cbd, weight=w), "spectral": result(spectral)}
     d = decide(results, n, DecisionConfig(**off, min_votes=1), labels=labels)
     assert np.array_equal(np.flatnonzero(d.flagged), np.r_[0:30, 100:112])
@@ -511,7 +515,7 @@ def test_a_stamp_settles_its_class():
         "stamp": result(np.where(stamp, 1.0, 0.0)),
         "spectral": result(np.where(feature, 0.8, 0.1)),
     }
-    config = DecisionConfig(refine=False, growth_check=False)
+    config = DecisionConfig(rules=("orient", "size_orient", "settled"))
     decision = decide(results, 300, config, labels=labels)
     assert np.flatnonzero(decision.flagged).tolist() == [*range(100, 120), *range(200, 215)]
     assert decision.reasons[115] == ["stamp"] and decision.reasons[150] == []

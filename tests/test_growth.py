@@ -167,7 +167,7 @@ def test_decide_withdraws_a_natural_mode_and_keeps_a_gained_group():
     mode = first_rows(labels, 7, 180)
     score = np.where(poison | mode, 0.8, 0.1)
     results = {"activation_clustering": result(score)}
-    config = DecisionConfig(refine=False)
+    config = DecisionConfig(rules=("orient", "size_orient", "growth", "settled"))
     decision = decide(results, labels.size, config, labels=labels)
     assert np.array_equal(decision.flagged, poison)
     assert np.array_equal(decision.poison_score >= 0.5, decision.flagged)
@@ -177,7 +177,7 @@ def test_decide_withdraws_a_natural_mode_and_keeps_a_gained_group():
     off = decide(
         results,
         labels.size,
-        DecisionConfig(refine=False, growth_check=False),
+        DecisionConfig(rules=("orient", "size_orient", "settled")),
         labels=labels,
     )
     assert np.array_equal(off.flagged, poison | mode) and off.info["growth"] is None
@@ -187,7 +187,7 @@ def test_decide_withdraws_a_naturally_large_class_mode_that_looks_like_its_class
     rng = np.random.default_rng(2)
     labels, mode, agreement = _naturally_large_class(rng, informative=0.87)
     results = {"activation_clustering": result(np.where(mode, 0.8, 0.1))}
-    config = DecisionConfig(refine=False)
+    config = DecisionConfig(rules=("orient", "size_orient", "growth", "settled"))
     kept = decide(results, labels.size, config, labels=labels)
     assert np.array_equal(kept.flagged, mode)  # without the pixels, the size keeps it
     decision = decide(results, labels.size, config, labels=labels, label_agreement=agreement)
@@ -196,7 +196,7 @@ def test_decide_withdraws_a_naturally_large_class_mode_that_looks_like_its_class
     off = decide(
         results,
         labels.size,
-        DecisionConfig(refine=False, growth_pixel_auc=None),
+        DecisionConfig(rules=("orient", "size_orient", "growth", "settled"), growth_pixel_auc=None),
         labels=labels,
         label_agreement=agreement,
     )

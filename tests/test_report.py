@@ -37,7 +37,11 @@ def test_verdict_counts_every_detection_reason_and_names_the_biggest_class_first
         + [[], []]
     )
     flagged = [bool(r) for r in reasons]
-    one_row_groups = SanitizeConfig(decision=DecisionConfig(weight_min_flagged=1))
+    one_row_groups = SanitizeConfig(
+        decision=DecisionConfig(
+            min_class_rows=1, rules=("orient", "size_orient", "growth", "settled")
+        )
+    )
     verdict = _report(labels, flagged, reasons, one_row_groups)["verdict"]
     assert verdict["poison_suspected"]
     assert [c["label"] for c in verdict["suspect_classes"]] == ["1", "0"]

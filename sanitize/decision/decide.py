@@ -18,11 +18,11 @@ from sanitize.errors import ConfigError
 # The knobs of the steps around the class rules: the vote, the removal cap, the weights.
 DECIDE_KNOBS = (
     "min_votes",
-    "group_vote_min_rows",
+    "min_class_rows",
+    "rules",
     "max_removal_fraction",
     "weight_clip",
     "weight_suspect_only",
-    "weight_min_flagged",
     "weight_min_agreement",
 )
 
@@ -284,7 +284,7 @@ def _sample_weights(
     if labels is not None and config.weight_suspect_only and weights:
         labels = np.asarray(labels)
         removed = np.bincount(labels[flagged], minlength=int(labels.max()) + 1)
-        suspect = removed >= config.weight_min_flagged
+        suspect = removed >= config.min_class_rows
         weight_agreement = {}
         for c in np.flatnonzero(suspect):
             rows = labels == c
@@ -316,11 +316,11 @@ def size_rule_agreement(
     sample of the rows of the classes no size outlier above the others (their reference);
     None when there are none (or the rules are off)."""
     scored: set[int] = set()
-    if config.size_orient:
+    if "size_orient" in config.rules:
         scored |= set(size_suspects(labels, config.size_z, expected_shares, config.size_gain))
         scored |= set(dominant_class(labels, expected_shares))
     above = set(above_reference(labels, expected_shares))
-    if config.growth_check and config.growth_pixel_auc is not None:
+    if "growth" in config.rules and config.growth_pixel_auc is not None:
         scored |= above
     if not scored:
         return None
@@ -334,6 +334,6 @@ def size_rule_agreement(
 
 
 def _in_groups(flagged: np.ndarray, labels: np.ndarray, config: DecisionConfig) -> np.ndarray:
-    """The flags in classes where at least ``config.group_vote_min_rows`` rows are flagged."""
+    """The flags in classes where at least ``config.min_class_rows`` rows are flagged."""
     counts = np.bincount(labels[flagged], minlength=int(labels.max()) + 1)
-    return flagged & (counts >= config.group_vote_min_rows)[labels]
+    return flagged & (counts >= config.min_class_rows)[labels]

@@ -15,7 +15,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from sanitize.config import DecisionConfig
+from sanitize.config import RULE_NAMES, DecisionConfig
 from sanitize.decision.class_size import above_reference
 from sanitize.decision.growth import flags_without_growth
 from sanitize.decision.orient import orient_by_shortcut
@@ -110,14 +110,15 @@ class Evidence:
 
 class Rule:
     """One class rule: ``knobs`` are the ``DecisionConfig`` fields it reads; a rule that
-    ``reports`` puts its figures in ``info[name]`` (None when it did not run)."""
+    ``reports`` puts its figures in ``info[name]`` (None when it did not run). A rule named in
+    ``RULE_NAMES`` runs only while ``decision.rules`` lists it."""
 
     name: ClassVar[str]
     knobs: ClassVar[tuple[str, ...]] = ()
     reports: ClassVar[bool] = True
 
     def active(self, state: DecisionState, evidence: Evidence) -> bool:
-        return True
+        return self.name not in RULE_NAMES or self.name in evidence.config.rules
 
     def apply(self, state: DecisionState, evidence: Evidence) -> dict[str, Any] | None:
         raise NotImplementedError
@@ -128,10 +129,12 @@ class Orient(Rule):
     their side, keep only the flags on their side (``sanitize.decision.orient``)."""
 
     name = "orient"
-    knobs = ("orient",)
 
     def active(self, state, evidence):
-        return evidence.config.orient and evidence.oriented_side(with_candidates=False) is not None
+        return (
+            super().active(state, evidence)
+            and evidence.oriented_side(with_candidates=False) is not None
+        )
 
     def apply(self, state, evidence):
         names, oriented = evidence.names, evidence.oriented
@@ -143,7 +146,7 @@ class Orient(Rule):
             others=np.any([evidence.vote_flags[nm] for nm in names if nm not in oriented], axis=0)
             if len(oriented) < len(names)
             else None,
-            min_rows=evidence.config.refine_min_rows,
+            min_rows=evidence.config.min_class_rows,
         )
         state.unflag(orientation.dropped)
         state.flagged = orientation.flagged
@@ -157,10 +160,7 @@ class SizeOrientation(Rule):
     (``sanitize.decision.size_orient``)."""
 
     name = "size_orient"
-    knobs = ("size_orient", "size_suspect", "size_z", "size_gain", "expected_class_counts")
-
-    def active(self, state, evidence):
-        return evidence.config.size_orient
+    knobs = ("size_suspect", "size_z", "size_gain", "expected_class_counts")
 
     def apply(self, state, evidence):
         config = evidence.config
@@ -172,7 +172,7 @@ class SizeOrientation(Rule):
             state.flagged,
             evidence.labels,
             z_threshold=config.size_z,
-            min_rows=config.refine_min_rows,
+            min_rows=config.min_class_rows,
             oriented=evidence.oriented_side(),
             splits={
                 nm: evidence.results[nm].candidate
@@ -209,17 +209,15 @@ class Refine(Rule):
 
     name = "refine"
     knobs = (
-        "refine",
         "refine_components",
         "refine_keep",
         "refine_add",
         "refine_min_kept",
-        "refine_min_rows",
         "refine_folds",
     )
 
     def active(self, state, evidence):
-        return evidence.config.refine and evidence.coordinates is not None
+        return super().active(state, evidence) and evidence.coordinates is not None
 
     def apply(self, state, evidence):
         config = evidence.config
@@ -228,7 +226,7 @@ class Refine(Rule):
             evidence.labels,
             evidence.coordinates[:, : config.refine_components],
             keep=config.refine_keep,
-            min_rows=config.refine_min_rows,
+            min_rows=config.min_class_rows,
             folds=config.refine_folds,
             add=config.refine_add,
             min_kept=config.refine_min_kept,
@@ -271,15 +269,11 @@ class Growth(Rule):
 
     name = "growth"
     knobs = (
-        "growth_check",
         "growth_share",
         "growth_spreads",
         "growth_pixel_auc",
         "growth_pixel_reference",
     )
-
-    def active(self, state, evidence):
-        return evidence.config.growth_check
 
     def apply(self, state, evidence):
         config, labels = evidence.config, evidence.labels
@@ -289,7 +283,7 @@ class Growth(Rule):
             state.flagged,
             labels,
             oriented=evidence.oriented_side(with_candidates=False),
-            min_rows=config.refine_min_rows,
+            min_rows=config.min_class_rows,
             min_share=config.growth_share,
             min_spreads=config.growth_spreads,
             expected=evidence.expected_shares,
@@ -311,7 +305,8 @@ class Stamp(Rule):
     name = "settled"
 
     def active(self, state, evidence):
-        return any(evidence.traits[nm].settles_classes for nm in evidence.names)
+        settlers = any(evidence.traits[nm].settles_classes for nm in evidence.names)
+        return super().active(state, evidence) and settlers
 
     def apply(self, state, evidence):
         settlers = [nm for nm in evidence.names if evidence.traits[nm].settles_classes]
@@ -320,7 +315,7 @@ class Stamp(Rule):
         exact_score = np.max([results[nm].score for nm in settlers], axis=0)
         per_class: dict[str, dict[str, Any]] = {}
         counts = np.bincount(labels[exact], minlength=int(labels.max()) + 1)
-        for c in np.flatnonzero(counts >= evidence.config.refine_min_rows):
+        for c in np.flatnonzero(counts >= evidence.config.min_class_rows):
             rows = labels == c
             settled = counts[c] >= 0.5 * (rows & (state.flagged | exact)).sum()
             added = rows & exact & ~state.flagged

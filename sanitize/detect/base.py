@@ -210,7 +210,7 @@ class Detector(ABC):
     # (``sanitize.decision.orient``).
     oriented: ClassVar[bool] = False
     # How the detector's flags vote in the decision: "rows", every flag; "groups", only
-    # flags in classes where it flags a group (``decision.group_vote_min_rows``), for a
+    # flags in classes where it flags a group (``decision.min_class_rows``), for a
     # detector whose isolated flags are noise of its statistic rather than poison (CBD).
     votes: ClassVar[str] = "rows"
     # Whether the detector reads the features (or the losses of a model of them). A group

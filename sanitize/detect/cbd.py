@@ -35,7 +35,7 @@ class CBD(Detector):
     clips the weights and normalises them over the kept rows (``decision.weight_clip``).
 
     Its flags vote in the decision only in classes where it flags a group
-    (``votes = "groups"``, ``decision.group_vote_min_rows``): over 19 kept benchmark cases
+    (``votes = "groups"``, ``decision.min_class_rows``): over 19 kept benchmark cases
     its flags beyond the other detectors' were 40 poisons, 39 of them one group (MNIST,
     BadNets 1%), and 22 clean rows scattered over classes, 1 to 5 a class
     (``benchmarks/RESULTS.md``, session 6).

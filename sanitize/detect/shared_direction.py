@@ -58,7 +58,7 @@ class SharedDirection(Detector):
     Notes
     -----
     Its flags vote only in the classes where it flags a group (``votes = "groups"``,
-    ``decision.group_vote_min_rows``): a trigger's rows are a group in every class they
+    ``decision.min_class_rows``): a trigger's rows are a group in every class they
     are in, and a stray row of a natural component is not. ``score`` is ``s / (1 + s)``
     of a row's largest group strength (1 at the cut) over the components with a group, 0
     where no component has one. ``info["components"]`` lists each component's

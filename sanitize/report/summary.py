@@ -175,7 +175,7 @@ def _verdict(
     )
     # A class is a suspected target when it lost a group, as many rows as make the decision
     # weigh it as poisoned; fewer are a handful of outliers. Most removed rows first.
-    bar = config.decision.weight_min_flagged
+    bar = config.decision.min_class_rows
     suspect = sorted((k for k in detected if detected[k] >= bar), key=lambda k: (-detected[k], k))
     outliers = sum(n for k, n in detected.items() if n < bar)
     by_size = _judged_by_size(suspect, labels, reasons, flagged, detected, decision_info)
