@@ -64,43 +64,23 @@ class ActivationClustering(Detector):
     Parameters
     ----------
     standardize : bool, default=False
-        Divide each feature by its (floored) standard deviation before the reduction. Rule
-        for the default: the paper clusters the raw activations; on a real bootstrap model
-        the backdoor lives in a few high-variance units, and per-unit scaling dilutes it
-        (sample data: target-class silhouette robust z 3.85 raw vs 3.04 standardised,
-        cluster recall 0.98 vs 0.84).
+        Divide each feature by its (floored) standard deviation before the reduction.
     n_components : int, default=10
-        Dimensions kept before clustering. Rule: the paper reduces to 10 (Sec. 3.1).
+        Dimensions kept before clustering.
     reduction : {"pca", "ica"}, default="pca"
-        PCA, or FastICA on the PCA output as the paper does (Sec. 3.1). Rule for the
-        default: ICA returns unit-variance sources, which erases the extra variance that
-        makes a poison cluster the dominant direction; on planted clusters PCA separates
-        them with a far higher silhouette, so ICA is kept only as the paper's variant.
+        PCA, or FastICA on the PCA output as the paper does (Sec. 3.1).
     min_class_size : int, default=20
         Classes with fewer rows are not clustered (score 0) and are listed in ``info``.
     min_cluster_size : int, default=10
-        Fewest rows the smaller cluster must hold to be flagged. Rule: the other detectors'
-        ``min_group_size``; on the 5,000-row GTSRB benchmark sets a naturally two-mode
-        class of 33-40 rows split off 5-9 clean rows at silhouette z 3.1-5.4 in every
-        case, while every poisoned cluster flagged held 100 rows or more.
+        Fewest rows the smaller cluster must hold to be flagged.
     max_relative_size : float, default=0.5
-        Largest share of the class the smaller cluster may hold. Rule: the paper expects
-        the poison to be the minority of its class (Sec. 3.2); its reference
-        implementation's 0.35 is exceeded in practice: at a 5% rate in a 10-class set the
-        target class is a third poison (5,000 CIFAR-10 rows: relative size 0.346), at 10%
-        a half. The cross-class silhouette test, not the size, guards clean classes.
+        Largest share of the class the smaller cluster may hold.
     silhouette_floor : float, default=0.15
-        Smallest silhouette that can mean a real split. Rule: below 0.15 two clusters are
-        barely better than one, whatever the other classes show.
+        Smallest silhouette that can mean a real split.
     z_threshold : float, default=3.0
         Robust z of a class's silhouette, against all scored classes, to be a candidate.
-        Rule: below the usual 3.5 (Iglewicz and Hoaglin 1993) because the MAD of ten or so
-        classes is itself noisy: a 5% BadNets target class on 5,000 CIFAR-10 rows reached
-        3.48, while clean classes stayed below 1.5 (CIFAR-10 subsets and sample digits).
     mad_floor : float, default=0.02
-        Floor on the MAD of the silhouettes across classes. Rule: silhouettes of clean
-        classes estimated from subsamples jitter by about 0.01-0.02; a tighter spread
-        would turn that jitter into large z.
+        Floor on the MAD of the silhouettes across classes.
     silhouette_rows : int, default=2000
         Rows of a class (seeded subsample) the O(n^2) silhouette is computed on.
     min_classes : int, default=3

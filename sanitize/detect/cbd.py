@@ -43,25 +43,15 @@ class CBD(Detector):
     Parameters
     ----------
     z_threshold : float, default=3.5
-        Robust z (median / MAD over all rows) of ``r`` minus its class's reference ``r`` a
-        row must reach. Rule: the usual median / MAD outlier cut (Iglewicz and Hoaglin
-        1993).
+        Robust z (median / MAD, all rows) of ``r`` less its class's reference ``r`` to flag a row.
     class_quantile : float, default=0.25
-        Quantile of a class's ``r`` taken as its reference (``1 - class_quantile`` of its
-        ``w``). Rule: the reference must lie among the class's clean rows while poisons
-        are up to 75% of it, as early-loss detection allows (``max_group_weight``); 5%
-        SIG makes its target class 51% poison, where a median lands among the poisons
-        and gave the missed ones a weight of 1.
+        Quantile of a class's ``r`` taken as its reference (``1 - class_quantile`` of its ``w``).
     weight_ceiling : float, default=0.2
-        Largest ``w`` a flagged row may have. Rule: ``w <= 0.2`` means f_C's loss is at
-        least 4 times f_B's; when the models barely disagree on any row, a robust outlier
-        of a tiny spread is not evidence.
+        Largest ``w`` a flagged row may have.
     mad_floor : float, default=0.1
-        Floor on the MAD of ``r`` (natural-log units). Rule: loss ratios within about 10%
-        are indistinguishable between two briefly trained models.
+        Floor on the MAD of ``r`` (natural-log units).
     loss_eps : float, default=1e-3
-        Added to both losses. Rule: a cross-entropy below 1e-3 nats (probability > 0.999 on
-        the label) means "fit"; ratios among such tiny losses are numerical noise.
+        Added to both losses, nats.
 
     Notes
     -----

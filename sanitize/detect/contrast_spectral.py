@@ -62,24 +62,15 @@ class ContrastSpectral(SpectralSignature):
     Parameters
     ----------
     shrinkage : float, default=0.1
-        Weight of the mean eigenvalue in the whitening covariance. Rule: as
-        :class:`~sanitize.detect.pixel_spectral.PixelSpectral`; 256 bootstrap features from
-        4,500 rows give a full-rank covariance whose smallest eigenvalues are noise.
+        Weight of the mean eigenvalue in the whitening covariance.
     separation_threshold, z_threshold, min_group_size, min_class_size, max_fit_rows, \
 class_z_threshold, class_mad_floor
         As :class:`~sanitize.detect.spectral.SpectralSignature`, whose values and rules are
         the defaults here; ``class_mad_floor`` also floors the MAD of the spreads.
     spread_z_threshold : float, default=4.0
-        Robust z, among every class's spread, from which a side of a class is taken for
-        rows of several classes. Rule: over the 103 kept benchmark cases, none of their
-        1,464 clean classes (16 clean sets among them) reached 2.9; the 14 sides it acted
-        on, each at least 82% poison, stood at 5.6-20.7.
+        Robust z among all classes' spreads from which a side is taken for rows of several classes.
     spread_margin : float, default=2.0
-        How many robust deviations a side must spread beyond the other side to be taken
-        for rows of several classes. Rule: the 14 sides above spread 3.3-18.5 beyond
-        theirs. The held-out GTSRB TrojanNN case at 4% (``heldout11``) has a large
-        class (38) whose clean rest spread at 4.4, 0.9 beyond its poison group: GTSRB's
-        large classes, photographed on more tracks, spread more than its small ones.
+        Robust deviations a side must spread past the other to be taken as rows of several classes.
 
     Notes
     -----

@@ -29,42 +29,23 @@ class EarlyLoss(Detector):
     Parameters
     ----------
     separation_threshold : float, default=3.0
-        Mixture separation a class needs to have a group. Rule: a two-component fit to one
-        unimodal shape gives 1.2-2.2 (measured on clean classes and on skewed synthetic
-        shapes); two equal-variance components at 3 overlap by a Bayes error of 6.7%. A
-        class of fewer than about 110 rows is held to the higher bar of its size
-        (:func:`sanitize.detect.mixture.small_sample_separation`).
+        Mixture separation a class needs to have a group.
     z_threshold : float, default=6.0
-        Robust z toward low loss at which a single row is flagged (also the far edge of a
-        group). Rule: 6 robust standard deviations is beyond any clean tail seen here.
+        Robust z toward low loss at which a single row is flagged (also the far edge of a group).
     min_group_size : int, default=10
-        Fewest rows a low group must hold. Rule: as in the spectral detector.
+        Fewest rows a low group must hold.
     max_group_weight : float, default=0.75
-        Largest share of its class a low group may hold. Rule: unlike a cluster, a
-        fast-learned group is oriented by the method itself (poisons are the low side), so
-        it may be most of its class: 10% BadNets on 5,000 CIFAR-10 rows makes the target
-        class 51% poison; 0.75 covers rates up to about 25% in ten balanced classes.
+        Largest share of its class a low group may hold.
     min_class_size : int, default=20
         Smaller classes are not tested (score 0) and listed in ``info``.
     loss_eps : float, default=1e-4
-        Added before the log, nats. Rule: losses below 1e-4 are all "fit"; their log
-        differences are noise.
+        Added before the log, nats.
     max_fit_rows : int, default=20000
         Rows of a class (seeded subsample) the mixture is fitted on.
     majority_z : float, default=4.0
-        A low group holding more than half its class is flagged only when the class's
-        separation is also this many robust deviations above the other classes'. Rule: on
-        5,000 GTSRB rows without poison five classes of near-duplicate images had majority
-        low groups at separations 3.0-3.8 (robust z <= 3.2 among 43 classes), while 10%
-        BadNets on CIFAR-10 gave its target class 3.75 at z 5.0.
+        Robust z of its class's separation to flag a low group holding over half its class.
     minority_z : float, default=3.0
-        The same bar for a low group of at most half its class. Rule: the spectral
-        detectors' ``class_z_threshold``. On 5,000 GTSRB rows without poison, class 12 (a
-        sign whose tracks the model fits early) had a 42% low group at separation 3.16,
-        class z 2.76, and lost 110 rows. Re-scored on the 115 kept benchmark cases, that
-        set's removals fell from 140 rows to 13 and no poison was lost: the two poisoned
-        low groups under the bar (z 1.9-2.0, CIFAR-10 patch 4% and GTSRB BadNets 5%) are
-        found by other detectors too.
+        The same bar for a low group of at most half its class.
     majority_mad_floor : float, default=0.1
         Floor on the MAD of the separations over classes, as a share of their median (both
         bars).

@@ -43,18 +43,11 @@ class LinfActivation(Detector):
     max_channels : int, default=8
         Most channels a class selects.
     min_bias : float, default=2.0
-        Least bias (separation in l_inf less that in l_1 / l_2, pooled SDs) of a channel
-        selected. Rule: a sparse channel that a natural subset of a class turns on is
-        separated in every norm, its bias about 1 (digits 3, 5, 8 of the sample data:
-        1.1-1.2, separations 7-14 without poison); trigger channels measured 2.5-3.1
-        (sample data's BadNets, CIFAR-10 BadNets 5% of the ``cpu`` suite).
+        Least bias (separation in l_inf less that in l_1 / l_2, pooled SDs) of a channel selected.
     relative_eps : float, default=0.01
         Added to a norm before its log, as a share of the channel's mean norm in the class.
     separation_threshold : float, default=3.0
-        Mixture separation a class needs to have a group (as ``early_loss``: two
-        equal-variance components at 3 overlap by a Bayes error of 6.7%); lower than
-        ``spectral``'s 4 because a class is tested only on channels it already shows an
-        l_inf bias in, and its group must also single the class out.
+        Mixture separation a class needs to have a group.
     z_threshold : float, default=6.0
         Robust z toward the high side past which the rows of a class with a group are
         flagged (the far edge of the group); never a lone row.

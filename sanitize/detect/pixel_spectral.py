@@ -77,15 +77,9 @@ class PixelSpectral(ContrastSpectral):
     Parameters
     ----------
     shrinkage : float, default=0.1
-        Weight of the mean eigenvalue in the whitening covariance (``(1 - s) * C + s *
-        mean(eig) * I``). Rule: the pooled covariance of 16 x 16 x 3 block means from
-        4,500 rows is full rank but its smallest eigenvalues are noise; 0.1 keeps the
-        whitened scale of those directions within 10x of the mean.
+        Weight ``s`` of the mean eigenvalue in the whitening ``(1 - s) * C + s * mean(eig) * I``.
     z_threshold : float, default=1e6
-        Robust z at which a single row is flagged on its own; the default flags none. Rule:
-        block means of natural images have heavy tails: at 6, as the feature-space
-        detectors use, 57 rows of a clean 5,000-row CIFAR-10 set (1.1%) and 467 of the
-        50,000-row one were flagged, every one clean.
+        Robust z at which a single row is flagged on its own; the default flags none.
     separation_threshold, min_group_size, min_class_size, max_fit_rows, \
 class_z_threshold, class_mad_floor
         As :class:`~sanitize.detect.spectral.SpectralSignature`, whose values and rules

@@ -40,34 +40,17 @@ class SpectralSignature(Detector):
     Parameters
     ----------
     separation_threshold : float, default=4.0
-        Minimum ``|m1 - m2| / sqrt((s1**2 + s2**2) / 2)`` of the fitted mixture to call the
-        class split. Rule: an EM fit of two components to one Gaussian, or to a skewed
-        unimodal shape (gamma, log-normal, rectified), gives 1.2-2.1 (measured, 300 to
-        20,000 rows), and clean CIFAR-10 classes of bootstrap features up to 2.2; but
-        classes with two natural modes (digits "1" and "9" of the sample data) reach 3.1-3.4,
-        as high as poisoned target classes (2.8-4.4 measured). At 4 two equal-variance
-        components overlap by a Bayes error of Phi(-2) = 2.3%. A class of fewer than about
-        60 rows is held to the higher bar of its size
-        (:func:`sanitize.detect.mixture.small_sample_separation`).
+        Minimum ``|m1 - m2| / sqrt((s1**2 + s2**2) / 2)`` of the fitted mixture for a class split.
     z_threshold : float, default=6.0
-        Robust z (median / MAD of ``p`` within the class) at which a single row is flagged
-        as an outlier. Rule: a Gaussian exceeds 6 robust standard deviations with
-        probability 2e-9, so in clean data only rows of a genuinely heavy tail pass.
+        Robust z (median / MAD of ``p`` within the class) at which a single row is flagged.
     min_group_size : int, default=10
-        Fewest rows the minor component must hold to count as a group. Rule: an EM
-        component collapsing onto a handful of tail rows is not a group; such rows are
-        still caught by ``z_threshold`` when extreme.
+        Fewest rows the minor component must hold to count as a group.
     min_class_size : int, default=20
         Classes with fewer rows are not scored (score 0) and are listed in ``info``.
     max_fit_rows : int, default=20000
         Rows of a class (seeded subsample) the mixture is fitted on; every row is scored.
-        Rule: a 1-D, 5-parameter fit is settled long before 20,000 rows.
     class_z_threshold : float, default=3.0
-        A separated group is flagged only when its class's separation is also this many
-        robust deviations above the other classes' (three classes at least). Rule: on
-        5,000 clean GTSRB rows a class of near-duplicate sign images had a group at
-        separation 4.1, robust z 2.5 among 43 classes; a singled-out class stands at 4 or
-        more (CIFAR-10 nashville filter: 6.0).
+        Robust z of a class's separation among the classes (three at least) to flag its group.
     class_mad_floor : float, default=0.1
         Floor on the MAD of the separations over classes, as a share of their median.
 

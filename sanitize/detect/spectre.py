@@ -47,21 +47,17 @@ class Spectre(Detector):
     ----------
     n_components : int, default=16
         Principal directions kept per class (at most a quarter of the class's rows).
-        Rule: the paper uses 32 on 512-d ResNet features; the bootstrap net has 256.
     alpha : float, default=4.0
-        QUE exponent. Rule: the paper's default (Sec. 4.3).
+        QUE exponent.
     separation_threshold : float, default=4.0
-        Mixture separation of ``log tau`` a class needs to have a group. Rule: as the
-        spectral detector (small classes too).
+        Mixture separation of ``log tau`` a class needs to have a group.
     z_threshold : float, default=6.0
         Robust z at which a single row is flagged without a group.
     min_group_size : int, default=10
     max_group_weight : float, default=0.5
-        Largest share of its class a group may hold. Rule: the median the scores are taken
-        from must lie in the clean part.
+        Largest share of its class a group may hold.
     min_class_size : int, default=50
-        Smaller classes are not tested (score 0). Rule: a covariance of 16 directions
-        needs a few rows a direction.
+        Smaller classes are not tested (score 0).
     max_fit_rows : int, default=20000
         Rows of a class (seeded subsample) the mixture test is fitted on.
 

@@ -64,23 +64,13 @@ class Stamp(Detector):
     Parameters
     ----------
     block : int, default=2
-        Side of the seed tiles in pixels. Rule: 2 catches 3 x 3 triggers and larger (the
-        BadNets 3 x 3 patch of BackdoorBench) while a 2 x 2 x 3 tile of a natural 5,000-row
-        CIFAR-10 subset is shared by 10 rows of a class nowhere.
+        Side of the seed tiles in pixels.
     stride : int or None, default=None
-        Pixels between seed tiles; a square trigger of side ``block + stride - 1`` or more
-        covers a whole tile. None: ``ceil(side / 64)`` for images ``side`` pixels on their
-        longer side, so that at most about 64 x 64 places are tried whatever the image
-        size (every place up to 64 x 64, where a 2 x 2 trigger is caught; a 5 x 5 one at
-        224 x 224).
+        Pixels between seed tiles; None: ``ceil(side / 64)``, ``side`` the image's longer side.
     min_group_size : int, default=10
-        Fewest rows a seed and a flagged stamp hold. Rule: as the other detectors' groups.
+        Fewest rows a seed and a flagged stamp hold.
     seed_exclusivity, exclusivity : float, default=2.0 and 10.0
-        Share of its class over the largest share in another class a seed and a flagged
-        stamp need. Rule: the stamp's own pixels are compared for the flag; the seed's bar
-        is lower so that a tile some other class holds by nature (a white corner) still
-        leads to the stamp grown around it. Clean MNIST digit shapes reached 17.6, GTSRB
-        sign faces 6.4 (5,000-row subsets); planted patches 25 or more.
+        Share of its class over the largest share in another class a seed and a flagged stamp need.
     agreement : float, default=0.9
         Share of the seed's rows that must hold a pixel's most common value for the pixel
         to join the stamp.
@@ -91,16 +81,10 @@ class Stamp(Detector):
         Share of the stamp's pixels a row must equal to carry it.
     max_near : float, default=0.05
         Rows of the class carrying part of the stamp, over the rows carrying it whole.
-        Clean MNIST digit shapes: 0.11 and more; planted patches: 0.013 at most.
     max_class_rate : float, default=0.05
-        Mean share, over the stamp's pixels, of the class's rows not carrying it that hold
-        its value there. Clean look-alikes in scikit-learn's upscaled 8 x 8 digits: 0.17
-        and more; planted triggers (every suite case of
-        ``benchmarks/stamp_survey.py``): 0.015 at most. Real MNIST and GTSRB look-alikes
-        reach 0.02, and are held back by the other bars.
+        Mean share, over the stamp's pixels, of the class's other rows holding its value there.
     min_spread : float, default=0.5
-        Spread off the stamp of the rows carrying it, over their class's. Clean GTSRB
-        sign tracks: 0.3-0.6; planted triggers: 0.73 and more.
+        Spread off the stamp of the rows carrying it, over their class's.
 
     References
     ----------
