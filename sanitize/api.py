@@ -148,19 +148,21 @@ def sanitize_dataset(
 ) -> SanitizeResult:
     """Find likely poisons in ``source`` and write the filtered dataset to ``out``.
 
+    ``source`` is never modified. ``out`` receives ``clean.parquet``,
+    ``quarantine.parquet``, ``scores.parquet`` and ``report.json`` (see DESIGN.md,
+    "Outputs"). With ``keep_work``, a later run into ``out`` with the same source and
+    config reuses the stage files.
+
     Parameters
     ----------
     source : str or Path
-        HF-layout Parquet file or directory, image folder, or ``.npz``; a local path or an
-        fsspec URI. Never modified.
+        HF-layout Parquet file or directory, image folder, or ``.npz``; local path or fsspec URI.
     out : str or Path
-        Output directory; receives ``clean.parquet``, ``quarantine.parquet``,
-        ``scores.parquet`` and ``report.json`` (see DESIGN.md, "Outputs").
+        Output directory (the four output files, see above).
     config : SanitizeConfig, optional
         Defaults to ``SanitizeConfig()``.
     keep_work : bool, default=False
-        Keep the stage files (decoded images, features, models) under ``out/.work``; a
-        later run into ``out`` with the same source and config then reuses them.
+        Keep the stage files (decoded images, features, models) under ``out/.work``.
 
     Raises
     ------

@@ -52,32 +52,34 @@ _DECODE_THREADS = min(8, os.cpu_count() or 1)
 class ImageParquetDataset(Dataset):
     """Rows of an HF-layout Parquet file as ``(image, label, weight)`` tensors.
 
+    ``path`` is a run's ``clean.parquet``, or any file in the same layout (a test split).
+    When it sits in a run's output directory, the run's ``report.json`` supplies the column
+    names, image size and channels the run used, and its ``scores.parquet`` the class list (so
+    a class the run removed entirely keeps its index).
+
+    Torchvision transforms that take tensors fit ``transform`` (``RandomCrop``, ``Normalize``,
+    ...). ``size`` defaults to the run's ``data.image_size``, else max(width, height) of the
+    first row's image, as the pipeline does; ``channels`` to the run's ``data.channels``, else
+    1 when the first row's image is in a grey mode and 3 otherwise. ``classes`` takes e.g.
+    ``train.classes`` to index a test split as the training set; default: the run's classes
+    (see ``path``), else the sorted distinct labels of the file.
+
     Parameters
     ----------
     path : str or path-like
-        A Parquet file (local path or fsspec URI): a run's ``clean.parquet``, or any file in
-        the same layout (a test split). When it sits in a run's output directory, the run's
-        ``report.json`` supplies the column names, image size and channels the run used, and
-        its ``scores.parquet`` the class list (so a class the run removed entirely keeps its
-        index).
+        A Parquet file (local path or fsspec URI): a run's ``clean.parquet`` or one in its layout.
     transform : callable, optional
-        Applied to each image tensor (float32, (C, H, W), in [0, 1]) before it is returned;
-        torchvision transforms that take tensors fit (``RandomCrop``, ``Normalize``, ...).
+        Applied to each image tensor (float32, (C, H, W), in [0, 1]) before it is returned.
     size : int, optional
-        Side every image is resized (bilinear) to. Default: the run's ``data.image_size``,
-        else max(width, height) of the first row's image, as the pipeline does.
+        Side every image is resized (bilinear) to, in pixels; default: see above.
     channels : int, optional
-        1 (grey) or 3 (RGB). Default: the run's ``data.channels``, else 1 when the first
-        row's image is in a grey mode and 3 otherwise.
+        1 (grey) or 3 (RGB); default: see above.
     classes : sequence, optional
-        Label values in class-index order, e.g. ``train.classes`` to index a test split as
-        the training set. Default: the run's classes (see ``path``), else the sorted distinct
-        labels of the file.
+        Label values in class-index order; default: see above.
     image_column, label_column : str, optional
         Default: the run's, else ``"image"`` and ``"label"``.
     weight_column : str or None, default="sample_weight"
-        Column of per-row weights; every weight is 1 when the file has no such column or
-        when None.
+        Column of per-row weights; every weight is 1 when None or the file has no such column.
 
     Attributes
     ----------
@@ -226,18 +228,19 @@ def weighted_sampler(
 ) -> WeightedRandomSampler:
     """Draw row indices with replacement, each in proportion to its weight.
 
+    ``num_samples`` defaults to the rows with a positive weight (every row of
+    ``clean.parquet``), so an epoch has as many draws as a plain pass.
+
     Parameters
     ----------
     weights : array-like of shape (n_rows,)
-        Non-negative (``sample_weight`` of ``clean.parquet``); a row of weight 0 is never
-        drawn.
+        Non-negative (``sample_weight`` of ``clean.parquet``); a row of weight 0 is never drawn.
     seed : int, default=0
         Seeds the sampler's own generator; ignored when ``generator`` is given.
     generator : torch.Generator, optional
         Draw from this generator instead (shared with other random steps of a loop).
     num_samples : int, optional
-        Draws an epoch; default: rows with a positive weight (every row of
-        ``clean.parquet``), so an epoch has as many draws as a plain pass.
+        Draws an epoch; default: the rows with a positive weight.
 
     Returns
     -------

@@ -54,6 +54,12 @@ class PoisonPlan:
 class PoisonResult:
     """A poisoned dataset and its ground truth.
 
+    ``info`` holds ``attack``, ``params``, ``clean_label``, ``target``, ``targets`` (the
+    labels poisoned rows are trained towards, None for every class), ``rate``, ``seed``,
+    ``n_rows``, ``requested`` (``round(rate * n_rows)``), ``candidates`` (rows the
+    poisons were drawn from), ``n_poisoned``, and ``note`` when fewer rows than
+    requested were poisoned (a clean-label attack capped at the target class size).
+
     Parameters
     ----------
     images : ndarray of shape (n_samples, channels, height, width), dtype uint8
@@ -63,11 +69,7 @@ class PoisonResult:
     poisoned : ndarray of shape (n_samples,), dtype bool
         The ground truth.
     info : dict
-        ``attack``, ``params``, ``clean_label``, ``target``, ``targets`` (the labels
-        poisoned rows are trained towards, None for every class), ``rate``, ``seed``,
-        ``n_rows``, ``requested`` (``round(rate * n_rows)``), ``candidates`` (rows the
-        poisons were drawn from), ``n_poisoned``, and ``note`` when fewer rows than
-        requested were poisoned (a clean-label attack capped at the target class size).
+        What was done: the attack, its parameters, target, rate, seed and counts (see above).
     """
 
     images: np.ndarray
@@ -115,14 +117,16 @@ class Attack(ABC):
     def apply(self, images: np.ndarray, rng: np.random.Generator | int | None = None) -> np.ndarray:
         """Stamp the trigger on every image; the input is not modified.
 
+        ``rng`` is the randomness of triggers that vary from row to row (BadNets at
+        ``position="random"``); the other built-in triggers are fixed by their
+        parameters and ignore it.
+
         Parameters
         ----------
         images : ndarray of shape (n_samples, channels, height, width), dtype uint8
             ``channels`` is 1 or 3; height and width at least 8.
         rng : numpy Generator, int or None, default=None
-            Randomness of triggers that vary from row to row (BadNets at
-            ``position="random"``); the other built-in triggers are fixed by their
-            parameters and ignore it.
+            Randomness of per-row triggers (BadNets at ``position="random"``); others ignore it.
 
         Returns
         -------

@@ -26,17 +26,17 @@ PATTERNS = ("image", "noise")
 class Blend(Attack):
     """Blended trigger [1]_: ``x' = (1 - alpha) x + alpha t``, relabelled to the target.
 
+    Parameters whose line below leaves something out are given in full in
+    ``docs/development.md``, "Attack parameters in full".
+
     Parameters
     ----------
     trigger_path : str or None, default=None
-        The trigger picture (e.g. backdoor-toolbox ``hellokitty_32.png``), resized
-        (bilinear) to the images; converted to grey for grey images.
+        Trigger picture file, resized (bilinear) to the images; converted to grey for grey images.
     alpha : float, default=0.2
         Opacity of the trigger, in (0, 1]; the paper's training value.
     pattern : {"image", "noise"} or None, default=None
-        "image" blends ``trigger_path``; "noise" blends a uniform random image in 0..255
-        drawn once from ``noise_seed`` (the paper's random-pattern key). None: "image" when
-        a ``trigger_path`` is given, else "noise".
+        "image" (``trigger_path``) or "noise" (uniform 0..255); None: "image" given a path.
     noise_seed : int, default=0
         Seeds the noise pattern; every poisoned row gets the same pattern.
 

@@ -191,11 +191,13 @@ class MultiTarget(Composite):
     remainder); a part's rows are drawn among rows outside its target class that no
     earlier part took. ``target`` is not used.
 
+    Parameters whose line below leaves something out are given in full in
+    ``docs/development.md``, "Attack parameters in full".
+
     Parameters
     ----------
     parts : sequence of (attack, params, target), default=(("badnets", (), 0), ("blend", (), 1))
-        Two or more: a dirty-label attack with one trigger, its parameters ((name, value)
-        pairs or a dict) and its target class; the targets differ.
+        Two or more (dirty-label attack, params, target class) triples; the targets differ.
 
     Examples
     --------

@@ -109,12 +109,13 @@ FILTERS: dict[str, Callable[[np.ndarray], np.ndarray]] = {
 class Filter(Attack):
     """Instagram-like filter trigger [1]_ [2]_, poisoned rows relabelled to the target.
 
+    Parameters whose line below leaves something out are given in full in
+    ``docs/development.md``, "Attack parameters in full".
+
     Parameters
     ----------
     kind : {"nashville", "tint", "contrast", "vignette", "sepia"}, default="nashville"
-        The filter: "nashville" (the filter ABS [1]_ attacks with), "tint" (warm colour
-        cast), "contrast" (CSS contrast 1.5), "vignette" (darker corners), "sepia" (CSS
-        sepia 1).
+        The filter: ABS's "nashville", warm "tint", CSS "contrast" 1.5, "vignette", CSS "sepia" 1.
     strength : float, default=1.0
         Mix of filtered and original image, in (0, 1]: ``x' = (1 - s) x + s f(x)``.
 

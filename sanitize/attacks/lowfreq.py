@@ -35,19 +35,13 @@ _LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)
 class LowFrequency(Attack):
     """Low-frequency additive trigger [1]_: ``x' = clip(x + strength * p)``, relabelled.
 
+    Parameters whose line below leaves something out are given in full in
+    ``docs/development.md``, "Attack parameters in full".
+
     Parameters
     ----------
     pattern_path : str or None, default=None
-        The pattern ``p`` in grey levels: a ``.npy`` array of shape (h, w), (h, w, c) or
-        (c, h, w) with c in {1, 3}, optionally with a leading batch axis of 1
-        (BackdoorBench's ``lowFrequency/*.npy``), or an image file read as 0..255. An
-        array whose values all lie in [-1, 1] is on the 0..1 scale (BackdoorBench's
-        ConvNeXt, ViT and VGG-BN patterns: float, 0..0.2) and is multiplied by 255; in
-        grey levels it would move no pixel by more than one level. Resized (bilinear) to
-        the images; a colour pattern on grey images is converted to luma, a grey one on
-        colour images repeated. None: a pattern synthesised from ``pattern_seed``:
-        uniform noise in [-1, 1] on a ``grid`` x ``grid`` control grid a channel,
-        upsampled bicubically to the image and scaled to a peak of 32 grey levels.
+        Pattern ``p`` in grey levels (``.npy`` or image), resized (bilinear); None: synthesised.
     strength : float, default=1.0
         Factor on ``p`` (> 0).
     grid : int, default=4

@@ -33,33 +33,25 @@ PATTERNS = ("checkerboard", "white", "black")
 class BadNets(Attack):
     """BadNets [1]_: a small patch in a fixed place, poisoned rows relabelled to the target.
 
+    Parameters whose line below leaves something out are given in full in
+    ``docs/development.md``, "Attack parameters in full".
+
     Parameters
     ----------
     pattern : {"checkerboard", "white", "black"} or ndarray, default="checkerboard"
-        The patch: a named ``size`` x ``size`` pattern (:func:`checkerboard` has 255 in its
-        top-left corner), or a uint8 array of shape (h, w) (used on every channel) or
-        (channels, h, w).
+        Named ``size`` x ``size`` patch, or a uint8 array of shape (h, w) or (channels, h, w).
     size : int, default=3
-        Side of a named pattern in pixels. The paper's MNIST trigger is a few pixels of a
-        28x28 image; 3x3 is the common choice of later benchmarks (BackdoorBench).
+        Side of a named pattern in pixels (>= 1).
     position : str or (row, col), default="bottom_right"
-        One of ``POSITIONS``, the top-left pixel of the patch, or ``"random"``: a place
-        drawn for every image (uniformly, ``margin`` pixels clear of the border), the
-        variant of Gu et al.'s Sec. 5 where the backdoor must fire wherever the sticker is.
+        One of ``POSITIONS``, the patch's top-left (row, col) >= 0, or "random" (per image).
     margin : int, default=1
         Pixels between the patch and the image border for the corner and random positions.
     pattern_path : str or None, default=None
-        A patch image file (e.g. backdoor-toolbox ``badnet_patch_9x9.png``,
-        ``trigger_sleeper_agent.png``) used as ``pattern`` at its own size, placed by
-        ``position`` and ``margin``; grey images take its luma.
+        Patch image file used as ``pattern`` at its own size; grey images take its luma.
     trigger_path : str or None, default=None
-        A full-image trigger file (e.g. backdoor-toolbox ``badnet_patch_32.png``) stamped
-        through its mask instead of the patch above; both are resized (nearest) to the
-        images, so ``pattern``, ``size``, ``position`` and ``margin`` are then unused.
+        Full-image trigger file stamped through its mask, resized (nearest); replaces the patch.
     mask_path : str or None, default=None
-        The trigger's mask (white = trigger pixel). Default ``mask_<name>`` next to the
-        trigger file; when there is none, the trigger's non-black pixels (BackdoorBench's
-        ``badnet/trigger_image.png``, a grid drawn on black).
+        Trigger's mask file (white = trigger); default ``mask_<name>``, else non-black pixels.
 
     References
     ----------
@@ -220,8 +212,7 @@ def apply_patch(
     ----------
     images : ndarray of shape (n_samples, channels, height, width), dtype uint8
     pattern : ndarray of shape (h, w) or (channels, h, w), dtype uint8, optional
-        The patch; a 2-D pattern is used on every channel. Default: :func:`checkerboard`
-        of side ``size``.
+        The patch, a 2-D one on every channel; default :func:`checkerboard` of side ``size``.
     size : int, default=3
         Side of the default pattern; ignored when ``pattern`` is given.
     position : str or (row, col), default="bottom_right"
@@ -270,6 +261,9 @@ def poison_dirty_label(
 
     The same as ``BadNets(**patch_kwargs).poison(...)``, returned as a tuple.
 
+    Parameters whose line below leaves something out are given in full in
+    ``docs/development.md``, "Attack parameters in full".
+
     Parameters
     ----------
     images : ndarray of shape (n_samples, channels, height, width), dtype uint8
@@ -277,13 +271,11 @@ def poison_dirty_label(
     target : int
         The attacker's target class.
     rate : float
-        Share of all rows poisoned, in [0, 1]: exactly ``round(rate * n_samples)`` rows,
-        drawn without replacement among rows whose label is not ``target``.
+        Share of all rows poisoned, in [0, 1]: ``round(rate * n_samples)`` non-target rows.
     seed : int
         Seeds the choice of rows.
     **patch_kwargs
-        Parameters of :class:`BadNets` (``pattern``, ``size``, ``position``, ``margin``);
-        ``pattern=None`` is the checkerboard.
+        BadNets' ``pattern``, ``size``, ``position``, ``margin``; ``pattern=None``: checkerboard.
 
     Returns
     -------

@@ -34,18 +34,15 @@ from sanitize.errors import ConfigError
 class Trojan(Attack):
     """Trojan trigger [1]_ pasted through a mask, poisoned rows relabelled to the target.
 
+    Parameters whose line below leaves something out are given in full in
+    ``docs/development.md``, "Attack parameters in full".
+
     Parameters
     ----------
     trigger_path : str or None, default=None
-        Trigger image file (e.g. backdoor-toolbox ``trojan_square_32.png``), resized
-        (nearest) to the images. None: the built-in square, a seeded colour texture of
-        side ``round(min(h, w) / 4)`` at ``round(min(h, w) * 3 / 32)`` pixels from the
-        bottom-right corner (8 pixels, 3 from the corner, on 32x32: the place and size of
-        the backdoor-toolbox square).
+        Trigger image file, resized (nearest) to the images; None: a built-in seeded square.
     mask_path : str or None, default=None
-        The trigger's mask (white = trigger pixel, grey = partly). Default ``mask_<name>``
-        next to the trigger file; when there is none, the trigger's non-black pixels (a
-        watermark drawn on black).
+        Mask file (white = trigger, grey = partly); default ``mask_<name>``, else non-black.
     alpha : float, default=1.0
         Opacity of the trigger, in (0, 1]: 1 - the paper's transparency.
     pattern_seed : int, default=0

@@ -31,23 +31,21 @@ _NOISE_STREAM = 7
 class WaNet(Attack):
     """WaNet warping trigger [1]_, poisoned rows relabelled to the target.
 
+    Parameters whose line below leaves something out are given in full in
+    ``docs/development.md``, "Attack parameters in full".
+
     Parameters
     ----------
     k : int, default=4
         Side of the random control grid (>= 2); smaller is smoother.
     s : float, default=0.5
-        Strength of the warp (> 0); the displacement is ``s / side`` in the [-1, 1]
-        image coordinates (the paper divides by the height; the horizontal component here
-        is divided by the width, the same on square images).
+        Strength of the warp (> 0): displacement ``s / side`` in [-1, 1] image coordinates.
     grid_rescale : float, default=1.0
         Factor on the warped grid before clipping, as in the reference code (> 0).
     warp_seed : int, default=0
         Seeds the control grid: one fixed warp for every poisoned row and test row.
     noise : bool, default=False
-        The paper's noise mode: also warp ``round(cross_ratio * n_poisoned)`` other rows
-        (drawn among non-poisoned rows, capped at their number) with the field plus
-        per-row random noise, labels kept. These rows are not part of the ground truth
-        (they carry no backdoor); ``info["noise_rows"]`` lists them.
+        Noise mode: also warp other rows with added noise, labels kept (``info["noise_rows"]``).
     cross_ratio : float, default=2.0
         Cross samples per poisoned row in noise mode (>= 0).
 

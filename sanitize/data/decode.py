@@ -26,16 +26,17 @@ _WIDE_MODES = frozenset({"I", "I;16", "I;16L", "I;16B", "I;16N", "F"})
 def decode_image(data: bytes, size: int, channels: int) -> np.ndarray:
     """Decode encoded image bytes (PNG, JPEG, ...) into a (channels, size, size) uint8 array.
 
+    Images of another shape are resized (bilinear) to size x size, so non-square images are
+    stretched. Alpha is dropped; palette, CMYK and other modes are converted.
+
     Parameters
     ----------
     data : bytes
         An encoded image file.
     size : int
-        Side of the output; images of another shape are resized (bilinear) to size x size,
-        so non-square images are stretched.
+        Side of the output in pixels; other shapes are resized (bilinear).
     channels : int
-        1 (converted to Pillow mode "L") or 3 (mode "RGB"). Alpha is dropped; palette,
-        CMYK and other modes are converted.
+        1 (converted to Pillow mode "L") or 3 (mode "RGB").
 
     Returns
     -------
@@ -116,19 +117,21 @@ def image_bytes(
 ) -> bytes:
     """Encoded bytes of one cell of an image column.
 
+    The path of a Hugging Face image struct is read only when its bytes are null. A path must
+    stay inside ``base_dir`` (see :func:`confined_path`) unless ``allow_external``, which
+    reads it as it is written: absolute, outside it, or a URL that fsspec opens (a network
+    fetch).
+
     Parameters
     ----------
     cell : dict, bytes or str
-        A Hugging Face image struct ``{"bytes": ..., "path": ...}`` (the path is read only
-        when bytes are null), raw bytes, or a path string.
+        A Hugging Face image struct ``{"bytes": ..., "path": ...}``, raw bytes, or a path string.
     filesystem : fsspec.AbstractFileSystem, optional
         Filesystem of the source; paths resolve on it (without one, on the local one).
     base_dir : str, optional
-        The source's directory: paths resolve against it and must stay inside it (see
-        :func:`confined_path`). None: a path is read as it is written.
+        The source's directory: paths resolve against it; None: a path is read as it is written.
     allow_external : bool, default=False
-        Read paths as they are written even with a ``base_dir``: absolute, outside it, or
-        a URL that fsspec opens (a network fetch).
+        Read paths as they are written even with a ``base_dir`` (absolute, outside it, a URL).
 
     Raises
     ------

@@ -24,8 +24,7 @@ class NpyWriter:
     Parameters
     ----------
     path : Path
-        Created (or truncated) at once with the full size; readable with ``np.load`` once
-        :meth:`close` has run.
+        Created (or truncated) at once, full size; ``np.load`` reads it after :meth:`close`.
     shape : tuple of int
         Shape of the whole array; blocks are runs of rows along the first axis.
     dtype : numpy dtype

@@ -116,16 +116,18 @@ class ReadSummary:
 def read_source(source: Source, data: DataConfig, workdir: str | os.PathLike[str]) -> ReadSummary:
     """Validate ``source``, decode its images and write the read-stage files to ``workdir``.
 
+    An image size or channel count of None in ``data`` is taken from the first readable
+    image: 1 channel for grey modes else 3, size = max(width, height). Each file appears
+    in ``workdir`` under its final name only when complete.
+
     Parameters
     ----------
     source : Source
         From :func:`sanitize.data.open_source`.
     data : DataConfig
-        Column names, image size and channels (None: from the first readable image: 1
-        channel for grey modes else 3, size = max(width, height)), rows per batch.
+        Column names, image size and channels (None: from the first image), rows per batch.
     workdir : path-like
-        Directory that receives ``images.npy``, ``rows.parquet`` and ``classes.json``;
-        created when missing. Each file appears under its final name only when complete.
+        Receives ``images.npy``, ``rows.parquet`` and ``classes.json``; created when missing.
 
     Returns
     -------

@@ -75,14 +75,16 @@ _COMMON_PROTOCOLS = ("file", "memory", "s3", "gs", "gcs", "az", "abfs", "http", 
 def open_source(uri: str | os.PathLike[str], data: DataConfig) -> Source:
     """Open a source and detect its kind; nothing but metadata is read.
 
+    In ``data``, the label column names the class names looked up in the metadata, and image
+    folders and ``.npz`` files present their columns under the configured image and label
+    names (``image`` and ``label`` by default).
+
     Parameters
     ----------
     uri : str or path-like
         A local path or an fsspec URI (``file://``, ``memory://``, ``s3://``, ...).
     data : DataConfig
-        Column names: the label column names the class names looked up in the metadata,
-        and image folders and ``.npz`` files present their columns under the configured
-        image and label names (``image`` and ``label`` by default).
+        Column names: for the metadata's class names and folder / ``.npz`` columns (see above).
 
     Returns
     -------

@@ -58,6 +58,10 @@ def orient_by_shortcut(
 ) -> Orientation:
     """Keep only the shortcut's flags where it flags a majority or the others contradict it.
 
+    With ``min_rows`` and ``others``, a class where the shortcut flags at least ``min_rows``
+    rows, and where more than half of the other detectors' flags lie off ``side``, keeps
+    only the flags on ``side``.
+
     Parameters
     ----------
     flagged : ndarray of shape (n_rows,)
@@ -71,9 +75,7 @@ def orient_by_shortcut(
     others : ndarray of shape (n_rows,), optional
         bool; the flags of the other detectors.
     min_rows : int, optional
-        With it and ``others``, a class where the shortcut flags at least ``min_rows``
-        rows, and where more than half of the other detectors' flags lie off ``side``,
-        keeps only the flags on ``side``.
+        Fewest shortcut flags in a class for the others' contradiction to count (see above).
 
     Returns
     -------

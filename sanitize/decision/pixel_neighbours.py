@@ -62,6 +62,11 @@ def label_agreement(
 ) -> np.ndarray:
     """Per row of ``classes``: the share of its ``k`` nearest images that carry its label.
 
+    The neighbours are drawn from a seeded sample of the same number of rows of every class
+    (at most the median class size; all of a smaller class), at most ``max_pool`` rows.
+    ``image_rows`` gives the row of ``images`` each label belongs to (the usable rows of a
+    larger set); by default row ``i`` is image ``i``.
+
     Parameters
     ----------
     images : ndarray of shape (n_rows, C, H, W), uint8
@@ -75,12 +80,10 @@ def label_agreement(
     side : int, default=8
         Block means a side (8 x 8 per channel: the layout of an object, not its texture).
     max_pool : int, default=50000
-        Most rows the neighbours are drawn from: a seeded sample of the same number of
-        rows of every class (at most the median class size; all of a smaller class).
+        Most rows the neighbours are drawn from (a seeded, class-balanced sample).
     seed : int, default=0
     image_rows : ndarray of shape (n_rows,), optional
-        The row of ``images`` each label belongs to (the usable rows of a larger set);
-        by default row ``i`` is image ``i``.
+        The row of ``images`` each label belongs to; default: row ``i`` is image ``i``.
     also : ndarray of int, optional
         Further rows to score (a sample of other classes, as a reference).
 

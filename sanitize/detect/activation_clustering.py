@@ -84,8 +84,7 @@ class ActivationClustering(Detector):
     silhouette_rows : int, default=2000
         Rows of a class (seeded subsample) the O(n^2) silhouette is computed on.
     min_classes : int, default=3
-        Fewest scored classes for the cross-class comparison; with fewer, nothing is
-        flagged and ``info`` says why.
+        Fewest scored classes to compare; with fewer, nothing is flagged and ``info`` says why.
 
     Notes
     -----

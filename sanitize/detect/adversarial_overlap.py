@@ -37,11 +37,13 @@ class AdversarialOverlap(Detector):
     PBE's other score, the agreement of the model with a briefly adversarially fine-tuned
     copy, needs a second pass over every row and is not computed.
 
+    The probe's cost is ``steps`` forward and backward passes and one forward pass over its
+    ``n_probe`` rows.
+
     Parameters
     ----------
     n_probe : int, default=1000
-        Most rows the PGD probe perturbs (a seeded uniform sample); its cost is
-        ``steps`` forward and backward passes and one forward pass over them.
+        Most rows the PGD probe perturbs (a seeded uniform sample).
     eps : float, default=6/255
         L_inf radius of the perturbation, in pixel units of [0, 1].
     steps : int, default=5
@@ -53,8 +55,7 @@ class AdversarialOverlap(Detector):
     separation_threshold : float, default=4.0
         Mixture separation a class needs to have a group (as ``spectral``).
     z_threshold : float, default=6.0
-        Robust z toward the high side past which the rows of a class with a group are
-        flagged (the far edge of the group); never a lone row.
+        High-side robust z past which a group's rows are flagged (its far edge); never a lone row.
     min_group_size : int, default=10
         Fewest rows a group must hold.
     max_group_weight : float, default=0.75

@@ -53,6 +53,24 @@ class AdversarialProbe:
 class DetectorContext:
     """What a detector may use besides the features and the labels.
 
+    The optional inputs in full:
+
+    - ``loss_history``: float32 per-sample cross-entropy of the bootstrap model f_B during
+      each training epoch; NaN where a row was not trained on in that epoch.
+    - ``pixels``: float32 block means in [0, 1] of each row's image
+      (:func:`sanitize.detect.pixel_spectral.block_means`), for detectors that look at the
+      input rather than the features.
+    - ``images``: uint8 decoded images of the rows (a memory map may be given), for
+      detectors that read exact pixel values.
+    - ``class_stats``: per-class means and top scatter eigenpairs of the same rows, computed
+      once for every detector that reads them; a detector computes its own when this is None
+      or describes other rows (:func:`sanitize.detect.class_stats.class_statistics`).
+    - ``channel_norms``: float32 l_1, l_2 and l_inf norms of each channel map of the
+      bootstrap model's last conv block (:func:`sanitize.model.net.channel_norms`), recorded
+      by the embedding pass.
+    - ``adversarial_probe``: PGD examples of the bootstrap model on a sample of the rows
+      (:func:`sanitize.model.probe.adversarial_probe`).
+
     Parameters
     ----------
     n_classes : int
@@ -60,30 +78,21 @@ class DetectorContext:
     seed : int, default=0
         Seeds every randomised step of a detector (k-means, subsamples, mixtures).
     loss_history : ndarray of shape (n_rows, n_epochs) or None, default=None
-        float32 per-sample cross-entropy of the bootstrap model f_B during each training
-        epoch; NaN where a row was not trained on in that epoch.
+        float32 per-row cross-entropy of f_B in each training epoch; NaN where not trained on.
     loss_bootstrap : ndarray of shape (n_rows,) or None, default=None
         float32 final cross-entropy of f_B on each row.
     loss_clean : ndarray of shape (n_rows,) or None, default=None
         float32 final cross-entropy of the deconfounded model f_C on each row.
     pixels : ndarray of shape (n_rows, k) or None, default=None
-        float32 block means in [0, 1] of each row's image
-        (:func:`sanitize.detect.pixel_spectral.block_means`), for detectors that look at
-        the input rather than the features.
+        float32 block means in [0, 1] of each row's image, for detectors that look at the input.
     images : ndarray of shape (n_rows, channels, height, width) or None, default=None
-        uint8 decoded images of the rows (a memory map may be given), for detectors that
-        read exact pixel values.
+        uint8 decoded images of the rows (a memory map may be given), for exact pixel values.
     class_stats : ClassStatistics or None, default=None
-        Per-class means and top scatter eigenpairs of the same rows, computed once for
-        every detector that reads them; a detector computes its own when this is None or
-        describes other rows (:func:`sanitize.detect.class_stats.class_statistics`).
+        Per-class means and top scatter eigenpairs of the same rows; None: each detector's own.
     channel_norms : ndarray of shape (n_rows, 3, n_channels) or None, default=None
-        float32 l_1, l_2 and l_inf norms of each channel map of the bootstrap model's last
-        conv block (:func:`sanitize.model.net.channel_norms`), recorded by the embedding
-        pass.
+        float32 l_1, l_2 and l_inf norms of each last-conv-block channel map of f_B.
     adversarial_probe : AdversarialProbe or None, default=None
-        PGD examples of the bootstrap model on a sample of the rows
-        (:func:`sanitize.model.probe.adversarial_probe`).
+        PGD examples of the bootstrap model on a sample of the rows.
     """
 
     n_classes: int
@@ -123,34 +132,37 @@ class DetectorTraits:
 class DetectorResult:
     """One detector's verdict on every row it was given.
 
+    The class-level outputs in full:
+
+    - ``candidate``: bool; rows in the group each class would lose if it were judged
+      poisoned (the minor mixture component, the smaller cluster), whether or not this
+      detector judged it so on its own. Detectors that compare classes set it, with a numeric
+      ``info["per_class"][c]["evidence"]`` per class; the decision uses both to act on a
+      class that several detectors single out (see :func:`sanitize.decision.decide.decide`).
+    - ``oriented``: bool, within ``flagged``; flags whose side the detector's own signal
+      settles in a class where a group test alone would not (a class whose flags are the rest
+      of a group, turned over). The decision treats them as it treats the flags of a detector
+      with ``Detector.oriented``.
+    - ``traits``: how the decision treats these flags; :meth:`Detector.score` sets its
+      detector's. None (a result built by hand): the registered detector's of the same name,
+      or the defaults.
+
     Parameters
     ----------
     score : ndarray of shape (n_rows,)
-        float32 in [0, 1]; higher means more likely poisoned. ``score >= 0.5`` exactly
-        where ``flagged``.
+        float32 in [0, 1], higher when more likely poisoned; ``>= 0.5`` exactly where ``flagged``.
     flagged : ndarray of shape (n_rows,)
         bool; the rows the detector would remove on its own.
     info : dict
-        JSON-serialisable: thresholds actually used, per-class figures keyed by the class
-        index as a string.
+        JSON-serialisable: thresholds actually used, per-class figures keyed by class index string.
     weight : ndarray of shape (n_rows,) or None, default=None
         float32 raw training weight in (0, 1]; only detectors that produce one set it (CBD).
     candidate : ndarray of shape (n_rows,) or None, default=None
-        bool; rows in the group each class would lose if it were judged poisoned (the
-        minor mixture component, the smaller cluster), whether or not this detector judged
-        it so on its own. Detectors that compare classes set it, with a numeric
-        ``info["per_class"][c]["evidence"]`` per class; the decision uses both to act on
-        a class that several detectors single out (see
-        :func:`sanitize.decision.decide.decide`).
+        bool; the rows each class would lose if judged poisoned (its minor group); see above.
     oriented : ndarray of shape (n_rows,) or None, default=None
-        bool, within ``flagged``; flags whose side the detector's own signal settles in a
-        class where a group test alone would not (a class whose flags are the rest of a
-        group, turned over). The decision treats them as it treats the flags of a
-        detector with ``Detector.oriented``.
+        bool, within ``flagged``; flags whose side the detector's own signal settles; see above.
     traits : DetectorTraits or None, default=None
-        How the decision treats these flags; :meth:`Detector.score` sets its detector's.
-        None (a result built by hand): the registered detector's of the same name, or the
-        defaults.
+        How the decision treats these flags; None: the registered detector's, or the defaults.
 
     Raises
     ------

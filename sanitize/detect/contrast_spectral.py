@@ -59,14 +59,15 @@ class ContrastSpectral(SpectralSignature):
     1.000 / 0.000, and no clean set lost a row more (``benchmarks/RESULTS.md``, session 11).
     Its candidate groups are not passed on: a group left as drawn may still be a clean rest.
 
+    ``class_mad_floor`` also floors the MAD of the spreads.
+
     Parameters
     ----------
     shrinkage : float, default=0.1
         Weight of the mean eigenvalue in the whitening covariance.
     separation_threshold, z_threshold, min_group_size, min_class_size, max_fit_rows, \
 class_z_threshold, class_mad_floor
-        As :class:`~sanitize.detect.spectral.SpectralSignature`, whose values and rules are
-        the defaults here; ``class_mad_floor`` also floors the MAD of the spreads.
+        As :class:`~sanitize.detect.spectral.SpectralSignature`, whose defaults and rules apply.
     spread_z_threshold : float, default=4.0
         Robust z among all classes' spreads from which a side is taken for rows of several classes.
     spread_margin : float, default=2.0

@@ -47,8 +47,7 @@ class EarlyLoss(Detector):
     minority_z : float, default=3.0
         The same bar for a low group of at most half its class.
     majority_mad_floor : float, default=0.1
-        Floor on the MAD of the separations over classes, as a share of their median (both
-        bars).
+        Floor on the MAD of the separations over classes, as a share of their median (both bars).
 
     References
     ----------

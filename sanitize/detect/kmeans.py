@@ -76,6 +76,8 @@ def kmeans(
 ) -> KMeansResult:
     """Cluster the rows of ``x`` into ``n_clusters`` groups; best of ``n_init`` restarts.
 
+    ``backend="faiss"`` raises :class:`ConfigError` when faiss is not installed.
+
     Parameters
     ----------
     x : ndarray of shape (n_samples, n_features)
@@ -87,7 +89,6 @@ def kmeans(
     seed : int, default=0
     backend : {"auto", "faiss", "sklearn"} or None, default=None
         None reads ``$SANITIZE_KMEANS`` (default ``"auto"``: faiss when importable).
-        ``"faiss"`` raises :class:`ConfigError` when faiss is not installed.
 
     Returns
     -------

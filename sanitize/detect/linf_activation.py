@@ -49,8 +49,7 @@ class LinfActivation(Detector):
     separation_threshold : float, default=3.0
         Mixture separation a class needs to have a group.
     z_threshold : float, default=6.0
-        Robust z toward the high side past which the rows of a class with a group are
-        flagged (the far edge of the group); never a lone row.
+        High-side robust z past which a group's rows are flagged (its far edge); never a lone row.
     min_group_size : int, default=10
         Fewest rows a group must hold.
     max_group_weight : float, default=0.75
@@ -58,8 +57,7 @@ class LinfActivation(Detector):
     min_class_size : int, default=20
         Smaller classes are not tested (score 0) and listed in ``info``.
     max_fit_rows : int, default=20000
-        Rows of a class (seeded subsample) the channels are chosen and the mixture fitted
-        on; every row is scored.
+        Rows of a class (seeded subsample) that pick the channels and fit the mixture; all scored.
     class_z_threshold : float, default=3.0
         Robust z of a class's separation among the classes its group needs to be flagged.
     class_mad_floor : float, default=0.1

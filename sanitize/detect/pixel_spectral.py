@@ -28,6 +28,9 @@ _BLOCK_BATCH = 4096
 def block_means(images: np.ndarray, rows: np.ndarray | None = None, grid: int = 16) -> np.ndarray:
     """Each image as the mean of each channel over a ``grid`` x ``grid`` set of blocks.
 
+    Blocks come from adaptive average pooling: they differ by at most one pixel where the side
+    is not a multiple of ``grid``.
+
     Parameters
     ----------
     images : ndarray of shape (n_images, channels, height, width)
@@ -35,8 +38,7 @@ def block_means(images: np.ndarray, rows: np.ndarray | None = None, grid: int = 
     rows : ndarray of int or None, default=None
         Rows of ``images`` to take, in this order; None takes every row.
     grid : int, default=16
-        Blocks a side (adaptive average pooling: blocks differ by at most one pixel where
-        the side is not a multiple of ``grid``); at most the image side.
+        Blocks a side (adaptive average pooling); at most the image side.
 
     Returns
     -------
@@ -82,8 +84,7 @@ class PixelSpectral(ContrastSpectral):
         Robust z at which a single row is flagged on its own; the default flags none.
     separation_threshold, min_group_size, min_class_size, max_fit_rows, \
 class_z_threshold, class_mad_floor
-        As :class:`~sanitize.detect.spectral.SpectralSignature`, whose values and rules
-        are the defaults here.
+        As :class:`~sanitize.detect.spectral.SpectralSignature`, whose defaults and rules apply.
 
     Notes
     -----

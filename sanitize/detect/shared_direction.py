@@ -45,15 +45,13 @@ class SharedDirection(Detector):
     n_components : int, default=32
         Principal directions of the within-class residuals kept and rotated, in [2, 256].
     separation_threshold : float, default=4.0
-        Smallest distance of a group's mean from the bulk's, in the bulk's standard
-        deviations (two-component mixture on the component's heavy side).
+        Least distance of a group's mean from the bulk's, in the bulk's SDs (heavy-side mixture).
     min_group_size : int, default=10
         Fewest rows a group must hold.
     max_group_weight : float, default=0.25
         Largest share of all rows a group may hold, in (0, 0.5].
     max_fit_rows : int, default=20000
-        Rows (seeded subsample) the principal directions and components are fitted on;
-        every row is scored.
+        Rows (seeded subsample) the principal directions and components are fitted on; all scored.
 
     Notes
     -----

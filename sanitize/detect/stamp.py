@@ -72,11 +72,9 @@ class Stamp(Detector):
     seed_exclusivity, exclusivity : float, default=2.0 and 10.0
         Share of its class over the largest share in another class a seed and a flagged stamp need.
     agreement : float, default=0.9
-        Share of the seed's rows that must hold a pixel's most common value for the pixel
-        to join the stamp.
+        Share of the seed's rows that must hold a pixel's most common value to add it to the stamp.
     base_rate : float, default=0.5
-        Share of all rows holding that value at that pixel from which the pixel is a
-        shared background and not part of the stamp.
+        Share of all rows holding that value from which a pixel is shared background, not stamp.
     match_share : float, default=0.9
         Share of the stamp's pixels a row must equal to carry it.
     max_near : float, default=0.05

@@ -36,18 +36,18 @@ class LeaveOneClassOutWhitening:
     """Class means and the pooled within-class scatter of every class, so that each class
     can be whitened by the scatter of the others.
 
+    The shrinkage is there so that the noise in the smallest eigenvalues of ``C`` cannot blow
+    up the directions they belong to.
+
     Parameters
     ----------
     data : ndarray of shape (n_rows, n_dims)
-        One row a sample (features, or block means of the pixels); read as float64 a
-        class at a time.
+        One row a sample (features, or block means of pixels), read as float64 a class at a time.
     labels : ndarray of shape (n_rows,)
         Class index of every row.
     n_classes : int
     shrinkage : float
-        Weight of the mean eigenvalue in the whitening covariance: ``(1 - s) * C + s *
-        mean(eig) * I``, so that the noise in the smallest eigenvalues of ``C`` cannot
-        blow up the directions they belong to.
+        Weight ``s`` of the mean eigenvalue in the whitening ``(1 - s) * C + s * mean(eig) * I``.
 
     Memory: ``n_dims`` x ``n_dims`` float64 twice, and one class of ``data`` at a time.
     """

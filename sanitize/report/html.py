@@ -113,16 +113,18 @@ def render_report(
 ) -> str:
     """The whole page as a string.
 
+    ``scores`` carries the projection columns when the run saved them. ``clean_path`` and
+    ``quarantine_path`` are both in source order (as
+    :func:`sanitize.pipeline.export.write_tables` writes them); thumbnails are read from them.
+
     Parameters
     ----------
     report : dict
         The run's ``report.json``.
     scores : pyarrow.Table
-        The run's ``scores.parquet`` (source order), with the projection columns when the
-        run saved them.
+        The run's ``scores.parquet`` (source order).
     clean_path, quarantine_path : Path
-        The run's ``clean.parquet`` and ``quarantine.parquet``, both in source order (as
-        :func:`sanitize.pipeline.export.write_tables` writes them); thumbnails are read from them.
+        The run's ``clean.parquet`` and ``quarantine.parquet``; thumbnails are read from them.
     """
     flagged = scores.column(FLAGGED).to_numpy(zero_copy_only=False).astype(bool)
     sections = [

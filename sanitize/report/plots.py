@@ -96,11 +96,9 @@ def score_histogram(
     upper : float, default=1.0
         Right end of the value axis (1 for scores; the largest weight for sample weights).
     axis_title, threshold_text : str
-        Title under the value axis, and the text by the dashed line (``{threshold}`` is
-        replaced by its value).
+        Title under the value axis; text by the dashed line (``{threshold}``: its value).
     width : float, default=340
-        Width of the chart in SVG units; 340 fits a third of the page, where a chart is
-        drawn about 300 px wide, so 13-unit text reads at 11 px or more.
+        Width of the chart in SVG units; why 340: ``docs/defaults.md``.
     text_size : float, default=13
         Font size of the tick labels and titles, SVG units.
 
