@@ -49,7 +49,6 @@ def _without(*rules: str) -> Callable[[SanitizeConfig], SanitizeConfig]:
 VARIANTS: dict[str, Callable[[SanitizeConfig], SanitizeConfig]] = {
     "all": lambda config: config,
     "no_group_votes": lambda config: config,  # every detector votes by row: variant_results
-    "no_agreement": _without("agreement"),
     "no_orient": _without("orient"),
     "no_size_orient": _without("size_orient"),
     "no_size_suspect": _with(size_suspect=False),
@@ -58,7 +57,7 @@ VARIANTS: dict[str, Callable[[SanitizeConfig], SanitizeConfig]] = {
     "no_growth_pixel": _with(growth_pixel_auc=None),
     "no_settle": _without("settled"),
     "no_removal_cap": _with(max_removal_fraction=1.0),
-    "vote_only": _without("agreement", "orient", "size_orient", "refine", "growth", "settled"),
+    "vote_only": _without("orient", "size_orient", "refine", "growth", "settled"),
 }
 
 

@@ -44,7 +44,7 @@ MODEL_PROBES = ("linf_activation", "adversarial_overlap")
 KNOWN_DETECTORS = DEFAULT_DETECTORS + MODEL_PROBES
 # The decision's class rules that a config can leave out, in the order they run (the names of
 # ``sanitize.decision.rules.RULES``; a test keeps them equal).
-RULE_NAMES = ("agreement", "orient", "size_orient", "refine", "growth", "settled")
+RULE_NAMES = ("orient", "size_orient", "refine", "growth", "settled")
 
 
 # Smallest side the bootstrap network takes: it halves the image three times

@@ -161,10 +161,9 @@ def test_bad_inputs():
 # --- candidate groups ------------------------------------------------------------------
 
 
-def test_one_detectors_candidate_group_without_flags_removes_nothing():
-    """One detector's class evidence and candidate group remove no row without a flag (or a
-    class the size rules judge), however far a class stands out; a second detector that
-    singles the same class out is the agreement rule's case (below)."""
+def test_a_candidate_group_without_flags_removes_nothing():
+    """Class evidence and a candidate group are what the size rules read; without a flag
+    (or a class the size rules judge) they remove no row, however far a class stands out."""
     labels = np.repeat(np.arange(10), 100)
     candidate = np.zeros(labels.size, dtype=bool)
     candidate[np.flatnonzero(labels == 4)[:20]] = True
@@ -176,7 +175,7 @@ def test_one_detectors_candidate_group_without_flags_removes_nothing():
             info={"per_class": per_class},
             candidate=candidate,
         )
-        for nm in ("a",)
+        for nm in ("a", "b")
     }
     decision = decide(results, labels.size, DecisionConfig(), labels=labels)
     assert not decision.flagged.any()
@@ -562,59 +561,3 @@ def test_every_decision_knob_belongs_to_one_step():
     owned = [knob for rule in RULES for knob in rule.knobs] + list(DECIDE_KNOBS)
     assert sorted(owned) == sorted(DecisionConfig.model_fields)
     assert len({rule.name for rule in RULES}) == len(RULES)
-
-
-# --- agreement: a class two detectors single out, each under its own bar --------------------
-
-
-def _under_the_bar(candidate, labels, evidence_by_class, seed):
-    """A result that flags nothing but holds ``candidate`` as its group, with class evidence."""
-    rng = np.random.default_rng(seed)
-    score = np.where(
-        candidate, rng.uniform(0.3, 0.45, labels.size), rng.uniform(0, 0.2, labels.size)
-    )
-    per_class = {str(c): {"evidence": float(e)} for c, e in enumerate(evidence_by_class)}
-    return DetectorResult(
-        score=score.astype(np.float32),
-        flagged=np.zeros(labels.size, bool),
-        candidate=candidate,
-        info={"per_class": per_class},
-    )
-
-
-def _agreement_case():
-    rng = np.random.default_rng(0)
-    labels = np.repeat(np.arange(10), 100)
-    poison = (labels == 2) & (np.arange(labels.size) % 100 < 30)
-    evidence = 1.0 + rng.normal(0, 0.05, 10)
-    singled = evidence.copy()
-    singled[2] = 3.0
-    stray = rng.random(labels.size) < 0.02  # each detector's group also holds a few others
-    return labels, poison, evidence, singled, stray
-
-
-def test_agreement_flags_the_rows_two_detectors_group_in_a_class_both_single_out():
-    labels, poison, evidence, singled, stray = _agreement_case()
-    results = {
-        "a": _under_the_bar(poison | (stray & (labels == 2)), labels, singled, 1),
-        "b": _under_the_bar(poison, labels, singled, 2),
-    }
-    only_agreement = DecisionConfig(rules=("agreement",))
-    d = decide(results, labels.size, only_agreement, labels=labels)
-    assert np.array_equal(d.flagged, poison)
-    assert set(d.reasons[int(np.flatnonzero(poison)[0])]) == {"agreement:a", "agreement:b"}
-    assert d.info["agreement"]["per_class"]["2"] == {"by": ["a", "b"], "agreed": 30, "added": 30}
-    assert np.array_equal(d.poison_score >= 0.5, d.flagged)
-
-    off = decide(results, labels.size, DecisionConfig(rules=("orient",)), labels=labels)
-    assert not off.flagged.any() and off.info["agreement"] is None
-
-
-def test_agreement_needs_two_detectors_to_single_the_class_out():
-    labels, poison, evidence, singled, _ = _agreement_case()
-    results = {
-        "a": _under_the_bar(poison, labels, singled, 1),
-        "b": _under_the_bar(poison, labels, evidence, 2),  # sees no class apart
-    }
-    d = decide(results, labels.size, DecisionConfig(rules=("agreement",)), labels=labels)
-    assert not d.flagged.any() and d.info["agreement"]["per_class"] == {}

@@ -32,10 +32,6 @@ SIZE_REASON = "class_size"
 # floor on the deviation relative to the median).
 SINGLED_OUT_Z = 2.0
 CLASS_MAD_FLOOR = 0.1
-# The agreement rule: a class that this many detectors single out, each at this class-evidence
-# z (the spectral detectors' own class bar), though each stays under its absolute bar.
-AGREE_DETECTORS = 2
-AGREE_Z = 3.0
 
 
 @dataclass
@@ -104,17 +100,11 @@ class Evidence:
     def singled_out(self, names: list[str]) -> set[int]:
         """Classes whose evidence, for any of the detectors ``names``, is a robust outlier
         (z >= ``SINGLED_OUT_Z``) among the classes."""
-        return set(self.singled_out_by(names, SINGLED_OUT_Z))
-
-    def singled_out_by(self, names: list[str], z_bar: float) -> dict[int, list[str]]:
-        """Each class whose class evidence is at least ``z_bar`` robust deviations above the
-        other classes' for some of the detectors ``names``, and those detectors."""
-        singled: dict[int, list[str]] = {}
+        singled: set[int] = set()
         for nm in names:
             per_class = self.results[nm].info.get("per_class") or {}
-            for c, zc in class_evidence_z(per_class, CLASS_MAD_FLOOR).items():
-                if zc >= z_bar:
-                    singled.setdefault(c, []).append(nm)
+            z = class_evidence_z(per_class, CLASS_MAD_FLOOR)
+            singled |= {c for c, zc in z.items() if zc >= SINGLED_OUT_Z}
         return singled
 
 
@@ -132,37 +122,6 @@ class Rule:
 
     def apply(self, state: DecisionState, evidence: Evidence) -> dict[str, Any] | None:
         raise NotImplementedError
-
-
-class Agreement(Rule):
-    """A class that two or more detectors single out among the classes (class evidence z >= 3),
-    each under its own absolute bar: the rows that at least two of them hold in their group
-    (candidate or flagged) are flagged, when they are a group (``min_class_rows``)."""
-
-    name = "agreement"
-
-    def apply(self, state, evidence):
-        labels, per_class = evidence.labels, {}
-        for c, names in sorted(evidence.singled_out_by(evidence.names, AGREE_Z).items()):
-            if len(names) < AGREE_DETECTORS:
-                continue
-            groups = {nm: (labels == c) & _group_of(evidence.results[nm]) for nm in names}
-            agreed = np.sum(list(groups.values()), axis=0) >= AGREE_DETECTORS
-            added = agreed & ~state.flagged
-            per_class[str(c)] = {"by": names, "agreed": int(agreed.sum()), "added": 0}
-            if agreed.sum() < evidence.config.min_class_rows or not added.any():
-                continue
-            strength = np.mean([evidence.results[nm].score for nm in names], axis=0)
-            state.flag(added, 0.5 + 0.5 * np.clip(strength, 0.0, 1.0), [])
-            for i in np.flatnonzero(added):
-                state.reasons[i] = [f"agreement:{nm}" for nm in names if groups[nm][i]]
-            per_class[str(c)]["added"] = int(added.sum())
-        return {"z": AGREE_Z, "per_class": per_class}
-
-
-def _group_of(result: DetectorResult) -> np.ndarray:
-    """The rows a detector's result puts in a group: its flags and its candidate group."""
-    return result.flagged if result.candidate is None else result.flagged | result.candidate
 
 
 class Orient(Rule):
@@ -376,15 +335,7 @@ class Stamp(Rule):
 
 
 # The class rules, in the order they run.
-RULES: tuple[Rule, ...] = (
-    Agreement(),
-    Orient(),
-    SizeOrientation(),
-    Refine(),
-    SizeCap(),
-    Growth(),
-    Stamp(),
-)
+RULES: tuple[Rule, ...] = (Orient(), SizeOrientation(), Refine(), SizeCap(), Growth(), Stamp())
 
 
 def input_space_only(

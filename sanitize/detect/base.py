@@ -137,8 +137,8 @@ class DetectorResult:
     - ``candidate``: bool; rows in the group each class would lose if it were judged
       poisoned (the minor mixture component, the smaller cluster), whether or not this
       detector judged it so on its own. Detectors that compare classes set it, with a numeric
-      ``info["per_class"][c]["evidence"]`` per class; the decision uses both to act on a
-      class that several detectors single out (see :func:`sanitize.decision.decide.decide`).
+      ``info["per_class"][c]["evidence"]`` per class; the decision's orientation and size
+      rules read both (:mod:`sanitize.decision.rules`).
     - ``oriented``: bool, within ``flagged``; flags whose side the detector's own signal
       settles in a class where a group test alone would not (a class whose flags are the rest
       of a group, turned over). The decision treats them as it treats the flags of a detector
